@@ -1,0 +1,142 @@
+"""Command-line entry points. Heavy imports (TensorFlow, Horovod) happen inside the commands, so
+`--help` and flag errors answer at once.
+
+    hvdweather-data synth OUT --images-per-class 40 --seed 0
+    horovodrun -np 2 hvdweather-train --data OUT --out runs/demo
+    hvdweather-bench pipeline --data OUT
+"""
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Callable
+
+import click
+
+from hvdweather.config import ConfigError, TrainConfig, load_config_file, make_config
+
+_D = TrainConfig()  # defaults shown in --help
+
+
+def _expected_errors() -> tuple[type[Exception], ...]:
+    from hvdweather.data.discovery import DataError
+    from hvdweather.writers import OutputError
+
+    return ConfigError, DataError, OutputError, click.UsageError, FileNotFoundError
+
+
+def run_command(command: click.Command, prog: str, argv: list[str] | None = None) -> int:
+    """Run a click command; known input errors become one line 'prog: error: ...' and exit 2.
+
+    Any other exception prints its traceback and exits 1: under mpirun/horovodrun a rank that
+    exits non-zero ends the whole job instead of leaving the others waiting in an allreduce.
+    """
+    try:
+        command.main(args=argv, prog_name=prog, standalone_mode=False)
+        return 0
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.Abort:
+        print(f"{prog}: aborted", file=sys.stderr)
+        return 130
+    except _expected_errors() as exc:
+        message = exc.format_message() if isinstance(exc, click.ClickException) else str(exc)
+        print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
+        return 2
+    except Exception:
+        traceback.print_exc()
+        print(f"{prog}: failed; see the traceback above", file=sys.stderr, flush=True)
+        return 1
+
+
+def _main(command: click.Command, prog: str) -> Callable[[], None]:
+    def entry() -> None:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ info lines drown the progress bar
+        sys.exit(run_command(command, prog))
+
+    return entry
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+              help="JSON or YAML file of the same fields (e.g. batch_size: 64); flags given here win.")
+@click.option("--data", help="Class-folder data set (WEAPD/ImageFolder layout: DATA/<class>/<image>).")
+@click.option("--out", help=f"Run directory for config, split, metrics, checkpoints, report. [{_D.out}]")
+@click.option("--strategy", type=click.Choice(["horovod", "mirrored"]),
+              help="horovod: one process per worker (launch with horovodrun/mpirun); mirrored: "
+                   "one process with --replicas replicas. [horovod]")
+@click.option("--replicas", type=int, help=f"Mirrored only: replicas in the process. [{_D.replicas}]")
+@click.option("--epochs", type=int, help=f"Epochs to train. [{_D.epochs}]")
+@click.option("--batch-size", type=int, help="Batch size PER WORKER (as in the seeds); the global batch "
+              f"is this x workers and is printed at start. [{_D.batch_size}]")
+@click.option("--lr", type=float, help=f"Base learning rate for one worker; multiplied by the number of "
+              f"workers. [{_D.lr}]")
+@click.option("--optimizer", type=click.Choice(["sgd", "adam"]), help="sgd (momentum) or adam. [sgd]")
+@click.option("--momentum", type=float, help=f"SGD momentum. [{_D.momentum}]")
+@click.option("--warmup-epochs", type=float, help=f"Epochs to ramp the LR up to base x workers; 0 = off. "
+              f"[{_D.warmup_epochs}]")
+@click.option("--seed", type=int, help=f"Seed for split, shuffle, augmentation and weights. [{_D.seed}]")
+@click.option("--image-size", type=int, help=f"Square input size in pixels (the CNN needs >= 253). "
+              f"[{_D.image_size}]")
+@click.option("--val-split", type=float, help=f"Fraction of each class for validation. [{_D.val_split}]")
+@click.option("--test-split", type=float, help=f"Fraction of each class for the test report. [{_D.test_split}]")
+@click.option("--augment/--no-augment", default=None, help="Random flip/brightness/contrast. [off]")
+@click.option("--cache-dir", help="Cache decoded images in files here instead of in memory.")
+@click.option("--threads-per-worker", type=int, help="TensorFlow threads per worker; 0 = cores on the node "
+              "/ workers on the node. [0]")
+@click.option("--resume/--no-resume", default=None, help="Continue from last.keras in --out. [off]")
+@click.option("--target-accuracy", type=float, help="Report the first epoch whose val accuracy reaches "
+              "this fraction. [off]")
+@click.option("--timeline", help="Write a Horovod timeline (chrome://tracing JSON) to this path.")
+@click.option("--verbose", type=click.IntRange(0, 2), help="0 silent, 1 progress bar, 2 a line per epoch. [1]")
+def train_command(config_file: str | None, **flags) -> None:
+    """Train the weather CNN. Run alone, or as `horovodrun -np N hvdweather-train ...`."""
+    cfg = make_config(load_config_file(config_file) if config_file else {}, flags)
+    if not cfg.data:
+        raise ConfigError("--data is required: a folder of class folders (see hvdweather-data synth)")
+    from hvdweather.train import train
+
+    train(cfg)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def data_group() -> None:
+    """Data sets: make the embedded synthetic WEAPD-like set."""
+
+
+@data_group.command("synth")
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--images-per-class", type=click.IntRange(min=1), default=40, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def synth_command(out: str, images_per_class: int, seed: int) -> None:
+    """Write a procedurally drawn WEAPD-like data set (11 classes, JPEG+PNG) to OUT."""
+    from hvdweather.data.synthetic import make_synthetic_dataset
+
+    paths = make_synthetic_dataset(out, images_per_class, seed)
+    print(f"wrote {len(paths)} images in 11 class folders under {out}")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def bench_group() -> None:
+    """Benchmarks: each prints a measured table and writes JSON lines."""
+
+
+@bench_group.command("pipeline")
+@click.option("--data", required=True, type=click.Path(), help="Class-folder data set.")
+@click.option("--image-size", type=click.IntRange(min=8), default=256, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Threads for the tf.data pipeline [all cores].")
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Write results.jsonl here.")
+def bench_pipeline_command(data: str, image_size: int, threads: int | None, repeats: int,
+                           out: str | None) -> None:
+    """tf.data decode+resize throughput vs a sequential PIL loop; epoch 1 vs epoch 2 (cache)."""
+    from hvdweather.bench.pipeline import run_pipeline_bench
+
+    run_pipeline_bench(data, image_size, threads, repeats, out)
+
+
+train_main = _main(train_command, "hvdweather-train")
+data_main = _main(data_group, "hvdweather-data")
+bench_main = _main(bench_group, "hvdweather-bench")

@@ -1,0 +1,1 @@
+"""Data: discovery of class folders, decoding, the stratified split, the tf.data pipeline, synthetic sets."""

@@ -1,0 +1,60 @@
+"""Decode any supported image file to an RGB uint8 array, the one decoder every stage shares.
+
+Pillow releases the GIL while it decodes and resizes, so this function parallelises in threads
+(tf.data's parallel map, a thread pool) as well as in processes.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile
+
+# A truncated file must fail loudly so that it is skipped and reported, never half-decoded.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB; 16-bit grayscale is scaled, not clipped."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in _SIXTEEN_BIT_MODES:
+        # Pillow's own I;16 -> L conversion clips at 255; shifting keeps the full range.
+        wide = np.asarray(image, dtype=np.uint32) >> 8
+        return Image.fromarray(np.clip(wide, 0, 255).astype(np.uint8), "L").convert("RGB")
+    if image.mode == "F":
+        scaled = np.clip(np.asarray(image, dtype=np.float32), 0, 1) * 255
+        return Image.fromarray(scaled.round().astype(np.uint8), "L").convert("RGB")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")  # avoids Pillow's warning for palette images with transparency
+    return image.convert("RGB")
+
+
+def load_rgb(path: str | Path, image_size: int | None = None) -> np.ndarray:
+    """Decode `path` (first frame of animations) to RGB uint8; resize to a square if `image_size`.
+
+    JPEGs are decoded at the smallest DCT scale that is still at least `image_size` (Pillow's draft
+    mode): several times less work for large photos, and the bilinear resize then does the rest.
+    """
+    with Image.open(path) as image:
+        if image_size and image.format == "JPEG":
+            image.draft("RGB", (image_size, image_size))
+        image.seek(0)
+        rgb = to_rgb(image)
+        if image_size and rgb.size != (image_size, image_size):
+            rgb = rgb.resize((image_size, image_size), Image.BILINEAR)
+        return np.asarray(rgb, dtype=np.uint8)
+
+
+def check_image(path: str | Path) -> str:
+    """Return '' if `path` decodes fully, else a one-line reason (decoded small, so it is cheap)."""
+    try:
+        if Path(path).stat().st_size == 0:
+            return "empty file (0 bytes)"
+        load_rgb(path, image_size=32)
+        return ""
+    except Exception as exc:  # Pillow raises many types: UnidentifiedImageError, OSError, SyntaxError...
+        message = str(exc).splitlines()[0] if str(exc) else ""
+        return f"{exc.__class__.__name__}: {message}".strip().rstrip(":")

@@ -1,0 +1,199 @@
+"""Two thin distributed backends behind the same hooks: Horovod and tf.distribute.MirroredStrategy.
+
+This is the only module that imports horovod. Every Horovod-specific line is tagged `# Horovod:`.
+
+    horovodrun -np 4 hvdweather-train --data DIR --out RUN              # Horovod, 4 processes
+    mpirun -np 4 hvdweather-train --data DIR --out RUN                  # same, launched by MPI
+    hvdweather-train --strategy mirrored --replicas 2 --data DIR --out RUN  # one process, 2 replicas
+
+The hooks: `scope()` to build the model in, `wrap_optimizer()`, `callbacks()`, the input shard
+(`shard_count`, `shard_index`), `allgather_object()` / `broadcast_object()`, and the `runtime` facts.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import tensorflow as tf
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Facts about this process in the job; never stored on the config."""
+
+    strategy: str  # "horovod" or "mirrored"
+    rank: int  # process rank in the job
+    local_rank: int  # process rank on this node (GPU pinning)
+    size: int  # processes in the job
+    local_size: int  # processes on this node
+    replicas_per_process: int  # model replicas inside one process (mirrored: N, horovod: 1)
+    threads: int  # TF intra-op threads this process uses
+
+    @property
+    def num_workers(self) -> int:
+        """Workers that each take a per-worker batch per step: the LR and global-batch factor."""
+        return self.size * self.replicas_per_process
+
+    @property
+    def is_primary(self) -> bool:
+        return self.rank == 0
+
+
+def available_cores() -> int:
+    """Cores this process may run on (respects SLURM/taskset CPU masks, unlike os.cpu_count)."""
+    return len(os.sched_getaffinity(0))
+
+
+def default_threads(requested: int, local_size: int) -> int:
+    """Threads per process: as requested, else an equal share of the node's cores (at least 1)."""
+    return requested if requested > 0 else max(1, available_cores() // max(1, local_size))
+
+
+def _set_threads(intra: int, inter: int) -> None:
+    # N ranks each using every core oversubscribe the node (horovod#2295, #2804): cap each one.
+    tf.config.threading.set_intra_op_parallelism_threads(intra)
+    tf.config.threading.set_inter_op_parallelism_threads(inter)
+
+
+class LinearWarmup(tf.keras.callbacks.Callback):
+    """Ramp the LR per batch from base_lr to base_lr x workers over `warmup_epochs` (Goyal et al. 2017).
+
+    Same ramp as Horovod's LearningRateWarmupCallback, but it also works for MirroredStrategy and it
+    leaves momentum alone (Horovod's momentum correction assigns to the Keras 2.11+ optimizers' plain
+    float `momentum`, which fails).
+    """
+
+    def __init__(self, base_lr: float, scaled_lr: float, warmup_epochs: float, steps_per_epoch: int):
+        super().__init__()
+        self.base_lr, self.scaled_lr = base_lr, scaled_lr
+        self.warmup_steps = max(1, int(round(warmup_epochs * steps_per_epoch)))
+        self.steps_per_epoch = steps_per_epoch
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch = epoch
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        step = self.epoch * self.steps_per_epoch + batch
+        if step <= self.warmup_steps:
+            fraction = step / self.warmup_steps
+            lr = self.base_lr + fraction * (self.scaled_lr - self.base_lr)
+            self.model.optimizer.learning_rate.assign(lr)
+
+
+class HorovodBackend:
+    """One process per worker; gradients averaged by Horovod's allreduce."""
+
+    def __init__(self, threads_per_worker: int = 0, timeline: str = ""):
+        if timeline:
+            os.environ["HOROVOD_TIMELINE"] = timeline  # Horovod: read once, at init, by rank 0
+        import horovod.tensorflow as hvd_tf  # Horovod: object collectives live here
+        import horovod.tensorflow.keras as hvd  # Horovod: the Keras layer
+
+        self.hvd, self.hvd_tf = hvd, hvd_tf
+        hvd.init()  # Horovod: start the ranks' communication
+        gpus = tf.config.list_physical_devices("GPU")
+        if gpus:  # Horovod: one GPU per process, picked by local rank (not testable on CPU-only CI)
+            tf.config.experimental.set_memory_growth(gpus[hvd.local_rank()], True)
+            tf.config.set_visible_devices(gpus[hvd.local_rank()], "GPU")
+        threads = default_threads(threads_per_worker, hvd.local_size())
+        _set_threads(threads, max(2, threads))
+        self.runtime = Runtime("horovod", hvd.rank(), hvd.local_rank(), hvd.size(), hvd.local_size(), 1,
+                               threads)
+
+    @property
+    def shard_count(self) -> int:
+        return self.runtime.size
+
+    @property
+    def shard_index(self) -> int:
+        return self.runtime.rank
+
+    def scope(self) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext()
+
+    def wrap_optimizer(self, optimizer: tf.keras.optimizers.Optimizer) -> tf.keras.optimizers.Optimizer:
+        return self.hvd.DistributedOptimizer(optimizer)  # Horovod: allreduce-average the gradients
+
+    def callbacks(self) -> list[tf.keras.callbacks.Callback]:
+        """Broadcast first, then metric averaging, so later callbacks read averaged metrics."""
+        return [
+            self.hvd.callbacks.BroadcastGlobalVariablesCallback(0),  # Horovod: same start on all ranks
+            self.hvd.callbacks.MetricAverageCallback(),  # Horovod: epoch metrics averaged over ranks
+        ]
+
+    def allgather_object(self, obj: Any) -> list[Any]:
+        return self.hvd_tf.allgather_object(obj)  # Horovod: one entry per rank, in rank order
+
+    def broadcast_object(self, obj: Any) -> Any:
+        return self.hvd_tf.broadcast_object(obj, root_rank=0)  # Horovod
+
+    def broadcast_weights(self, model: tf.keras.Model) -> None:
+        self.hvd_tf.broadcast_variables(model.variables, root_rank=0)  # Horovod: rank 0's weights everywhere
+
+
+class MirroredBackend:
+    """One process holding N synchronous replicas (GPUs, or logical CPU devices on a CPU-only host)."""
+
+    def __init__(self, replicas: int = 1, threads_per_worker: int = 0):
+        gpus = tf.config.list_physical_devices("GPU")
+        if gpus:
+            if replicas > len(gpus):
+                raise ValueError(f"--replicas {replicas}: only {len(gpus)} GPU(s) visible")
+            devices = [f"/gpu:{i}" for i in range(replicas)]
+            cross_device_ops = None  # NCCL all-reduce, MirroredStrategy's GPU default
+        else:
+            # TensorFlow sees all cores as one CPU device; split it so that N replicas exist.
+            cpu = tf.config.list_physical_devices("CPU")[0]
+            tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * replicas)
+            devices = [f"/cpu:{i}" for i in range(replicas)]
+            cross_device_ops = tf.distribute.ReductionToOneDevice(reduce_to_device="/cpu:0")
+        per_replica = threads_per_worker if threads_per_worker > 0 else max(1, available_cores() // replicas)
+        threads = per_replica * replicas
+        # Replicas share one intra-op pool; inter-op >= replicas lets their steps run side by side.
+        _set_threads(threads, max(2, replicas))
+        self.strategy = tf.distribute.MirroredStrategy(devices, cross_device_ops=cross_device_ops)
+        self.runtime = Runtime("mirrored", 0, 0, 1, 1, replicas, threads)
+
+    shard_count = 1
+    shard_index = 0
+
+    def scope(self) -> contextlib.AbstractContextManager:
+        return self.strategy.scope()
+
+    def wrap_optimizer(self, optimizer: tf.keras.optimizers.Optimizer) -> tf.keras.optimizers.Optimizer:
+        return optimizer  # MirroredStrategy all-reduces the replicas' gradients itself
+
+    def callbacks(self) -> list[tf.keras.callbacks.Callback]:
+        return []  # one process: variables start mirrored, metrics are already global
+
+    def allgather_object(self, obj: Any) -> list[Any]:
+        return [obj]
+
+    def broadcast_object(self, obj: Any) -> Any:
+        return obj
+
+    def broadcast_weights(self, model: tf.keras.Model) -> None:
+        pass  # one process: the mirrored variables are already identical
+
+
+def make_backend(strategy: str, replicas: int = 1, threads_per_worker: int = 0, timeline: str = ""):
+    """Start the chosen backend. Call before any other TensorFlow work: it sets threads and devices."""
+    if strategy == "horovod":
+        return HorovodBackend(threads_per_worker, timeline)
+    if strategy == "mirrored":
+        return MirroredBackend(replicas, threads_per_worker)
+    raise ValueError(f"--strategy must be horovod or mirrored, got {strategy!r}")
+
+
+def versions() -> dict[str, str]:
+    """Versions that decide behaviour, for config.json and benchmark records."""
+    import platform
+
+    import horovod  # Horovod: version only
+
+    return {"python": platform.python_version(), "tensorflow": tf.__version__,
+            "keras": __import__("keras").__version__, "horovod": horovod.__version__,
+            "numpy": __import__("numpy").__version__}
