@@ -17,7 +17,7 @@ export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM ?= 1
 HOROVOD_ENV := CMAKE_POLICY_VERSION_MINIMUM=3.5 HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITHOUT_PYTORCH=1 \
 	HOROVOD_WITHOUT_MXNET=1 HOROVOD_WITH_MPI=1 HOROVOD_WITH_GLOO=1 MAKEFLAGS=-j2
 
-.PHONY: install demo test test-fast bench lint clean
+.PHONY: install install-slurm demo test test-fast bench lint clean
 
 install: $(STAMP)
 
@@ -37,7 +37,7 @@ demo: install
 	$(VENV)/bin/horovodrun -np $(NP) $(VENV)/bin/hvdweather-train --data $(DEMO_DIR)/data \
 		--out $(DEMO_DIR)/run --epochs 6 --image-size 64 --batch-size 16 --lr 0.01
 
-test: install
+test: install install-slurm
 	$(PY) -m pytest -q
 
 test-fast: install
@@ -48,3 +48,11 @@ lint: install
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache
+
+# The SLURM job tests (tests/test_jobs.py) start a real single-node cluster from Debian's packages;
+# the daemons run from a temporary directory, so only the packages are needed here.
+install-slurm:
+	@command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v sbatch >/dev/null \
+		&& command -v munged >/dev/null || { log=$$(mktemp); apt-get update -qq >$$log 2>&1 \
+		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+		slurmctld slurmd slurm-client munge >>$$log 2>&1 || { cat $$log; exit 1; }; rm -f $$log; }
