@@ -83,6 +83,27 @@ class LinearWarmup(tf.keras.callbacks.Callback):
             self.model.optimizer.learning_rate.assign(lr)
 
 
+class AverageBatchNormStatistics(tf.keras.callbacks.Callback):
+    """Average the non-trainable variables (BatchNorm moving mean/variance) over ranks after the last
+    training step of each epoch, before validation.
+
+    Horovod averages gradients, not these: each rank's moving statistics follow its own shard, so
+    ranks would validate with different models and the checkpoint would hold rank 0's view only.
+    """
+
+    def __init__(self, hvd_tf):
+        super().__init__()
+        self.hvd_tf = hvd_tf
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if batch + 1 != self.params.get("steps"):
+            return
+        variables = self.model.non_trainable_variables  # same order on every rank
+        averaged = self.hvd_tf.grouped_allreduce(variables, op=self.hvd_tf.Average)  # Horovod
+        for variable, value in zip(variables, averaged):
+            variable.assign(value)
+
+
 class HorovodBackend:
     """One process per worker; gradients averaged by Horovod's allreduce."""
 
@@ -122,6 +143,7 @@ class HorovodBackend:
         return [
             self.hvd.callbacks.BroadcastGlobalVariablesCallback(0),  # Horovod: same start on all ranks
             self.hvd.callbacks.MetricAverageCallback(),  # Horovod: epoch metrics averaged over ranks
+            AverageBatchNormStatistics(self.hvd_tf),  # Horovod: one set of BN statistics on all ranks
         ]
 
     def allgather_object(self, obj: Any) -> list[Any]:

@@ -8,6 +8,7 @@ across ranks) -> split -> datasets -> fit -> test report. Anything wrong fails b
 """
 from __future__ import annotations
 
+import hashlib
 import platform
 import sys
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ import tensorflow as tf
 
 from hvdweather.config import ConfigError, TrainConfig
 from hvdweather.data.discovery import Catalog, discover, find_unreadable
-from hvdweather.data.pipeline import (decoded_files, eval_pipeline, shard_size, steps_per_epoch,
+from hvdweather.data.pipeline import (decoded_files, eval_pipeline, shard_size, sharded_files, steps_per_epoch,
                                       train_pipeline)
 from hvdweather.data.split import Split, read_split, stratified_split, write_split
 from hvdweather.distributed import LinearWarmup, make_backend, versions
@@ -161,6 +162,30 @@ def fit(cfg: TrainConfig, backend, writer: RunWriter, model, datasets, plan: Pla
     return checkpoints
 
 
+def local_train_files(split: Split, backend) -> list[str]:
+    """The files this rank's tf.data shard really yields (read from the sharded dataset itself)."""
+    ds = sharded_files(split.paths["train"], split.labels["train"], backend.shard_count, backend.shard_index)
+    return [path.decode() for path, _ in ds.as_numpy_iterator()]
+
+
+def weights_digest(model: tf.keras.Model) -> str:
+    """SHA-256 over every weight (trainable and BN statistics): equal digests = identical models."""
+    digest = hashlib.sha256()
+    for weight in model.get_weights():
+        digest.update(np.ascontiguousarray(weight).tobytes())
+    return digest.hexdigest()
+
+
+def record_ranks(backend, writer: RunWriter, model: tf.keras.Model, split: Split) -> None:
+    """shards.csv (which rank trained on which file) and ranks.json (host, shard size, weight digest)."""
+    files = local_train_files(split, backend)
+    gathered = backend.allgather_object({"rank": backend.runtime.rank, "host": platform.node(),
+                                         "train_files": files, "weights_sha256": weights_digest(model)})
+    writer.write_csv("shards.csv", ["rank", "path"], [[g["rank"], f] for g in gathered for f in g["train_files"]])
+    writer.write_json("ranks.json", [{k: v for k, v in g.items() if k != "train_files"}
+                                     | {"n_train_files": len(g["train_files"])} for g in gathered])
+
+
 def report(cfg: TrainConfig, backend, writer: RunWriter, model, datasets, split: Split, checkpoints):
     """Gather every rank's test predictions (best weights) and write report/ on the primary."""
     if checkpoints.best_weights is not None:
@@ -197,5 +222,6 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     model = compile_model(cfg, backend, len(split.class_names), plan)
     checkpoints = fit(cfg, backend, writer, model, datasets, plan)
     frame = report(cfg, backend, writer, model, datasets, split, checkpoints)
+    record_ranks(backend, writer, model, split)
     accuracy = None if frame is None else float(frame.loc["accuracy", "f1"])
     return {"run_dir": str(writer.run_dir), "test_accuracy": accuracy, "world_size": rt.num_workers}

@@ -44,11 +44,16 @@ def decode_image(path: tf.Tensor, image_size: int) -> tf.Tensor:
     return image
 
 
+def sharded_files(paths, labels, shard_count: int = 1, shard_index: int = 0) -> tf.data.Dataset:
+    """(path, label) pairs of this rank's shard: every shard_count-th file, before any shuffle."""
+    ds = tf.data.Dataset.from_tensor_slices((list(paths), np.asarray(labels, np.int32)))
+    return ds.shard(shard_count, shard_index)
+
+
 def decoded_files(paths, labels, image_size: int, shard_count: int = 1,
                   shard_index: int = 0) -> tf.data.Dataset:
     """(uint8 image, label) pairs of this rank's shard of the files, decoded in parallel."""
-    ds = tf.data.Dataset.from_tensor_slices((list(paths), np.asarray(labels, np.int32)))
-    ds = ds.shard(shard_count, shard_index)
+    ds = sharded_files(paths, labels, shard_count, shard_index)
     return ds.map(lambda p, y: (decode_image(p, image_size), y), num_parallel_calls=AUTOTUNE)
 
 

@@ -1,0 +1,1 @@
+"""Benchmarks: each writes one JSON line per measurement and prints a table built from them."""

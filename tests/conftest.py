@@ -1,0 +1,42 @@
+"""Shared fixtures: small synthetic data sets made once per test session, and a CLI runner."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
+os.environ.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+
+BIN = Path(sys.executable).parent  # the venv's bin: hvdweather-*, horovodrun
+
+
+@pytest.fixture(scope="session")
+def synth_data(tmp_path_factory) -> Path:
+    """11 classes x 24 images (about 260 files, JPEG and PNG, varied sizes)."""
+    from hvdweather.data.synthetic import make_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("synth") / "data"
+    make_synthetic_dataset(root, images_per_class=24, seed=0)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """3 classes x 8 images: for checks that do not need learning."""
+    from hvdweather.data.synthetic import make_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("tiny") / "data"
+    make_synthetic_dataset(root, images_per_class=8, seed=1, classes=("fogsmog", "lightning", "rainbow"))
+    return root
+
+
+def run_cli(*args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run a command (first arg: a name in the venv's bin, or an absolute path) and capture output."""
+    exe = args[0] if os.path.isabs(args[0]) else str(BIN / args[0])
+    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+    return subprocess.run([exe, *args[1:]], capture_output=True, text=True, timeout=timeout, env=full_env)
