@@ -25,7 +25,7 @@ from hvdweather.data.split import Split, read_split, stratified_split, write_spl
 from hvdweather.distributed import LinearWarmup, make_backend, versions
 from hvdweather.evaluate import predict_labels, write_report
 from hvdweather.model import build_weather_cnn, min_image_size
-from hvdweather.writers import Checkpoints, EpochMetrics, RunWriter, read_jsonl
+from hvdweather.writers import Checkpoints, EpochMetrics, RunWriter, check_output_dir, read_jsonl
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,9 @@ def check_inputs(cfg: TrainConfig) -> Catalog:
     if cfg.image_size < min_image_size():
         raise ConfigError(f"--image-size {cfg.image_size} is too small for the weather CNN "
                           f"(needs >= {min_image_size()}); use the default 256")
-    return discover(cfg.data)
+    catalog = discover(cfg.data)
+    check_output_dir(cfg.out)
+    return catalog
 
 
 def scan_catalog(catalog: Catalog, backend, writer: RunWriter) -> Catalog:
@@ -61,10 +63,8 @@ def scan_catalog(catalog: Catalog, backend, writer: RunWriter) -> Catalog:
     return catalog.without(set(bad))
 
 
-def make_split(cfg: TrainConfig, backend, writer: RunWriter) -> Split:
+def make_split(cfg: TrainConfig, catalog: Catalog, backend, writer: RunWriter) -> Split:
     """Reuse split.csv on --resume, else scan, split and write split.csv."""
-    catalog = check_inputs(cfg)
-    writer.ensure_writable()
     split_file = writer.path("split.csv")
     if cfg.resume and split_file.exists():
         return read_split(split_file, catalog.class_names)
@@ -205,12 +205,12 @@ def report(cfg: TrainConfig, backend, writer: RunWriter, model, datasets, split:
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Run one training job end to end; returns a small summary (every rank)."""
-    check_inputs(cfg)  # fail in seconds, before the backend starts
+    catalog = check_inputs(cfg)  # fail in seconds, before the backend starts
     backend = make_backend(cfg.strategy, cfg.replicas, cfg.threads_per_worker, cfg.timeline)
     rt = backend.runtime
     writer = RunWriter(cfg.out, rt.is_primary)
     tf.keras.utils.set_random_seed(cfg.seed)  # same initial weights on every rank
-    split = make_split(cfg, backend, writer)
+    split = make_split(cfg, catalog, backend, writer)
     plan = make_plan(cfg, split, rt)
     writer.write_json("config.json", run_record(cfg, rt, plan, split))
     writer.log(f"hvdweather: {rt.strategy}, {rt.num_workers} worker(s) x per-worker batch "

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import time
 from pathlib import Path
 from collections.abc import Callable
@@ -19,6 +20,19 @@ class OutputError(ValueError):
     """The run directory cannot be used."""
 
 
+def check_output_dir(run_dir: str | Path) -> None:
+    """Create the run directory and prove it is writable (each process, its own probe file)."""
+    run_dir = Path(run_dir)
+    probe = run_dir / f".write-test-{os.getpid()}"
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise OutputError(f"--out {run_dir}: not writable ({exc.strerror or exc}); "
+                          "choose a directory you can write to") from None
+
+
 class RunWriter:
     """Writes files under `run_dir` on the primary process only."""
 
@@ -28,19 +42,6 @@ class RunWriter:
 
     def path(self, name: str) -> Path:
         return self.run_dir / name
-
-    def ensure_writable(self) -> None:
-        """Create the run directory and prove it is writable, before any long work starts."""
-        if not self.is_primary:
-            return
-        probe = self.run_dir / ".write-test"
-        try:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            probe.write_text("ok")
-            probe.unlink()
-        except OSError as exc:
-            raise OutputError(f"--out {self.run_dir}: not writable ({exc.strerror}); "
-                              "choose a directory you can write to") from None
 
     def log(self, message: str) -> None:
         """One line on the primary's stdout (one voice for the whole job)."""

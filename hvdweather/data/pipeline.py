@@ -28,12 +28,13 @@ def steps_per_epoch(n_train: int, shard_count: int, per_shard_batch: int) -> int
     return (n_train // shard_count) // per_shard_batch
 
 
-def _safe_load(path: bytes, image_size: np.ndarray) -> np.ndarray:
+def _safe_load(path: bytes | np.ndarray, image_size: np.ndarray) -> np.ndarray:
+    # Inside tf.data numpy_function passes bytes; called eagerly it passes a 0-d array.
+    name = (path.item() if isinstance(path, np.ndarray) else path).decode()
     try:
-        return load_rgb(path.decode(), int(image_size))
+        return load_rgb(name, int(image_size))
     except Exception as exc:  # checked before training; a file changed since then must not crash
-        print(f"warning: {path.decode()}: {exc.__class__.__name__}: {exc}; using a black image",
-              file=sys.stderr)
+        print(f"warning: {name}: {exc.__class__.__name__}: {exc}; using a black image", file=sys.stderr)
         return np.zeros((int(image_size), int(image_size), 3), np.uint8)
 
 

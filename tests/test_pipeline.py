@@ -1,0 +1,95 @@
+"""The tf.data chain: shapes and dtypes, eager == inside tf.data, sharding, steps, shuffling."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from hvdweather.data.decode import load_rgb
+from hvdweather.data.discovery import discover
+from hvdweather.data.pipeline import (augment, decode_image, decoded_files, eval_pipeline, normalize,
+                                      shard_size, sharded_files, steps_per_epoch, train_pipeline)
+
+SIZE = 64  # the pipeline is size-agnostic; small keeps the test fast
+
+
+@pytest.fixture(scope="module")
+def files(tiny_data):
+    catalog = discover(tiny_data)
+    return list(catalog.paths), list(catalog.labels)
+
+
+def test_decode_in_tfdata_equals_eager_decoder(files):
+    paths, labels = files
+    from_pipeline = [img.numpy() for img, _ in decoded_files(paths[:5], labels[:5], SIZE)]
+    eager_tf = [decode_image(tf.constant(p), SIZE).numpy() for p in paths[:5]]
+    direct = [load_rgb(p, SIZE) for p in paths[:5]]
+    for a, b, c in zip(from_pipeline, eager_tf, direct):
+        assert a.dtype == np.uint8 and a.shape == (SIZE, SIZE, 3)
+        np.testing.assert_array_equal(a, c)
+        np.testing.assert_array_equal(b, c)
+
+
+def test_normalize_and_augment_same_eager_and_in_map():
+    image = tf.constant(np.random.default_rng(0).integers(0, 256, (SIZE, SIZE, 3)), tf.uint8)
+    seed = tf.constant([7, 3], tf.int64)
+    eager = normalize(augment(image, seed)).numpy()
+    mapped = next(iter(tf.data.Dataset.from_tensors(image).map(lambda x: normalize(augment(x, seed))))).numpy()
+    np.testing.assert_allclose(eager, mapped, atol=1e-6)
+    assert eager.dtype == np.float32 and 0.0 <= eager.min() and eager.max() <= 1.0
+    np.testing.assert_allclose(normalize(image).numpy(), image.numpy() / 255.0, atol=1e-7)
+
+
+def test_shards_are_disjoint_and_cover_everything(files):
+    paths, labels = files
+    shards = [[p.decode() for p, _ in sharded_files(paths, labels, 3, i).as_numpy_iterator()] for i in range(3)]
+    assert sorted(sum(shards, [])) == sorted(paths)
+    assert all(set(a).isdisjoint(b) for i, a in enumerate(shards) for b in shards[i + 1:])
+    assert [len(s) for s in shards] == [shard_size(len(paths), 3, i) for i in range(3)]
+
+
+def test_steps_follow_the_smallest_shard():
+    assert steps_per_epoch(33, 2, 16) == 1  # shards of 17 and 16: both can run exactly 1 step
+    assert steps_per_epoch(64, 2, 16) == 2
+    assert steps_per_epoch(10, 2, 16) == 0
+
+
+def test_train_batches_shapes_and_reshuffle(files):
+    paths, labels = files
+    ds = train_pipeline(decoded_files(paths, labels, SIZE), len(paths), batch_size=4, seed=1)
+    it = iter(ds)
+    first_epoch = [next(it) for _ in range(len(paths) // 4)]
+    images, batch_labels = first_epoch[0]
+    assert images.shape == (4, SIZE, SIZE, 3) and images.dtype == tf.float32
+    assert batch_labels.dtype == tf.int32
+    second_epoch = [next(it) for _ in range(len(paths) // 4)]
+    order1 = np.concatenate([y.numpy() for _, y in first_epoch])
+    order2 = np.concatenate([y.numpy() for _, y in second_epoch])
+    assert len(paths) % 4 == 0  # so one epoch of batches is exactly one pass
+    assert sorted(order1) == sorted(order2) == sorted(labels)
+    assert not all(np.array_equal(a[0].numpy(), b[0].numpy()) for a, b in zip(first_epoch, second_epoch))
+
+
+def test_same_seed_same_order(files):
+    paths, labels = files
+
+    def order(seed):
+        ds = train_pipeline(decoded_files(paths, labels, SIZE), len(paths), 4, seed=seed)
+        return np.concatenate([y.numpy() for _, y in ds.take(5)])
+
+    np.testing.assert_array_equal(order(5), order(5))
+
+
+def test_eval_pipeline_keeps_every_image_in_order(files):
+    paths, labels = files
+    got = np.concatenate([y.numpy() for _, y in eval_pipeline(decoded_files(paths, labels, SIZE), 5)])
+    np.testing.assert_array_equal(got, labels)
+
+
+def test_file_cache_serves_identical_images(files, tmp_path):
+    paths, labels = files
+    ds = eval_pipeline(decoded_files(paths[:6], labels[:6], SIZE), 3, cache_path=str(tmp_path / "c"))
+    first = np.concatenate([x.numpy() for x, _ in ds])
+    second = np.concatenate([x.numpy() for x, _ in ds])
+    np.testing.assert_array_equal(first, second)
+    assert any(tmp_path.iterdir())
