@@ -96,9 +96,9 @@ class AverageBatchNormStatistics(tf.keras.callbacks.Callback):
         self.hvd_tf = hvd_tf
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        if batch + 1 != self.params.get("steps"):
-            return
         variables = self.model.non_trainable_variables  # same order on every rank
+        if batch + 1 != self.params.get("steps") or not variables:
+            return
         averaged = self.hvd_tf.grouped_allreduce(variables, op=self.hvd_tf.Average)  # Horovod
         for variable, value in zip(variables, averaged):
             variable.assign(value)

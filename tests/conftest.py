@@ -36,7 +36,7 @@ def tiny_data(tmp_path_factory) -> Path:
 
 
 def run_cli(*args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run a command (first arg: a name in the venv's bin, or an absolute path) and capture output."""
-    exe = args[0] if os.path.isabs(args[0]) else str(BIN / args[0])
+    """Run a command (first arg: a name in the venv's bin, else on PATH, or a path) and capture output."""
+    exe = str(BIN / args[0]) if (BIN / args[0]).exists() else args[0]
     full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
     return subprocess.run([exe, *args[1:]], capture_output=True, text=True, timeout=timeout, env=full_env)

@@ -1,0 +1,93 @@
+"""Bad input: one line naming the flag or file, exit code 2, before any training starts."""
+from __future__ import annotations
+
+import pytest
+
+from hvdweather.cli import data_group, run_command, train_command
+
+from conftest import run_cli
+
+
+def _train(capsys, *args: str) -> tuple[int, str]:
+    code = run_command(train_command, "hvdweather-train", list(args))
+    return code, capsys.readouterr().err
+
+
+def _one_line_error(err: str, *needles: str) -> None:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("hvdweather-train: error: ")
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("args,needles", [
+    (["--data", "/nonexistent/weather"], ["--data /nonexistent/weather", "not found"]),
+    (["--epochs", "0"], ["--epochs", "positive"]),
+    (["--batch-size", "-3"], ["--batch-size"]),
+    (["--lr", "-1"], ["--lr"]),
+    (["--epochs", "three"], ["--epochs", "not a valid integer"]),
+    (["--lr", "fast"], ["--lr", "not a valid float"]),
+    (["--image-size", "64"], ["--image-size 64", "253"]),
+    (["--val-split", "0.6", "--test-split", "0.5"], ["--val-split", "--test-split"]),
+    ([], ["--data is required"]),
+])
+def test_bad_flags(capsys, tiny_data, tmp_path, args, needles):
+    base = [] if not args or args[0] == "--data" else ["--data", str(tiny_data)]
+    code, err = _train(capsys, *base, *args, "--out", str(tmp_path / "run"))
+    assert code == 2
+    _one_line_error(err, *needles)
+
+
+def test_empty_and_single_class_data(capsys, tmp_path, tiny_data):
+    (tmp_path / "empty").mkdir()
+    code, err = _train(capsys, "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "r"))
+    assert code == 2
+    _one_line_error(err, "no images found")
+    one = tmp_path / "one"
+    (one / "rain").mkdir(parents=True)
+    (one / "rain" / "a.png").write_bytes(next((tiny_data / "rainbow").iterdir()).read_bytes())
+    code, err = _train(capsys, "--data", str(one), "--out", str(tmp_path / "r"))
+    assert code == 2
+    _one_line_error(err, "only 1 class", "at least 2")
+
+
+def test_unwritable_output(capsys, tmp_path, tiny_data):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")  # a path under a regular file cannot be created, even by root
+    code, err = _train(capsys, "--data", str(tiny_data), "--out", str(blocker / "run"))
+    assert code == 2
+    _one_line_error(err, f"--out {blocker / 'run'}", "not writable")
+
+
+def test_config_file_errors_are_one_line(capsys, tmp_path, tiny_data):
+    (tmp_path / "c.yaml").write_text("epochz: 3\n")
+    code, err = _train(capsys, "--config", str(tmp_path / "c.yaml"), "--data", str(tiny_data))
+    assert code == 2
+    _one_line_error(err, "--config", "epochz")
+
+
+def test_synth_rejects_zero_images(capsys, tmp_path):
+    code = run_command(data_group, "hvdweather-data", ["synth", str(tmp_path / "d"), "--images-per-class", "0"])
+    assert code == 2
+    assert "--images-per-class" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(120)
+def test_errors_found_after_the_scan_still_come_before_training(tmp_path, tiny_data):
+    """Batch larger than a rank's shard, and a class too small for the split: exit 2, one line."""
+    result = run_cli("hvdweather-train", "--data", str(tiny_data), "--out", str(tmp_path / "r1"),
+                     "--batch-size", "64", "--verbose", "0")
+    assert result.returncode == 2, result.stderr
+    assert "--batch-size 64" in result.stderr and "lower --batch-size" in result.stderr
+    assert not (tmp_path / "r1" / "metrics.jsonl").exists()
+    result = run_cli("hvdweather-train", "--data", str(tiny_data), "--out", str(tmp_path / "r2"),
+                     "--val-split", "0.45", "--test-split", "0.44", "--batch-size", "1", "--verbose", "0")
+    assert result.returncode == 2, result.stderr
+    assert "class 'fogsmog' has 8 usable image(s), too few" in result.stderr.splitlines()[-1]
+
+
+def test_help_says_batch_size_is_per_worker():
+    result = run_cli("hvdweather-train", "--help")
+    assert result.returncode == 0
+    assert "PER WORKER" in result.stdout and "horovodrun" in result.stdout

@@ -1,0 +1,108 @@
+"""One-process training end to end: every run-directory file, bad images skipped, resume."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+
+METRIC_KEYS = {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "epoch_time_s",
+               "images_per_s", "world_size", "strategy"}
+REPORT_FILES = ("classification_report.csv", "classification_report.txt", "confusion_matrix.csv",
+                "confusion_matrix.png", "curves.png")
+
+
+@pytest.fixture(scope="module")
+def dirty_data(tiny_data, tmp_path_factory):
+    """The tiny set plus a zero-byte, a truncated and a not-an-image file posing as images."""
+    root = tmp_path_factory.mktemp("dirty") / "data"
+    shutil.copytree(tiny_data, root)
+    good = next((root / "rainbow").glob("*.jpg"))
+    (root / "rainbow" / "zero.jpg").write_bytes(b"")
+    (root / "lightning" / "half.jpg").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    (root / "fogsmog" / "page.png").write_text("<html>404</html>")
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(dirty_data, tmp_path_factory):
+    run = tmp_path_factory.mktemp("train") / "run"
+    result = run_cli("hvdweather-train", "--data", str(dirty_data), "--out", str(run), "--epochs", "2",
+                     "--batch-size", "4", "--verbose", "2", timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run, result
+
+
+@pytest.mark.timeout(300)
+def test_run_directory_is_complete(trained):
+    run, result = trained
+    for name in ("config.json", "split.csv", "skipped.csv", "metrics.jsonl", "best.keras", "last.keras",
+                 "shards.csv", "ranks.json"):
+        assert (run / name).is_file(), name
+    for name in REPORT_FILES:
+        assert (run / "report" / name).stat().st_size > 0, name
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert all(METRIC_KEYS <= set(r) for r in rows)
+    assert rows[0]["world_size"] == 1 and rows[0]["strategy"] == "horovod"
+    config = json.loads((run / "config.json").read_text())
+    assert config["world"]["num_workers"] == 1 and config["plan"]["global_batch_size"] == 4
+    assert "global batch 4" in result.stdout
+
+
+@pytest.mark.timeout(300)
+def test_bad_images_are_skipped_and_reported(trained):
+    run, result = trained
+    with open(run / "skipped.csv") as handle:
+        skipped = {row["path"].rsplit("/", 1)[-1]: row["reason"] for row in csv.DictReader(handle)}
+    assert set(skipped) == {"zero.jpg", "half.jpg", "page.png"}
+    assert "empty" in skipped["zero.jpg"] and "truncated" in skipped["half.jpg"].lower()
+    assert "skipped 3 unreadable file(s)" in result.stdout
+    with open(run / "split.csv") as handle:
+        split_files = {row["path"].rsplit("/", 1)[-1] for row in csv.DictReader(handle)}
+    assert not split_files & set(skipped)
+    assert len(split_files) == 24
+
+
+@pytest.mark.timeout(300)
+def test_report_counts_every_test_image(trained):
+    run, _ = trained
+    with open(run / "split.csv") as handle:
+        n_test = sum(1 for row in csv.DictReader(handle) if row["subset"] == "test")
+    with open(run / "report" / "classification_report.csv") as handle:
+        rows = {row["class"]: row for row in csv.DictReader(handle)}
+    assert int(rows["accuracy"]["support"]) == n_test
+    assert {"macro avg", "weighted avg", "fogsmog", "lightning", "rainbow"} <= set(rows)
+    matrix = np.loadtxt(run / "report" / "confusion_matrix.csv", delimiter=",", skiprows=1,
+                        usecols=range(1, 4))
+    assert matrix.sum() == n_test
+
+
+@pytest.mark.timeout(300)
+def test_checkpoint_loads_without_horovod(trained):
+    import tensorflow as tf
+
+    run, _ = trained
+    model = tf.keras.models.load_model(run / "best.keras", compile=False)
+    assert model.output_shape == (None, 3)
+
+
+@pytest.mark.timeout(300)
+def test_resume_continues_the_same_run(trained, tmp_path):
+    run, _ = trained
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    split_before = (copy / "split.csv").read_text()
+    result = run_cli("hvdweather-train", "--data", str(json.loads((run / "config.json").read_text())
+                                                          ["config"]["data"]),
+                     "--out", str(copy), "--epochs", "3", "--batch-size", "4", "--resume", "--verbose", "2",
+                     timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in (copy / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert (copy / "split.csv").read_text() == split_before
+    assert "Epoch 3/3" in result.stdout and "Epoch 1/3" not in result.stdout
