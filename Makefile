@@ -23,7 +23,8 @@ install: $(STAMP)
 
 $(STAMP): setup.cfg pyproject.toml
 	@command -v mpirun >/dev/null && test -e /usr/include/x86_64-linux-gnu/openmpi/mpi.h -o -e /usr/lib/x86_64-linux-gnu/openmpi/include/mpi.h \
-		|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libopenmpi-dev openmpi-bin; }
+		|| { log=$$(mktemp); apt-get update -qq >$$log 2>&1 && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq libopenmpi-dev openmpi-bin >>$$log 2>&1 || { cat $$log; exit 1; }; rm -f $$log; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip wheel setuptools cmake
 	$(PIP) install -q "tensorflow-cpu==2.15.*"
@@ -35,7 +36,7 @@ $(STAMP): setup.cfg pyproject.toml
 demo: install
 	$(VENV)/bin/hvdweather-data synth $(DEMO_DIR)/data --images-per-class 40 --seed 0
 	$(VENV)/bin/horovodrun -np $(NP) $(VENV)/bin/hvdweather-train --data $(DEMO_DIR)/data \
-		--out $(DEMO_DIR)/run --epochs 6 --image-size 64 --batch-size 16 --lr 0.01
+		--out $(DEMO_DIR)/run --epochs 6 --batch-size 16 --verbose 2
 
 test: install install-slurm
 	$(PY) -m pytest -q
