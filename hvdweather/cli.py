@@ -137,6 +137,34 @@ def bench_pipeline_command(data: str, image_size: int, threads: int | None, repe
     run_pipeline_bench(data, image_size, threads, repeats, out)
 
 
+@bench_group.command("scaling")
+@click.option("--data", required=True, help="Class-folder data set every run trains on.")
+@click.option("--strategies", default="horovod,mirrored", show_default=True, help="Comma-separated.")
+@click.option("--workers", default="1,2", show_default=True, help="Horovod processes / mirrored replicas.")
+@click.option("--batch-sizes", default="32,64,128", show_default=True, help="Per-worker batch sizes.")
+@click.option("--epochs", type=int, default=4, show_default=True, help="Per run; epoch 1 (warm-up) is "
+              "excluded from the timings, so use >= 2.")
+@click.option("--out", default="bench/scaling", show_default=True, help="Results, tables, plots, logs.")
+@click.option("--image-size", type=int, default=256, show_default=True)
+@click.option("--threads-per-worker", type=int, default=0, show_default=True,
+              help="TF threads per worker in every run; 0 = cores // max workers.")
+@click.option("--target-accuracy", type=float, default=0.5, show_default=True,
+              help="Report epochs to reach this val accuracy; 0 = off.")
+@click.option("--timeline/--no-timeline", default=False, show_default=True,
+              help="Horovod runs write OUT/timelines/<run>.json (profiling; adds overhead).")
+@click.option("--per-run-timeout", type=float, default=900, show_default=True,
+              help="Seconds before a run is killed and reported as timed out.")
+@click.option("--baseline/--no-baseline", default=True, show_default=True,
+              help="Also run the plain single process on all cores.")
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--launcher", default="", help="horovodrun to use [the venv's].")
+def bench_scaling_command(**flags) -> None:
+    """Horovod vs mirrored over workers x batch sizes: each run its own process; tables and plots."""
+    from hvdweather.bench.scaling import run_scaling, spec_from_flags
+
+    run_scaling(spec_from_flags(**flags))
+
+
 train_main = _main(train_command, "hvdweather-train")
 data_main = _main(data_group, "hvdweather-data")
 bench_main = _main(bench_group, "hvdweather-bench")

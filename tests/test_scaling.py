@@ -1,0 +1,251 @@
+"""The scaling benchmark: derived numbers, tables and plots from hand-made results lines, flag
+errors, and real end-to-end runs on tiny data (including a failing run that must not stop it)."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+
+from hvdweather.bench.scaling import (
+    BASELINE,
+    CSV_COLUMNS,
+    RunSpec,
+    ScalingSpec,
+    add_derived,
+    build_command,
+    markdown_report,
+    pivot_table,
+    plan_runs,
+    plot_epoch_time,
+    plot_speedup,
+    spec_from_flags,
+    summarize_metrics,
+    write_csv,
+)
+from hvdweather.config import ConfigError
+
+MACHINE = {"host": "h", "cores": 2, "cpu_model": "Test CPU", "mpi": "mpirun (Open MPI) 4.1.4",
+           "versions": {"tensorflow": "2.15.1", "horovod": "0.28.1"}, "date": "today"}
+
+
+def line(strategy: str, workers: int, batch: int, images_per_s: float, train_time_s: float,
+         status: str = "ok") -> dict:
+    """A results.jsonl line as execute_run writes it."""
+    row = {"run": f"{strategy}-w{workers}-b{batch}", "strategy": strategy, "workers": workers,
+           "processes": workers if strategy == "horovod" else 1, "threads_per_worker": 1,
+           "per_worker_batch_size": batch, "global_batch_size": workers * batch, "epochs": 3,
+           "status": status, "log": f"/bench/logs/{strategy}-w{workers}-b{batch}.log",
+           "error": None if status == "ok" else "boom"}
+    if status == "ok":
+        row.update(images_per_s=images_per_s, train_time_s=train_time_s, epoch_time_s=train_time_s + 0.5,
+                   timed_epochs=2, epochs_to_target=workers + 1)
+    return row
+
+
+@pytest.fixture
+def results() -> list[dict]:
+    return [line("horovod", 1, 32, 100.0, 3.0), line("horovod", 2, 32, 190.0, 1.6),
+            line("mirrored", 1, 32, 95.0, 3.2), line("mirrored", 2, 32, 150.0, 2.0),
+            line("horovod", 1, 64, 110.0, 2.8), line("horovod", 2, 64, 0, 0, status="failed"),
+            line("mirrored", 1, 64, 0, 0, status="timeout"), line("mirrored", 2, 64, 160.0, 1.9),
+            line(BASELINE, 1, 32, 120.0, 2.5), line(BASELINE, 1, 64, 125.0, 2.4)]
+
+
+def by_run(rows: list[dict]) -> dict[str, dict]:
+    return {r["run"]: r for r in rows}
+
+
+def test_speedup_efficiency_and_ratios(results):
+    raw = by_run(results)
+    rows = by_run(add_derived(results))
+    h2, h1 = raw["horovod-w2-b32"], raw["horovod-w1-b32"]
+    speedup = h2["images_per_s"] / h1["images_per_s"]
+    assert rows["horovod-w2-b32"]["speedup"] == pytest.approx(speedup)
+    assert rows["horovod-w2-b32"]["efficiency"] == pytest.approx(speedup / 2)
+    m2 = raw["mirrored-w2-b32"]
+    assert rows["mirrored-w2-b32"]["efficiency"] == pytest.approx(
+        m2["images_per_s"] / raw["mirrored-w1-b32"]["images_per_s"] / 2)
+    ratio = h2["train_time_s"] / m2["train_time_s"]
+    assert rows["horovod-w2-b32"]["horovod_to_mirrored_time"] == pytest.approx(ratio)
+    assert rows["horovod-w2-b32"]["vs_baseline"] == pytest.approx(
+        h2["images_per_s"] / raw["single-w1-b32"]["images_per_s"])
+    assert rows["horovod-w1-b32"]["speedup"] == pytest.approx(1.0)
+
+
+def test_failed_runs_give_no_derived_numbers(results):
+    rows = by_run(add_derived(results))
+    failed = rows["horovod-w2-b64"]
+    assert failed["status"] == "failed"
+    assert failed["speedup"] is None and failed["efficiency"] is None and failed["vs_baseline"] is None
+    assert rows["mirrored-w2-b64"]["speedup"] is None  # its 1-worker reference timed out
+    assert rows["mirrored-w2-b64"]["horovod_to_mirrored_time"] is None  # its Horovod pair failed
+    assert rows["mirrored-w2-b64"]["vs_baseline"] == pytest.approx(160.0 / 125.0)
+
+
+def test_pivot_table_is_shaped_like_the_seeds(results):
+    rows = add_derived(results)
+    table = pivot_table(rows, "train_time_s", "{:.2f}").splitlines()
+    assert table[0] == "| strategy x workers | bs 32 | bs 64 |"
+    body = {cells[1].strip(): [c.strip() for c in cells[2:-1]] for cells in (r.split("|") for r in table[2:])}
+    assert body["horovod x 2"] == ["1.60", "failed"]
+    assert body["mirrored x 1"] == ["3.20", "timeout"]
+    assert body["single process, 1 threads"] == ["2.50", "2.40"]
+    assert len(table) == 2 + 5
+    speedups = pivot_table(rows, "speedup", "{:.2f}", ("horovod", "mirrored"))
+    assert "single process" not in speedups
+    assert f"| horovod x 2 | {190 / 100:.2f} | failed |" in speedups
+
+
+def test_markdown_report_names_the_machine_and_failed_logs(results):
+    spec = ScalingSpec(data="/data", out="/bench", epochs=3)
+    text = markdown_report(add_derived(results), MACHINE, spec)
+    assert "2 cores (Test CPU)" in text and "TensorFlow 2.15.1" in text and "Horovod 0.28.1" in text
+    assert "Open MPI" in text
+    for title in ("Median epoch time", "Speed-up vs 1 worker", "Efficiency", "Horovod / mirrored",
+                  "single process on all cores", "Epochs to val accuracy"):
+        assert title in text, title
+    assert "| horovod-w2-b64 | failed | /bench/logs/horovod-w2-b64.log | boom |" in text
+    assert "| mirrored-w1-b64 | timeout |" in text
+
+
+def test_csv_has_every_column_and_row(results, tmp_path):
+    path = tmp_path / "scaling.csv"
+    write_csv(add_derived(results), path)
+    with path.open() as handle:
+        reader = csv.DictReader(handle)
+        rows = list(reader)
+    assert tuple(reader.fieldnames) == CSV_COLUMNS
+    assert [r["run"] for r in rows] == [r["run"] for r in results]
+    assert by_run(rows)["horovod-w2-b64"]["speedup"] == ""
+
+
+def test_plots_skip_failed_runs_and_draw_the_ideal_line(results):
+    import matplotlib.pyplot as plt
+
+    rows = add_derived(results)
+    figure = plot_epoch_time(rows)
+    axes = figure.axes
+    assert [ax.get_title() for ax in axes] == ["per-worker batch 32", "per-worker batch 64"]
+    horovod_64 = next(li for li in axes[1].lines if li.get_label() == "horovod")
+    assert list(horovod_64.get_xdata()) == [1]  # the failed 2-worker run is not plotted
+    plt.close(figure)
+    figure = plot_speedup(rows)
+    labels = [li.get_label() for li in figure.axes[0].lines]
+    assert labels[0] == "ideal" and "horovod, bs 32" in labels and "mirrored, bs 64" not in labels
+    ideal = figure.axes[0].lines[0]
+    assert list(ideal.get_xdata()) == list(ideal.get_ydata()) == [1, 2]
+    plt.close(figure)
+
+
+def test_summarize_excludes_the_warmup_epoch():
+    rows = [{"epoch": 1, "epoch_time_s": 30.0, "train_time_s": 29.0, "images_per_s": 5.0, "val_accuracy": 0.2},
+            {"epoch": 2, "epoch_time_s": 3.0, "train_time_s": 2.0, "images_per_s": 50.0, "val_accuracy": 0.6},
+            {"epoch": 3, "epoch_time_s": 5.0, "train_time_s": 4.0, "images_per_s": 30.0, "val_accuracy": 0.5},
+            {"epoch": 4, "epoch_time_s": 4.0, "train_time_s": 3.0, "images_per_s": 40.0, "val_accuracy": 0.7}]
+    summary = summarize_metrics(rows, target_accuracy=0.55)
+    assert summary["timed_epochs"] == 3
+    assert (summary["epoch_time_s"], summary["train_time_s"], summary["images_per_s"]) == (4.0, 3.0, 40.0)
+    assert summary["epochs_to_target"] == 2
+    assert summarize_metrics(rows, target_accuracy=0.9)["epochs_to_target"] is None
+    assert summarize_metrics(rows[:1], 0.0)["train_time_s"] == 29.0  # one epoch: nothing else to time
+
+
+def test_plan_gives_every_worker_the_same_threads(tiny_data, tmp_path):
+    spec = ScalingSpec(data=str(tiny_data), out=str(tmp_path), workers=(1, 2, 4), batch_sizes=(8, 16))
+    runs = plan_runs(spec, cores=8)
+    scaling = [r for r in runs if r.strategy != BASELINE]
+    assert len(scaling) == 2 * 3 * 2 and {r.threads_per_worker for r in scaling} == {8 // 4}
+    assert [(r.workers, r.threads_per_worker) for r in runs if r.strategy == BASELINE] == [(1, 8), (1, 8)]
+
+
+def test_commands_per_strategy(tiny_data, tmp_path):
+    spec = ScalingSpec(data=str(tiny_data), out=str(tmp_path), launcher="/bin/true", timeline=True)
+    horovod = build_command(spec, RunSpec("horovod", 2, 8, 1))
+    assert horovod[:3] == ["/bin/true", "-np", "2"] and horovod[3].endswith("hvdweather-train")
+    assert horovod[horovod.index("--timeline") + 1] == str(tmp_path / "timelines" / "horovod-w2-b8.json")
+    mirrored = build_command(spec, RunSpec("mirrored", 2, 8, 1))
+    assert mirrored[0].endswith("hvdweather-train") and mirrored[1:5] == ["--strategy", "mirrored",
+                                                                          "--replicas", "2"]
+    single = build_command(spec, RunSpec(BASELINE, 1, 8, 4))
+    assert "--strategy" not in single and single[single.index("--threads-per-worker") + 1] == "4"
+    assert "--timeline" not in mirrored + single
+
+
+FLAGS = {"strategies": "horovod,mirrored", "workers": "1,2", "batch_sizes": "8", "per_run_timeout": 60.0}
+
+
+@pytest.mark.parametrize("flags, message", [
+    ({"workers": "1,x"}, "--workers"), ({"workers": "1,1"}, "--workers"), ({"batch_sizes": "0"}, "--batch-sizes"),
+    ({"strategies": "horovod,ddp"}, "--strategies"), ({"epochs": 0}, "--epochs"),
+    ({"image_size": 64}, "--image-size"), ({"launcher": "/no/such/horovodrun"}, "--launcher"),
+    ({"target_accuracy": 2.0}, "--target-accuracy"), ({"per_run_timeout": 0}, "--per-run-timeout"),
+    ({"threads_per_worker": -1}, "--threads-per-worker")])
+def test_bad_flag_values_are_config_errors(tiny_data, tmp_path, flags, message):
+    with pytest.raises(ConfigError, match=message):
+        spec_from_flags(**{**FLAGS, "data": str(tiny_data), "out": str(tmp_path), **flags})
+
+
+@pytest.mark.timeout(120)
+def test_bad_flag_fails_in_one_line_before_any_run(tiny_data, tmp_path):
+    out = tmp_path / "bench"
+    result = run_cli("hvdweather-bench", "scaling", "--data", str(tiny_data), "--out", str(out),
+                     "--image-size", "64", timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "--image-size" in result.stderr
+    assert not (out / "results.jsonl").exists()
+
+
+def test_bad_data_dir_fails_before_any_run(tmp_path):
+    from hvdweather.data.discovery import DataError
+
+    with pytest.raises(DataError, match="--data"):
+        spec_from_flags(**FLAGS, data=str(tmp_path / "missing"), out=str(tmp_path / "b"))
+
+
+def _read_results(out: Path) -> list[dict]:
+    return [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.multiprocess
+@pytest.mark.timeout(600)
+def test_end_to_end_both_strategies(tiny_data, tmp_path):
+    out = tmp_path / "bench"
+    result = run_cli("hvdweather-bench", "scaling", "--data", str(tiny_data), "--out", str(out),
+                     "--strategies", "horovod,mirrored", "--workers", "1,2", "--batch-sizes", "4",
+                     "--epochs", "1", "--per-run-timeout", "240", timeout=580)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for name in ("results.jsonl", "scaling.csv", "scaling.md", "epoch_time.png", "speedup.png", "machine.json"):
+        assert (out / name).stat().st_size > 0, name
+    lines = _read_results(out)
+    assert sorted(r["run"] for r in lines) == ["horovod-w1-b4", "horovod-w2-b4", "mirrored-w1-b4",
+                                               "mirrored-w2-b4", "single-w1-b4"]
+    assert all(r["status"] == "ok" and r["images_per_s"] > 0 for r in lines), lines
+    for r in lines:
+        assert Path(r["log"]).is_file() and (Path(r["run_dir"]) / "metrics.jsonl").is_file()
+    with (out / "scaling.csv").open() as handle:
+        reader = csv.DictReader(handle)
+        rows = list(reader)
+    assert tuple(reader.fieldnames) == CSV_COLUMNS and len(rows) == 5
+    assert all(r["speedup"] for r in rows if r["strategy"] != BASELINE)
+    machine = json.loads((out / "machine.json").read_text())
+    assert machine["cores"] >= 1 and machine["versions"]["horovod"]
+    assert "## Efficiency" in result.stdout and "| horovod x 2 |" in result.stdout  # the table is printed
+
+
+@pytest.mark.timeout(300)
+def test_a_failing_run_is_reported_and_the_benchmark_goes_on(tiny_data, tmp_path):
+    out = tmp_path / "bench"
+    result = run_cli("hvdweather-bench", "scaling", "--data", str(tiny_data), "--out", str(out),
+                     "--strategies", "horovod", "--workers", "1", "--batch-sizes", "4", "--epochs", "1",
+                     "--launcher", "/bin/false", timeout=280)  # a launcher that always fails
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    lines = {r["run"]: r for r in _read_results(out)}
+    assert lines["horovod-w1-b4"]["status"] == "failed"
+    assert lines["horovod-w1-b4"]["log"] == str(out / "logs" / "horovod-w1-b4.log")
+    assert lines["single-w1-b4"]["status"] == "ok"  # the run after the failure still ran
+    report = (out / "scaling.md").read_text()
+    assert "## Failed runs" in report and str(out / "logs" / "horovod-w1-b4.log") in report
+    assert "FAILED" in result.stdout
