@@ -9,8 +9,8 @@ import csv
 import json
 import os
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import tensorflow as tf

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from hvdweather.cli import data_group, run_command, train_command
-
 from conftest import run_cli
+from hvdweather.cli import data_group, run_command, train_command
 
 
 def _train(capsys, *args: str) -> tuple[int, str]:

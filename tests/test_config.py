@@ -1,6 +1,7 @@
 """Config: validation messages name the flag; files load; flags given on the command line win."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -44,5 +45,5 @@ def test_config_file_errors(tmp_path):
 
 
 def test_config_is_frozen():
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         TrainConfig().epochs = 3  # type: ignore[misc]

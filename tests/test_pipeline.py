@@ -7,8 +7,17 @@ import tensorflow as tf
 
 from hvdweather.data.decode import load_rgb
 from hvdweather.data.discovery import discover
-from hvdweather.data.pipeline import (augment, decode_image, decoded_files, eval_pipeline, normalize,
-                                      shard_size, sharded_files, steps_per_epoch, train_pipeline)
+from hvdweather.data.pipeline import (
+    augment,
+    decode_image,
+    decoded_files,
+    eval_pipeline,
+    normalize,
+    shard_size,
+    sharded_files,
+    steps_per_epoch,
+    train_pipeline,
+)
 
 SIZE = 64  # the pipeline is size-agnostic; small keeps the test fast
 
