@@ -1,0 +1,165 @@
+"""Collect the run directories of a SLURM scaling array (jobs/slurm/scaling_array.sbatch) into the scaling
+benchmark's outputs: results.jsonl, scaling.csv, scaling.md and the plots, built by the same functions
+as `hvdweather-bench scaling` (hvdweather.bench.scaling), so both give the same tables.
+
+    python -m hvdweather.bench.collect runs/scaling-1234
+    sbatch --dependency=afterany:1234 jobs/slurm/scaling_collect.sbatch runs/scaling-1234
+
+Each array task left runs/<run>/job.json (command, hosts, exit status, its grid cell under "scaling"),
+config.json and metrics.jsonl. A cell with no run directory (task cancelled, still queued, never
+submitted) or a task that failed becomes a "missing"/"failed" row, never a silent gap.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from hvdweather.config import ConfigError
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON file's object, or None when it is absent or cut short (a task killed while writing)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """metrics.jsonl rows (none if absent). Not writers.read_jsonl: that module imports TensorFlow, which
+    would make a seconds-long collection step wait for TensorFlow to load."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def task_records(array_dir: Path) -> list[dict[str, Any]]:
+    """job.json of every task under ARRAY/runs/ that says which grid cell it ran; raises if none do."""
+    if not array_dir.is_dir():
+        raise ConfigError(f"{array_dir}: not a directory; give the scaling array's directory "
+                          "(runs/scaling-JOBID)")
+    records = []
+    for job_file in sorted(array_dir.glob("runs/*/job.json")):
+        record = read_json(job_file)
+        if record and "scaling" in record:
+            records.append({**record, "run_dir": str(job_file.parent)})
+    if not records:
+        raise ConfigError(f"{array_dir}: no runs/*/job.json from jobs/slurm/scaling_array.sbatch; "
+                          "have the array's tasks started?")
+    return records
+
+
+def _line(run, epochs: int) -> dict[str, Any]:
+    """The results.jsonl fields that follow from the grid cell alone."""
+    return {"run": run.name, "strategy": run.strategy, "workers": run.workers, "processes": run.workers,
+            "threads_per_worker": run.threads_per_worker, "total_threads": run.threads_per_worker * run.workers,
+            "per_worker_batch_size": run.per_worker_batch_size, "global_batch_size": run.global_batch_size,
+            "epochs": epochs, "timeline": None}
+
+
+def result_line(record: dict[str, Any], epochs: int, target_accuracy: float) -> dict[str, Any]:
+    """One results.jsonl line, in the scaling benchmark's format, for one array task."""
+    from hvdweather.bench.scaling import RunSpec, check_metrics, summarize_metrics
+
+    cell, slurm = record["scaling"], record.get("scheduler", {})
+    run = RunSpec("horovod", cell["workers"], cell["per_worker_batch_size"], cell["threads_per_worker"])
+    code = record.get("exit_status")
+    line = {**_line(run, epochs), "returncode": code, "wall_s": record.get("wall_time_s"),
+            "cores": int(slurm.get("SLURM_NTASKS", run.workers)) * int(slurm.get("SLURM_CPUS_PER_TASK", 1)),
+            "log": slurm.get("output_file") or record["run_dir"], "run_dir": record["run_dir"],
+            "command": record.get("command_line"), "host": ",".join(record.get("hosts", [])),
+            "array_task": cell.get("array_task")}
+    rows = read_metrics(Path(record["run_dir"]) / "metrics.jsonl")
+    if code is None:
+        problem = "no exit status in job.json: the task is still running or was killed"
+    elif code != 0:
+        problem = f"exit status {code}; see {line['log']}"
+    else:
+        problem = check_metrics(rows, run, epochs)
+    line.update(status="ok" if not problem else "failed", error=problem or None)
+    if not problem:
+        line.update(summarize_metrics(rows, target_accuracy))
+    return line
+
+
+def missing_line(workers: int, batch: int, threads: int, epochs: int) -> dict[str, Any]:
+    """A row for a grid cell that left no run directory."""
+    from hvdweather.bench.scaling import RunSpec
+
+    return {**_line(RunSpec("horovod", workers, batch, threads), epochs), "returncode": None, "wall_s": None,
+            "cores": None, "log": "-", "run_dir": None, "command": None, "status": "missing",
+            "error": "no run directory: the array task was cancelled, is queued, or was not submitted "
+                     "(check --array)"}
+
+
+def run_settings(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """data, epochs, image size, seed and target accuracy, from the first task's config.json."""
+    for record in records:
+        config = (read_json(Path(record["run_dir"]) / "config.json") or {}).get("config")
+        if config:
+            return {k: config[k] for k in ("data", "epochs", "image_size", "seed", "target_accuracy")}
+    raise ConfigError(f"no task of {records[0]['scaling'].get('array_dir')} wrote config.json: every task "
+                      "failed before training; see their output files")
+
+
+def machine_of(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The benchmark's machine.json, from what the tasks recorded on the compute nodes."""
+    first = records[0]
+    versions = dict(first.get("versions", {}))
+    versions.setdefault("tensorflow", versions.get("tensorflow-cpu"))
+    hosts = sorted({h for r in records for h in r.get("hosts", [])})
+    cores = max(int(r.get("scheduler", {}).get("SLURM_NTASKS", 1)) * int(r.get("scheduler", {}).get(
+        "SLURM_CPUS_PER_TASK", 1)) for r in records)
+    return {"host": ",".join(hosts), "cores": cores, "cpu_model": first.get("cpu_model") or "unknown",
+            "mpi": versions.get("openmpi", "unknown"), "versions": versions,
+            "date": first.get("started", time.strftime("%Y-%m-%d %H:%M:%S %Z")),
+            "slurm_array_job_id": first.get("scheduler", {}).get("SLURM_ARRAY_JOB_ID")}
+
+
+def collect_array(array_dir: str | Path) -> list[dict[str, Any]]:
+    """Write results.jsonl, machine.json and the benchmark's tables and plots into ARRAY; print the tables."""
+    from hvdweather.bench.scaling import ScalingSpec, write_outputs
+
+    array_dir = Path(array_dir)
+    records = task_records(array_dir)
+    settings = run_settings(records)
+    cell = records[0]["scaling"]
+    grid = [(w, b) for b in cell["grid_batch_sizes"] for w in cell["grid_workers"]]
+    by_cell = {(r["scaling"]["workers"], r["scaling"]["per_worker_batch_size"]): r for r in records}
+    results = [result_line(by_cell[(w, b)], settings["epochs"], settings["target_accuracy"])
+               if (w, b) in by_cell else missing_line(w, b, cell["threads_per_worker"], settings["epochs"])
+               for w, b in grid]
+    machine = machine_of(records)
+    (array_dir / "machine.json").write_text(json.dumps(machine, indent=2) + "\n")
+    (array_dir / "results.jsonl").write_text("".join(json.dumps(line) + "\n" for line in results))
+    spec = ScalingSpec(data=settings["data"], out=str(array_dir), strategies=("horovod",),
+                       workers=tuple(cell["grid_workers"]), batch_sizes=tuple(cell["grid_batch_sizes"]),
+                       epochs=settings["epochs"], image_size=settings["image_size"],
+                       threads_per_worker=cell["threads_per_worker"],
+                       target_accuracy=settings["target_accuracy"], baseline=False, seed=settings["seed"])
+    print(write_outputs(results, machine, spec), flush=True)
+    ok = sum(line["status"] == "ok" for line in results)
+    print(f"collected {ok} of {len(results)} grid cells; wrote results.jsonl, scaling.csv, scaling.md, "
+          f"epoch_time.png, speedup.png in {array_dir}")
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m hvdweather.bench.collect ARRAY_DIR`: exit 0, or 2 with one line on bad input."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1 or args[0].startswith("-"):
+        print("usage: python -m hvdweather.bench.collect ARRAY_DIR   (runs/scaling-JOBID)", file=sys.stderr)
+        return 2
+    try:
+        collect_array(args[0])
+    except ConfigError as exc:
+        print(f"hvdweather collect: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
