@@ -1,0 +1,175 @@
+# Shared by every batch job in jobs/: sourced, never run. Defines functions only; nothing happens on source.
+#
+# The jobs call, in this order: hvdw_activate (venv), hvdw_need (commands), the input checks
+# (hvdw_data_summary, hvdw_die), hvdw_run_dir, a launcher prefix (hvdw_srun_prefix / hvdw_mpirun_prefix)
+# and hvdw_run, which records the exact command, hosts, ranks and versions in the run directory.
+# Input errors exit 2 with one line "JOB: error: ..." on stderr, which SLURM/LSF put in the output file.
+
+hvdw_die() {  # MESSAGE: one line naming the bad input and what to do; exit 2 before any long work
+  echo "${HVDW_JOB:-hvdweather-job}: error: $*" >&2
+  exit 2
+}
+
+hvdw_activate() {  # put the venv's bin first on PATH: $HVDWEATHER_VENV, else <repo>/.venv, else PATH as is
+  local venv=${HVDWEATHER_VENV:-}
+  if [[ -z $venv && -x $HVDWEATHER_HOME/.venv/bin/python ]]; then
+    venv=$HVDWEATHER_HOME/.venv
+  fi
+  if [[ -n $venv ]]; then
+    [[ -x $venv/bin/python ]] \
+      || hvdw_die "HVDWEATHER_VENV=$venv: no bin/python there; run 'make install' or fix the path"
+    # Same effect as bin/activate, without its prompt logic (which trips `set -u` in some versions).
+    export VIRTUAL_ENV=$venv PATH=$venv/bin:$PATH
+  fi
+  # mpirun -x forwards these; an unset one only earns a warning per job.
+  export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-} TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
+}
+
+hvdw_need() {  # COMMAND...: each must be on PATH, else say how to get it
+  local cmd
+  for cmd in "$@"; do
+    command -v "$cmd" >/dev/null \
+      || hvdw_die "'$cmd' not found on PATH; run 'make install' in the repository, set HVDWEATHER_VENV," \
+                  "or load it in the site section"
+  done
+}
+
+hvdw_flag_value() {  # FLAG ARG...: the last value given for FLAG (as --flag V or --flag=V), else empty
+  local flag=$1 value="" previous=""
+  shift
+  for arg in "$@"; do
+    if [[ $previous == "$flag" ]]; then value=$arg; fi
+    if [[ $arg == "$flag="* ]]; then value=${arg#"$flag="}; fi
+    previous=$arg
+  done
+  echo "$value"
+}
+
+hvdw_with_defaults() {  # FLAG=VALUE... -- ARG...: HVDW_ARGS = the defaults ARG... does not set, then ARG...
+  # The first default given for a flag wins, so a job can put its own defaults before the shared ones.
+  local -a defaults=()
+  local pair
+  while [[ $# -gt 0 && $1 != -- ]]; do defaults+=("$1"); shift; done
+  shift  # the --
+  HVDW_ARGS=()
+  for pair in "${defaults[@]}"; do
+    if [[ -z $(hvdw_flag_value "${pair%%=*}" "$@" "${HVDW_ARGS[@]}") ]]; then
+      HVDW_ARGS+=("${pair%%=*}" "${pair#*=}")
+    fi
+  done
+  HVDW_ARGS+=("$@")
+}
+
+hvdw_positive_int() {  # NAME VALUE: die unless VALUE is a whole number >= 1
+  [[ $2 =~ ^[1-9][0-9]*$ ]] || hvdw_die "$1 must be a whole number >= 1, got '$2'"
+}
+
+hvdw_data_summary() {  # DIR: prints "IMAGES CLASSES"; dies with the package's own message if DIR is unusable
+  local summary
+  # The same discover() the training uses (no TensorFlow import: about 0.2 s), so job and program agree.
+  summary=$(python - "$1" 2>&1 <<'PY'
+import sys
+from hvdweather.data.discovery import DataError, discover
+try:
+    catalog = discover(sys.argv[1])
+except DataError as exc:
+    sys.exit(str(exc))
+print(len(catalog.paths), len(catalog.class_names))
+PY
+) || hvdw_die "${summary##*$'\n'}"
+  echo "$summary"
+}
+
+hvdw_train_args() {  # WORKERS [FLAG=VALUE...] -- ARG...: checked hvdweather-train flags in HVDW_ARGS
+  # Defaults come from HVDW_* variables (and the caller's FLAG=VALUE pairs); arguments given to the job
+  # win. Sets HVDW_IMAGES and HVDW_CLASSES. Dies on a missing data set or an impossible worker count.
+  local workers=$1 data batch summary
+  local -a extra=()
+  shift
+  while [[ $# -gt 0 && $1 != -- ]]; do extra+=("$1"); shift; done
+  shift
+  [[ -z $(hvdw_flag_value --out "$@") ]] \
+    || hvdw_die "--out is chosen by the job (a run directory named after the job id); set HVDW_RUNS instead"
+  hvdw_with_defaults "${extra[@]}" --data="${HVDW_DATA:-}" --epochs="${HVDW_EPOCHS:-10}" \
+    --batch-size="${HVDW_BATCH_SIZE:-32}" --lr="${HVDW_LR:-0.01}" --image-size="${HVDW_IMAGE_SIZE:-256}" \
+    --verbose=2 -- "$@"
+  data=$(hvdw_flag_value --data "${HVDW_ARGS[@]}")
+  batch=$(hvdw_flag_value --batch-size "${HVDW_ARGS[@]}")
+  [[ -n $data ]] || hvdw_die "HVDW_DATA is not set (and no --data argument); point it at a folder of class folders"
+  hvdw_positive_int "--batch-size (HVDW_BATCH_SIZE)" "$batch"
+  summary=$(hvdw_data_summary "$data") || exit $?
+  read -r HVDW_IMAGES HVDW_CLASSES <<<"$summary"
+  if (( workers * batch > HVDW_IMAGES )); then
+    hvdw_die "impossible task count: $workers workers x per-worker batch $batch = $((workers * batch)) images" \
+      "per step, but $data has only $HVDW_IMAGES images; use fewer tasks or a smaller --batch-size"
+  fi
+}
+
+hvdw_job_id() {  # the scheduler's id for this job (array tasks: ARRAYID_TASKID), else a timestamp and pid
+  if [[ -n ${SLURM_ARRAY_JOB_ID:-} ]]; then
+    echo "${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"
+  else
+    echo "${SLURM_JOB_ID:-${LSB_JOBID:-$(date +%Y%m%d-%H%M%S)-$$}}"
+  fi
+}
+
+hvdw_run_dir() {  # NAME: create ${HVDW_RUNS:-runs}/NAME and print its absolute path
+  local dir=${HVDW_RUNS:-runs}/$1
+  mkdir -p "$dir" 2>/dev/null \
+    || hvdw_die "HVDW_RUNS=${HVDW_RUNS:-runs}: cannot create $dir; set HVDW_RUNS to a writable directory"
+  (cd "$dir" && pwd)
+}
+
+hvdw_srun_prefix() {  # NTASKS: fill HVDW_LAUNCH with srun; pmix, as Debian's OpenMPI has no pmi2
+  # --kill-on-bad-exit: one rank failing ends the step instead of leaving the others in an allreduce.
+  HVDW_LAUNCH=(srun "--mpi=${HVDW_SRUN_MPI:-pmix}" "--ntasks=$1" --kill-on-bad-exit=1)
+  # Since Slurm 22.05 srun no longer inherits sbatch's --cpus-per-task: without this, each rank of a
+  # -c 8 job would be confined to 1 CPU wherever task/affinity or cgroups bind tasks.
+  if [[ -n ${SLURM_CPUS_PER_TASK:-} ]]; then HVDW_LAUNCH+=("--cpus-per-task=$SLURM_CPUS_PER_TASK"); fi
+}
+
+hvdw_mpirun_prefix() {  # NP [HOSTFILE]: fill HVDW_LAUNCH with mpirun and Horovod's documented flags
+  HVDW_LAUNCH=(mpirun -np "$1")
+  if [[ -n ${2:-} ]]; then HVDW_LAUNCH+=(--hostfile "$2"); fi
+  # Horovod docs: no core binding (TensorFlow sizes its own thread pools), ranks fill a host's slots
+  # before the next host, forward the environment, and avoid the openib BTL (fork() trouble).
+  HVDW_LAUNCH+=(-bind-to none -map-by slot -x LD_LIBRARY_PATH -x PATH -x TF_CPP_MIN_LOG_LEVEL
+                -mca pml ob1 -mca btl '^openib')
+  if (( EUID == 0 )); then HVDW_LAUNCH+=(--allow-run-as-root); fi
+}
+
+hvdw_launcher_prefix() {  # NTASKS: inside SLURM, srun (default) or mpirun as $HVDW_LAUNCHER says
+  case ${HVDW_LAUNCHER:-srun} in
+    srun) hvdw_need srun; hvdw_srun_prefix "$1" ;;
+    mpirun) hvdw_need mpirun; hvdw_mpirun_prefix "$1" ;;
+    *) hvdw_die "HVDW_LAUNCHER=${HVDW_LAUNCHER}: use srun or mpirun" ;;
+  esac
+}
+
+hvdw_slurm_hosts() {  # the allocation's host names, comma-separated
+  scontrol show hostnames "${SLURM_JOB_NODELIST:-$(hostname -s)}" 2>/dev/null | paste -sd, -
+}
+
+hvdw_record() {  # RUN_DIR RANKS HOSTS COMMAND...: job.json (command, hosts, ranks, versions) and env.txt
+  local run_dir=$1 ranks=$2 hosts=$3
+  shift 3
+  local names='^(SLURM|LSB|LSF|OMPI|PMIX|HOROVOD|HVDW|HVDWEATHER|TF|CUDA|NCCL)_|^(PATH|LD_LIBRARY_PATH|VIRTUAL_ENV)='
+  env | grep -E "$names" \
+    | sort >"$run_dir/env.txt" || true
+  python "$HVDWEATHER_HOME/jobs/lib/record.py" start "$run_dir/job.json" "$ranks" "$hosts" "$@"
+}
+
+hvdw_run() {  # RUN_DIR RANKS HOSTS COMMAND...: record, print and run COMMAND; its exit status is the job's
+  local run_dir=$1 status=0
+  hvdw_record "$@"
+  shift 3
+  echo "run directory: $run_dir"
+  echo "command: $*"
+  if [[ ${HVDW_DRY_RUN:-0} == 1 ]]; then
+    echo "HVDW_DRY_RUN=1: inputs checked and run recorded; nothing launched"
+    return 0
+  fi
+  "$@" || status=$?
+  python "$HVDWEATHER_HOME/jobs/lib/record.py" finish "$run_dir/job.json" "$status"
+  return "$status"
+}
