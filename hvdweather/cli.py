@@ -61,7 +61,8 @@ def _main(command: click.Command, prog: str) -> Callable[[], None]:
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--config", "config_file", type=click.Path(dir_okay=False),
               help="JSON or YAML file of the same fields (e.g. batch_size: 64); flags given here win.")
-@click.option("--data", help="Class-folder data set (WEAPD/ImageFolder layout: DATA/<class>/<image>).")
+@click.option("--data", help="Class-folder data set (WEAPD/ImageFolder layout: DATA/<class>/<image>), or a "
+              "directory written by hvdweather-prepare (decoded TFRecord shards).")
 @click.option("--out", help=f"Run directory for config, split, metrics, checkpoints, report. [{_D.out}]")
 @click.option("--strategy", type=click.Choice(["horovod", "mirrored"]),
               help="horovod: one process per worker (launch with horovodrun/mpirun); mirrored: "
@@ -165,6 +166,83 @@ def bench_scaling_command(**flags) -> None:
     run_scaling(spec_from_flags(**flags))
 
 
+@bench_group.command("eda")
+@click.option("--data", required=True, type=click.Path(), help="Class-folder data set.")
+@click.option("--backends", default="sequential,multiprocessing,mpi", show_default=True,
+              help="Comma-separated; the sequential baseline always runs.")
+@click.option("--workers", default="1,2,4", show_default=True,
+              help="Comma-separated worker counts; above the core count is allowed and marked oversubscribed.")
+@click.option("--out", default="bench/eda", show_default=True, type=click.Path(file_okay=False),
+              help="results.jsonl, eda_scaling.csv/.md, eda_speedup.png, logs/, work/.")
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True, help="Runs per row; median.")
+@click.option("--image-size", type=click.IntRange(min=8), default=256, show_default=True,
+              help="Prepare and training image size.")
+@click.option("--kernel-images", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Images for the kernel vs PIL per-channel histogram comparison.")
+@click.option("--train-epochs", type=click.IntRange(min=2), default=2, show_default=True,
+              help="Epochs of the train-from-shards and train-from-folders runs.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Per-worker batch of the training runs.")
+@click.option("--parts", default="scaling,kernel,train", show_default=True,
+              help="Comma-separated subset of scaling (eda + prepare stages), kernel, train.")
+@click.option("--timeout", type=click.FloatRange(min=1), default=900, show_default=True,
+              help="Seconds before one run is killed (the benchmark then stops).")
+def bench_eda_command(data: str, backends: str, workers: str, parts: str, timeout: float, **flags) -> None:
+    """EDA and prepare scaling over backends x workers, histogram kernel vs PIL, train from shards."""
+    from hvdweather.bench.eda import BACKENDS, PARTS, EdaBenchSpec, parse_list, run_eda_bench
+
+    run_eda_bench(EdaBenchSpec(data=data, backends=parse_list(backends, "--backends", BACKENDS),
+                               workers=parse_list(workers, "--workers"),
+                               parts=parse_list(parts, "--parts", PARTS), timeout_s=timeout, **flags))
+
+
+_BACKENDS = ["sequential", "multiprocessing", "mpi"]
+_WORKERS_HELP = ("multiprocessing: pool processes [all cores]; mpi: ranks come from mpirun -np (leave this "
+                 "out); sequential: 1")
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.argument("data", type=click.Path())
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Directory for histograms.npz/.csv, summary.json, class_counts.csv, skipped.csv, PNGs.")
+@click.option("--backend", type=click.Choice(_BACKENDS), default="sequential", show_default=True,
+              help="mpi: launch as `mpirun -np N hvdweather-eda DATA --out DIR --backend mpi`.")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help=_WORKERS_HELP)
+@click.option("--plots/--no-plots", default=True, show_default=True, help="Write the PNG plots.")
+@click.option("--progress/--no-progress", default=None, help="Progress line on stderr [when a terminal].")
+def eda_command(data: str, out: str, backend: str, workers: int | None, plots: bool,
+                progress: bool | None) -> None:
+    """Per-class RGB histograms, counts, sizes, formats and mean/std of the class folders in DATA."""
+    from hvdweather.eda.analyse import run_eda
+    from hvdweather.eda.backends import make_backend
+
+    run_eda(data, out, make_backend(backend, workers), plots, sys.stderr.isatty() if progress is None else progress)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.argument("data", type=click.Path())
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Prepared directory: TFRecord shards, prepared.json, images.csv, classes.txt, skipped.csv.")
+@click.option("--image-size", type=click.IntRange(min=8), default=256, show_default=True,
+              help="Images are stored resized to this square; train with the same --image-size.")
+@click.option("--backend", type=click.Choice(_BACKENDS), default="sequential", show_default=True,
+              help="mpi: launch as `mpirun -np N hvdweather-prepare DATA --out DIR --backend mpi`.")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help=_WORKERS_HELP)
+@click.option("--images-per-shard", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Target shard size; the shard count is rounded up to a multiple of the workers.")
+@click.option("--progress/--no-progress", default=None, help="Progress line on stderr [when a terminal].")
+def prepare_command(data: str, out: str, image_size: int, backend: str, workers: int | None,
+                    images_per_shard: int, progress: bool | None) -> None:
+    """Decode, convert to RGB and resize every image of DATA once, into sharded TFRecords."""
+    from hvdweather.eda.backends import make_backend
+    from hvdweather.eda.prepare import run_prepare
+
+    run_prepare(data, out, image_size, make_backend(backend, workers), images_per_shard,
+                sys.stderr.isatty() if progress is None else progress)
+
+
 train_main = _main(train_command, "hvdweather-train")
 data_main = _main(data_group, "hvdweather-data")
 bench_main = _main(bench_group, "hvdweather-bench")
+eda_main = _main(eda_command, "hvdweather-eda")
+prepare_main = _main(prepare_command, "hvdweather-prepare")

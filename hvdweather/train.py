@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from hvdweather.config import ConfigError, TrainConfig
+from hvdweather.data import records
 from hvdweather.data.discovery import Catalog, discover, find_unreadable
 from hvdweather.data.pipeline import (decoded_files, eval_pipeline, shard_size, sharded_files, steps_per_epoch,
                                       train_pipeline)
@@ -45,7 +46,10 @@ def check_inputs(cfg: TrainConfig) -> Catalog:
     if cfg.image_size < min_image_size():
         raise ConfigError(f"--image-size {cfg.image_size} is too small for the weather CNN "
                           f"(needs >= {min_image_size()}); use the default 256")
-    catalog = discover(cfg.data)
+    if records.is_prepared(cfg.data):  # hvdweather-prepare output: the catalog comes from its images.csv
+        catalog = records.prepared_catalog(cfg.data, cfg.image_size)
+    else:
+        catalog = discover(cfg.data)
     check_output_dir(cfg.out)
     return catalog
 
@@ -68,7 +72,12 @@ def make_split(cfg: TrainConfig, catalog: Catalog, backend, writer: RunWriter) -
     split_file = writer.path("split.csv")
     if cfg.resume and split_file.exists():
         return read_split(split_file, catalog.class_names)
-    split = stratified_split(scan_catalog(catalog, backend, writer), cfg.val_split, cfg.test_split, cfg.seed)
+    if records.is_prepared(cfg.data):  # prepare decoded every file once and reported the bad ones
+        writer.write_text("skipped.csv", records.skipped_csv(cfg.data))
+        usable = catalog
+    else:
+        usable = scan_catalog(catalog, backend, writer)
+    split = stratified_split(usable, cfg.val_split, cfg.test_split, cfg.seed)
     if writer.is_primary:
         write_split(split, split_file)
     return split
@@ -90,6 +99,8 @@ def make_datasets(cfg: TrainConfig, split: Split, backend, plan: Plan) -> dict[s
     shards = (backend.shard_count, backend.shard_index)
 
     def decoded(subset: str) -> tf.data.Dataset:
+        if records.is_prepared(cfg.data):  # pixels were decoded and resized once, by hvdweather-prepare
+            return records.decoded_records(cfg.data, split.paths[subset], cfg.image_size, *shards)
         return decoded_files(split.paths[subset], split.labels[subset], cfg.image_size, *shards)
 
     cache = f"{cfg.cache_dir}/train-{cfg.image_size}-r{rt.rank}" if cfg.cache_dir else ""

@@ -5,6 +5,8 @@ Pillow releases the GIL while it decodes and resizes, so this function paralleli
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +34,12 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_rgb(path: str | Path, image_size: int | None = None) -> np.ndarray:
-    """Decode `path` (first frame of animations) to RGB uint8; resize to a square if `image_size`.
+@contextmanager
+def open_rgb(path: str | Path, image_size: int | None = None) -> Iterator[tuple[Image.Image, str]]:
+    """Decode `path` (first frame of animations) to an RGB Pillow image, resized to a square if
+    `image_size`; yields (image, the file's format name). The image is valid only inside the `with`:
+    Pillow frees it when the file closes. For callers that use Pillow's own C routines on the
+    decoded image (the EDA's one-call histogram) without copying it into numpy first.
 
     JPEGs are decoded at the smallest DCT scale that is still at least `image_size` (Pillow's draft
     mode): several times less work for large photos, and the bilinear resize then does the rest.
@@ -45,6 +51,12 @@ def load_rgb(path: str | Path, image_size: int | None = None) -> np.ndarray:
         rgb = to_rgb(image)
         if image_size and rgb.size != (image_size, image_size):
             rgb = rgb.resize((image_size, image_size), Image.BILINEAR)
+        yield rgb, image.format or "unknown"
+
+
+def load_rgb(path: str | Path, image_size: int | None = None) -> np.ndarray:
+    """Decode `path` to an RGB uint8 array (H, W, 3); resized to a square if `image_size` (see `open_rgb`)."""
+    with open_rgb(path, image_size) as (rgb, _):
         return np.asarray(rgb, dtype=np.uint8)
 
 

@@ -1,0 +1,216 @@
+"""Three ways to spread chunks of images over CPU processes, behind the same few hooks.
+
+    hvdweather-eda DATA --out DIR --backend sequential
+    hvdweather-eda DATA --out DIR --backend multiprocessing --workers 4
+    mpirun -np 4 hvdweather-eda DATA --out DIR --backend mpi
+
+The hooks: `share(make)` (the primary computes something, e.g. the file list, and every process gets
+it, or the same error), `map(fn, tasks, progress)` (run this process's share of the tasks),
+`sum_arrays(arrays)` and `gather(obj)` (combine on the primary; other MPI ranks get None), and
+`is_primary`. Work is split by image, never by class folder: 11 folders of unequal size leave
+workers idle, while `balanced_chunks` gives every chunk the same number of images (+-1) and a mix of
+all classes. mpi4py is imported only by the mpi backend.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+
+from hvdweather.config import ConfigError
+
+BACKENDS = ("sequential", "multiprocessing", "mpi")
+CHUNKS_PER_WORKER = 8  # enough that the last chunks leave little idle time, few enough to be cheap
+MIN_CHUNK_IMAGES = 8
+
+T = TypeVar("T")
+
+
+def available_cores() -> int:
+    """Cores this process may run on (respects taskset/SLURM CPU masks)."""
+    return len(os.sched_getaffinity(0))
+
+
+def balanced_chunks(num_items: int, parts: int) -> list[np.ndarray]:
+    """Split indices 0..num_items-1 into `parts` strided chunks whose sizes differ by at most one.
+
+    Strided (k, k+parts, ...) rather than contiguous: files are sorted by class, and images of one
+    class tend to share a size, i.e. a cost, so contiguous chunks would not be balanced in time.
+    """
+    parts = max(1, min(parts, num_items))
+    return [np.arange(k, num_items, parts) for k in range(parts)]
+
+
+def chunk_count(num_items: int, workers: int) -> int:
+    """Chunks for `workers`: CHUNKS_PER_WORKER each, fewer if chunks would get tiny."""
+    return max(workers, min(workers * CHUNKS_PER_WORKER, num_items // MIN_CHUNK_IMAGES))
+
+
+class Progress:
+    """One progress line on stderr (primary process only), redrawn at most 4 times a second."""
+
+    def __init__(self, total: int, label: str, enabled: bool):
+        self.total, self.label, self.enabled = total, label, enabled and total > 0
+        self.done, self.start, self.last = 0, time.perf_counter(), 0.0
+
+    def update(self, count: int) -> None:
+        self.done += count
+        now = time.perf_counter()
+        if self.enabled and (now - self.last > 0.25 or self.done >= self.total):
+            self.last = now
+            print(f"\r{self.label}: {self.done}/{self.total} images ({100 * self.done // self.total}%) "
+                  f"{now - self.start:.1f} s", end="", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.enabled:
+            print(file=sys.stderr, flush=True)
+
+
+class SequentialBackend:
+    """Everything in this one process, one image after another: the baseline."""
+
+    name = "sequential"
+    rank, size, workers = 0, 1, 1
+
+    @property
+    def is_primary(self) -> bool:
+        return self.rank == 0
+
+    def share(self, make: Callable[[], T]) -> T:
+        return make()
+
+    def map(self, fn: Callable[[Any], T], tasks: Sequence[Any], progress: Progress) -> list[T]:
+        results = []
+        for task in tasks:
+            results.append(fn(task))
+            progress.update(len(task.index))
+        return results
+
+    def sum_arrays(self, arrays: list[np.ndarray]) -> list[np.ndarray] | None:
+        return arrays
+
+    def gather(self, obj: T) -> list[T] | None:
+        return [obj]
+
+    def barrier(self) -> None:
+        """Nothing to wait for in one process."""
+
+
+def _pool_context() -> multiprocessing.context.BaseContext:
+    # fork is cheapest, but forking a process that already runs TensorFlow's thread pools can
+    # deadlock the children; then start clean interpreters instead.
+    return multiprocessing.get_context("spawn" if "tensorflow" in sys.modules else "fork")
+
+
+class ProcessPoolBackend(SequentialBackend):
+    """A multiprocessing.Pool of `workers` processes; chunks are handed out as workers free up."""
+
+    name = "multiprocessing"
+
+    def __init__(self, workers: int):
+        self.workers = workers
+
+    def map(self, fn: Callable[[Any], T], tasks: Sequence[Any], progress: Progress) -> list[T]:
+        results = []
+        # The pool is started here, inside the timed stage, as in the seeds' measurements.
+        with _pool_context().Pool(self.workers) as pool:
+            for task, result in zip(tasks, pool.imap(fn, tasks)):
+                results.append(result)
+                progress.update(len(task.index))
+        return results
+
+
+def launched_by_mpirun() -> bool:
+    """True when an MPI launcher started this process (OpenMPI, MPICH/Hydra, Slurm's PMI)."""
+    return any(name in os.environ for name in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"))
+
+
+class MpiBackend(SequentialBackend):
+    """One process per rank (mpi4py): rank 0 lists the work, every rank computes its share of the
+    chunks, numpy buffers are combined with MPI reductions and rank 0 writes.
+
+    Distributed code must never hang: errors the primary finds while preparing the work are
+    broadcast so every rank stops with them, and an unexpected exception on any rank aborts the job.
+    """
+
+    name = "mpi"
+
+    def __init__(self, workers: int | None = None):
+        from mpi4py import MPI  # only this backend needs MPI; the others must run without it
+
+        self.MPI, self.comm = MPI, MPI.COMM_WORLD
+        self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
+        self.workers = self.size
+        if workers is not None and workers != self.size:
+            raise ConfigError(f"--workers {workers} does not match the {self.size} MPI rank(s); with "
+                              "--backend mpi the worker count is mpirun's -np (leave --workers out)")
+        if self.size == 1 and not launched_by_mpirun():
+            print("note: --backend mpi was not started by mpirun; running as a single rank "
+                  "(use: mpirun -np N hvdweather-eda ... --backend mpi)", file=sys.stderr, flush=True)
+
+    def share(self, make: Callable[[], T]) -> T:
+        outcome: tuple[bool, Any] = (True, None)
+        if self.is_primary:
+            try:
+                outcome = (True, make())
+            except Exception as exc:  # sent to every rank, so none waits for work that never comes
+                outcome = (False, exc)
+        ok, value = self.comm.bcast(outcome, root=0)
+        if not ok and self.is_primary:
+            raise value
+        if not ok:
+            raise SystemExit(2)  # the primary prints the one-line error; N copies would only be noise
+        return value
+
+    def map(self, fn: Callable[[Any], T], tasks: Sequence[Any], progress: Progress) -> list[T]:
+        mine = list(tasks)[self.rank::self.size]
+        progress.total = sum(len(task.index) for task in mine)  # rank 0 shows its own share
+        progress.label = f"{progress.label} (rank 0 of {self.size}, its share)"
+        try:
+            return super().map(fn, mine, progress)
+        except BaseException:
+            self.abort()
+            raise
+
+    def sum_arrays(self, arrays: list[np.ndarray]) -> list[np.ndarray] | None:
+        totals = []
+        for array in arrays:
+            array = np.ascontiguousarray(array)
+            total = np.empty_like(array) if self.is_primary else None
+            self.comm.Reduce(array, total, op=self.MPI.SUM, root=0)  # buffer reduction, no pickling
+            totals.append(total)
+        return totals if self.is_primary else None
+
+    def gather(self, obj: T) -> list[T] | None:
+        return self.comm.gather(obj, root=0)
+
+    def barrier(self) -> None:
+        self.comm.Barrier()
+
+    def abort(self) -> None:
+        """Print this rank's traceback and end the whole job (the other ranks would wait forever)."""
+        traceback.print_exc()
+        print(f"rank {self.rank}: failed; aborting all {self.size} ranks", file=sys.stderr, flush=True)
+        self.comm.Abort(1)
+
+
+def make_backend(name: str, workers: int | None = None) -> SequentialBackend:
+    """The backend called `name`; `workers` defaults to all cores (multiprocessing) or mpirun's -np."""
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {workers}")
+    if name == "sequential":
+        if workers not in (None, 1):
+            raise ConfigError(f"--workers {workers}: the sequential backend runs in one process; "
+                              "use --backend multiprocessing or mpi for more")
+        return SequentialBackend()
+    if name == "multiprocessing":
+        return ProcessPoolBackend(workers or available_cores())
+    if name == "mpi":
+        return MpiBackend(workers)
+    raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}, got {name!r}")

@@ -1,0 +1,92 @@
+"""The EDA's PNG plots, made by the primary from the combined totals:
+
+    histograms.png   a grid with one panel per class: its R, G and B histograms (fraction of pixels)
+    class_counts.png images per class, bars sorted by count, with the mean drawn in: the imbalance
+    image_sizes.png  width vs height of every decoded image, coloured by class
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+_CHANNEL_COLOURS = ("tab:red", "tab:green", "tab:blue")
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never needs a display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_histograms(histograms: np.ndarray, class_names: tuple[str, ...]):
+    """Per-class RGB histograms, each normalised to fractions so classes of any size compare."""
+    plt = _pyplot()
+    cols = min(4, len(class_names))
+    rows = math.ceil(len(class_names) / cols)
+    figure, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), sharex=True, squeeze=False)
+    for ax, name, per_channel in zip(axes.flat, class_names, histograms):
+        for counts, colour, channel in zip(per_channel, _CHANNEL_COLOURS, "RGB"):
+            total = counts.sum()
+            ax.plot(counts / total if total else counts, color=colour, linewidth=0.9, label=channel)
+        ax.set_title(name, fontsize=9)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(class_names):]:
+        ax.axis("off")
+    figure.supxlabel("pixel value")
+    figure.supylabel("fraction of the class's pixels")
+    figure.tight_layout()
+    figure.legend(*axes.flat[0].get_legend_handles_labels(), loc="lower right", fontsize=8, ncol=3)
+    return figure
+
+
+def plot_class_counts(counts: np.ndarray, class_names: tuple[str, ...]):
+    """Images per class as bars, largest first, with the mean as a dashed line."""
+    plt = _pyplot()
+    order = np.argsort(-counts, kind="stable")
+    figure, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(class_names) + 1), 3.4))
+    bars = ax.bar([class_names[i] for i in order], counts[order], color="tab:blue")
+    ax.bar_label(bars, fontsize=7)
+    ax.axhline(counts.mean(), color="grey", linestyle="--", linewidth=1, label=f"mean {counts.mean():.0f}")
+    ratio = counts.max() / max(1, counts.min())
+    ax.set_title(f"images per class (largest / smallest = {ratio:.2f})", fontsize=10)
+    ax.set_ylabel("images")
+    plt.setp(ax.get_xticklabels(), rotation=45, ha="right", fontsize=8)
+    ax.legend(fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def plot_image_sizes(widths: np.ndarray, heights: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...]):
+    """Width vs height of every decoded image, one colour per class."""
+    plt = _pyplot()
+    figure, ax = plt.subplots(figsize=(5.5, 4.5))
+    colours = plt.get_cmap("tab20")
+    for label, name in enumerate(class_names):
+        mine = labels == label
+        ax.scatter(widths[mine], heights[mine], s=6, alpha=0.6, color=colours(label % 20), label=name)
+    ax.set_xlabel("width (pixels)")
+    ax.set_ylabel("height (pixels)")
+    ax.set_title("image sizes", fontsize=10)
+    ax.legend(fontsize=7, markerscale=2, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    figure.tight_layout()
+    return figure
+
+
+def write_plots(out: str | Path, totals) -> None:
+    """Save the three PNGs under `out`."""
+    plt = _pyplot()
+    out, names = Path(out), totals.catalog.class_names
+    decoded = totals.decoded()
+    labels = np.asarray(totals.catalog.labels)[decoded]
+    figures = {"histograms.png": plot_histograms(totals.histograms, names),
+               "class_counts.png": plot_class_counts(np.bincount(labels, minlength=len(names)), names),
+               "image_sizes.png": plot_image_sizes(totals.sizes[decoded, 0], totals.sizes[decoded, 1],
+                                                   labels, names)}
+    for name, figure in figures.items():
+        figure.savefig(out / name, dpi=110, bbox_inches="tight")
+        plt.close(figure)

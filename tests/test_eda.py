@@ -1,0 +1,180 @@
+"""The EDA stage: kernels against the seeds' PIL kernel, exact statistics, balanced chunks, bit-identical
+results from every backend (mpi under mpirun), the files and plots written, one-line bad-input errors."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import BIN, run_cli
+from hvdweather.data.decode import load_rgb, open_rgb
+from hvdweather.data.discovery import discover
+from hvdweather.eda.analyse import channel_moments, chunk_tasks, run_eda
+from hvdweather.eda.backends import ProcessPoolBackend, SequentialBackend, balanced_chunks
+from hvdweather.eda.kernel import (
+    analyse_chunk,
+    bincount_histograms,
+    dense_sizes,
+    merge,
+    pil_channel_histograms,
+    rgb_histograms,
+)
+
+TABLES = ("histograms.npz", "histograms.csv", "class_counts.csv", "summary.json", "skipped.csv")
+PLOTS = ("histograms.png", "class_counts.png", "image_sizes.png")
+
+
+@pytest.fixture(scope="module")
+def dirty_data(tiny_data, tmp_path_factory) -> Path:
+    """tiny_data (3 classes x 8) plus a file that is not an image and an empty one."""
+    root = tmp_path_factory.mktemp("eda") / "data"
+    shutil.copytree(tiny_data, root)
+    (root / "fogsmog" / "broken.jpg").write_bytes(b"this is not a JPEG")
+    (root / "rainbow" / "empty.png").write_bytes(b"")
+    return root
+
+
+@pytest.fixture(scope="module")
+def sequential_run(dirty_data, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("eda-seq")
+    run_eda(str(dirty_data), str(out), SequentialBackend(), plots=True, progress=False)
+    return out
+
+
+def assert_same_results(a: Path, b: Path) -> None:
+    """Bit-identical: every array, every table byte, the summary apart from how the run was made."""
+    with np.load(a / "histograms.npz") as left, np.load(b / "histograms.npz") as right:
+        assert left.files == right.files
+        for key in left.files:
+            assert np.array_equal(left[key], right[key]), key
+    for name in ("histograms.csv", "class_counts.csv", "skipped.csv"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    summaries = [json.loads((d / "summary.json").read_text()) for d in (a, b)]
+    for summary in summaries:
+        summary.pop("run")
+    assert summaries[0] == summaries[1]
+
+
+def test_kernels_agree_with_the_seeds_pil_kernel(tiny_data):
+    for path in discover(tiny_data).paths:
+        with open_rgb(path) as (rgb, _):
+            ours = rgb_histograms(rgb)
+        assert ours.dtype == np.int64 and ours.shape == (3, 256)
+        assert np.array_equal(ours, pil_channel_histograms(path))
+        assert np.array_equal(ours, bincount_histograms(load_rgb(path)))
+
+
+def test_histogram_sums_equal_pixel_counts(dirty_data, sequential_run):
+    catalog = discover(dirty_data)
+    with np.load(sequential_run / "histograms.npz") as arrays:
+        histograms, names = arrays["histograms"], list(arrays["class_names"])
+    for label, name in enumerate(catalog.class_names):
+        pixels = 0
+        for path, lab in zip(catalog.paths, catalog.labels):
+            if lab == label and Path(path).stat().st_size > 0 and not path.endswith("broken.jpg"):
+                with Image.open(path) as image:  # the size from the header, independent of the kernel
+                    pixels += image.width * image.height
+        assert names[label] == name
+        assert histograms[label].sum(axis=1).tolist() == [pixels] * 3
+
+
+def test_channel_moments_are_exact():
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=(37, 53, 3), dtype=np.uint8)
+    means, stds = channel_moments(bincount_histograms(pixels))
+    flat = pixels.reshape(-1, 3).astype(np.float64)
+    assert means == pytest.approx(flat.mean(axis=0).tolist(), rel=1e-12)
+    assert stds == pytest.approx(flat.std(axis=0).tolist(), rel=1e-12)
+    assert channel_moments(np.zeros((3, 256), np.int64)) == ([None] * 3, [None] * 3)
+
+
+@pytest.mark.parametrize("n, parts", [(24, 5), (7, 3), (3, 8), (1, 1), (100, 16)])
+def test_balanced_chunks_partition_images_evenly(n, parts):
+    chunks = balanced_chunks(n, parts)
+    assert len(chunks) == min(parts, n)
+    assert sorted(np.concatenate(chunks).tolist()) == list(range(n))
+    sizes = [len(c) for c in chunks]
+    assert max(sizes) - min(sizes) <= 1
+
+
+def test_partial_sums_do_not_depend_on_order(dirty_data):
+    catalog = discover(dirty_data)
+    tasks = chunk_tasks(catalog, balanced_chunks(len(catalog.paths), 3))
+    parts = [analyse_chunk(task) for task in tasks]
+    forward, backward = merge(parts, 3), merge(parts[::-1], 3)
+    assert np.array_equal(forward.histograms, backward.histograms)
+    assert forward.formats == backward.formats and forward.skipped == backward.skipped
+    n = len(catalog.paths)
+    assert np.array_equal(dense_sizes(forward, n), dense_sizes(backward, n))
+    assert sum(dense_sizes(p, n) for p in parts).tolist() == dense_sizes(forward, n).tolist()
+
+
+def test_outputs_and_plots_are_written(dirty_data, sequential_run):
+    for name in TABLES + PLOTS:
+        assert (sequential_run / name).stat().st_size > 0, name
+    for name in PLOTS:
+        assert (sequential_run / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = json.loads((sequential_run / "summary.json").read_text())
+    assert summary["class_names"] == ["fogsmog", "lightning", "rainbow"]
+    assert summary["all"]["images"] == 24 and summary["all"]["skipped"] == 2
+    assert summary["classes"]["fogsmog"]["skipped"] == 1 and summary["classes"]["rainbow"]["skipped"] == 1
+    assert sum(summary["all"]["formats"].values()) == 24
+    assert all(0 < m < 255 for m in summary["all"]["mean"]) and len(summary["all"]["std_unit"]) == 3
+    skipped = (sequential_run / "skipped.csv").read_text().splitlines()
+    assert len(skipped) == 3 and any("empty file (0 bytes)" in line for line in skipped)
+    assert len((sequential_run / "histograms.csv").read_text().splitlines()) == 1 + 3 * 3
+    assert (sequential_run / "class_counts.csv").read_text().splitlines()[1].startswith("fogsmog,8,1,")
+
+
+def test_multiprocessing_gives_bit_identical_results(dirty_data, sequential_run, tmp_path):
+    run_eda(str(dirty_data), str(tmp_path), ProcessPoolBackend(2), plots=False, progress=False)
+    assert_same_results(sequential_run, tmp_path)
+
+
+@pytest.mark.multiprocess
+@pytest.mark.timeout(180)
+def test_mpi_backend_under_mpirun_gives_bit_identical_results(dirty_data, sequential_run, tmp_path):
+    mpirun = shutil.which("mpirun")
+    assert mpirun, "OpenMPI's mpirun is part of the test environment (make install)"
+    result = subprocess.run([mpirun, "--allow-run-as-root", "--oversubscribe", "-np", "2",
+                             str(BIN / "hvdweather-eda"), str(dirty_data), "--out", str(tmp_path),
+                             "--backend", "mpi", "--no-plots"], capture_output=True, text=True, timeout=150)
+    assert result.returncode == 0, result.stderr
+    assert "with mpi x 2" in result.stdout
+    assert_same_results(sequential_run, tmp_path)
+
+
+@pytest.mark.timeout(120)
+def test_mpi_backend_without_mpirun_runs_as_one_rank_and_says_so(dirty_data, sequential_run, tmp_path):
+    result = run_cli("hvdweather-eda", str(dirty_data), "--out", str(tmp_path), "--backend", "mpi",
+                     "--no-plots", timeout=100)
+    assert result.returncode == 0, result.stderr
+    assert "single rank" in result.stderr
+    assert_same_results(sequential_run, tmp_path)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["{missing}"], "directory not found"),
+    (["{empty}"], "no images found"),
+    (["{data}", "--workers", "0"], "--workers"),
+    (["{data}", "--workers", "2"], "--workers 2"),  # sequential is one process
+    (["{data}", "--backend", "mpi", "--workers", "3"], "--workers 3"),  # 1 rank without mpirun
+    (["{data}", "--out", "{file}/out"], "not writable"),
+])
+def test_bad_input_is_one_line_exit_2(dirty_data, tmp_path, args, needle):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "a-file").write_text("x")
+    values = {"missing": tmp_path / "nope", "empty": tmp_path / "empty", "data": dirty_data,
+              "file": tmp_path / "a-file"}
+    argv = [a.format(**values) for a in args]
+    if "--out" not in argv:
+        argv += ["--out", str(tmp_path / "out")]
+    result = run_cli("hvdweather-eda", *argv, timeout=60)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("hvdweather-eda: error:") and needle in lines[0], result.stderr
