@@ -42,7 +42,7 @@ test: install install-slurm
 	$(PY) -m pytest -q
 
 test-fast: install
-	$(PY) -m pytest -q -m "not multiprocess"
+	$(PY) -m pytest -q -m "not multiprocess and not slurm"
 
 lint: install
 	$(VENV)/bin/ruff check hvdweather tests
