@@ -134,6 +134,10 @@ def _stop(pid_files: list[Path]) -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
+FINISHED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL",
+            "DEADLINE", "PREEMPTED"}  # JobState values after which a job does not run again by itself
+
+
 @dataclass
 class SlurmCluster:
     """A running controller and node; `env` points the SLURM commands at them."""
@@ -142,25 +146,25 @@ class SlurmCluster:
     env: dict[str, str]
 
     def submit(self, script: Path, *args: str, sbatch: tuple[str, ...] = (), cwd: Path,
-               env: dict[str, str] | None = None,
-               timeout: float = 400) -> tuple[str, subprocess.CompletedProcess]:
-        """sbatch --wait (returns when the job, or every array task, has ended): (job id, finished sbatch).
+               env: dict[str, str] | None = None, timeout: float = 400) -> tuple[str, int]:
+        """Submit and wait until the job (every task of an array) has ended: (job id, its exit code).
 
-        On timeout the cluster's jobs are cancelled, so nothing keeps running behind a failed test.
+        Polls scontrol every 0.25 s rather than `sbatch --wait`, whose poll interval grows to several
+        seconds per check. On timeout the cluster's jobs are cancelled, so nothing runs on behind a test.
         """
-        command = ["sbatch", "--wait", "--parsable", *sbatch, str(script), *args]
-        proc = subprocess.Popen(command, cwd=cwd, env={**self.env, **(env or {})}, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
-        try:
-            out, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.cancel_all()
-            proc.kill()
-            raise
-        done = subprocess.CompletedProcess(command, proc.returncode, out, err)
-        match = re.match(r"(\d+)", out.strip())
-        assert match, f"sbatch gave no job id: {out!r} {err!r}"
-        return match.group(1), done
+        command = ["sbatch", "--parsable", *sbatch, str(script), *args]
+        done = subprocess.run(command, check=False, cwd=cwd, env={**self.env, **(env or {})},
+                              capture_output=True, text=True, timeout=60)
+        match = re.match(r"(\d+)", done.stdout.strip())
+        assert done.returncode == 0 and match, f"sbatch refused the job: {done.stdout!r} {done.stderr!r}"
+        job_id, deadline = match.group(1), time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            records = self.jobs(job_id)
+            if records and all(r["JobState"] in FINISHED for r in records):
+                return job_id, max(int(r["ExitCode"].split(":")[0]) for r in records)
+            time.sleep(0.25)
+        self.cancel_all()
+        pytest.fail(f"job {job_id} ({script.name}) still running after {timeout:g} s; cancelled")
 
     def jobs(self, job_id: str) -> list[dict[str, str]]:
         """scontrol's record of a job (one per array task): JobState, ExitCode, StdOut, ..."""
@@ -221,22 +225,22 @@ def _output(cluster: SlurmCluster, job_id: str) -> str:
     return path.read_text() if path.exists() else f"(no output file {path})"
 
 
-def _assert_completed(cluster: SlurmCluster, job_id: str, done: subprocess.CompletedProcess) -> None:
+def _assert_completed(cluster: SlurmCluster, job_id: str, exit_code: int) -> None:
+    """Every task COMPLETED with exit code 0; else fail with the states and the tails of the output files."""
     records = cluster.jobs(job_id)
     states = [(r["JobState"], r["ExitCode"]) for r in records]
-    assert done.returncode == 0 and all(s == ("COMPLETED", "0:0") for s in states), \
-        f"job {job_id}: {states}\n{done.stderr}\n" + "\n".join(Path(r["StdOut"]).read_text()[-4000:]
-                                                           for r in records if Path(r["StdOut"]).exists())
+    outputs = "\n".join(Path(r["StdOut"]).read_text()[-4000:] for r in records if Path(r["StdOut"]).exists())
+    assert exit_code == 0 and all(s == ("COMPLETED", "0:0") for s in states), f"job {job_id}: {states}\n{outputs}"
 
 
 @pytest.mark.slurm
 @pytest.mark.multiprocess
 @pytest.mark.timeout(420)
 def test_train_horovod_sbatch_runs_two_ranks(slurm: SlurmCluster, job_data: Path, tmp_path: Path) -> None:
-    job_id, done = slurm.submit(JOBS / "slurm" / "train_horovod.sbatch", *TINY_TRAIN, "--image-size", "256",
+    job_id, code = slurm.submit(JOBS / "slurm" / "train_horovod.sbatch", *TINY_TRAIN, "--image-size", "256",
                                 sbatch=("-N1", "--ntasks-per-node=2", "-c1"), cwd=tmp_path,
                                 env={"HVDW_DATA": str(job_data)})
-    _assert_completed(slurm, job_id, done)
+    _assert_completed(slurm, job_id, code)
     run = tmp_path / "runs" / f"train-horovod-{job_id}"
     config = json.loads((run / "config.json").read_text())
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -255,10 +259,10 @@ def test_train_horovod_sbatch_runs_two_ranks(slurm: SlurmCluster, job_data: Path
 @pytest.mark.multiprocess
 @pytest.mark.timeout(300)
 def test_eda_mpi_sbatch_runs_two_ranks(slurm: SlurmCluster, job_data: Path, tmp_path: Path) -> None:
-    job_id, done = slurm.submit(JOBS / "slurm" / "eda_mpi.sbatch", "--no-plots",
+    job_id, code = slurm.submit(JOBS / "slurm" / "eda_mpi.sbatch", "--no-plots",
                                 sbatch=("-N1", "--ntasks-per-node=2"), cwd=tmp_path,
                                 env={"HVDW_DATA": str(job_data)})
-    _assert_completed(slurm, job_id, done)
+    _assert_completed(slurm, job_id, code)
     run = tmp_path / "runs" / f"eda-mpi-{job_id}"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["run"]["backend"] == "mpi" and summary["run"]["workers"] == 2
@@ -273,10 +277,10 @@ def test_eda_mpi_sbatch_runs_two_ranks(slurm: SlurmCluster, job_data: Path, tmp_
 @pytest.mark.timeout(600)
 def test_scaling_array_two_tasks_and_collect(slurm: SlurmCluster, job_data: Path, tmp_path: Path) -> None:
     grid = {"HVDW_DATA": str(job_data), "HVDW_WORKERS": "1 2", "HVDW_BATCH_SIZES": "8", "HVDW_EPOCHS": "1"}
-    array_id, done = slurm.submit(JOBS / "slurm" / "scaling_array.sbatch", "--val-split", "0.2",
+    array_id, code = slurm.submit(JOBS / "slurm" / "scaling_array.sbatch", "--val-split", "0.2",
                                   "--test-split", "0.2", sbatch=("--array=0-1", "-N1", "-n2", "-c1"),
                                   cwd=tmp_path, env=grid, timeout=550)
-    _assert_completed(slurm, array_id, done)
+    _assert_completed(slurm, array_id, code)
     tasks = slurm.jobs(array_id)
     assert sorted(t["ArrayTaskId"] for t in tasks) == ["0", "1"]
     array_dir = tmp_path / "runs" / f"scaling-{array_id}"
@@ -285,9 +289,9 @@ def test_scaling_array_two_tasks_and_collect(slurm: SlurmCluster, job_data: Path
                    .read_text().splitlines()]
         assert [m["world_size"] for m in metrics] == [workers]
 
-    collect_id, done = slurm.submit(JOBS / "slurm" / "scaling_collect.sbatch", str(array_dir),
+    collect_id, code = slurm.submit(JOBS / "slurm" / "scaling_collect.sbatch", str(array_dir),
                                     sbatch=(f"--dependency=afterany:{array_id}",), cwd=tmp_path)
-    _assert_completed(slurm, collect_id, done)
+    _assert_completed(slurm, collect_id, code)
     results = [json.loads(x) for x in (array_dir / "results.jsonl").read_text().splitlines()]
     cells = [(r["workers"], r["per_worker_batch_size"], r["status"]) for r in results]
     assert cells == [(1, 8, "ok"), (2, 8, "ok")]
@@ -321,11 +325,11 @@ BAD_INPUTS = {
 def test_bad_input_fails_fast_with_message(case: str, slurm: SlurmCluster, job_data: Path,
                                            tmp_path: Path) -> None:
     script, sbatch, env, args, message = BAD_INPUTS[case]
-    job_id, done = slurm.submit(JOBS / "slurm" / script, *args, sbatch=sbatch, cwd=tmp_path,
+    job_id, code = slurm.submit(JOBS / "slurm" / script, *args, sbatch=sbatch, cwd=tmp_path,
                                 env={"HVDW_DATA": str(job_data), **env})
     record = slurm.jobs(job_id)[0]
     output = _output(slurm, job_id)
-    assert done.returncode == 2 and (record["JobState"], record["ExitCode"]) == ("FAILED", "2:0"), output
+    assert code == 2 and (record["JobState"], record["ExitCode"]) == ("FAILED", "2:0"), output
     assert message in output
     assert not (tmp_path / "runs").exists()  # stopped before a run directory, let alone a rank, existed
 
@@ -334,9 +338,9 @@ def test_bad_input_fails_fast_with_message(case: str, slurm: SlurmCluster, job_d
 @pytest.mark.timeout(120)
 def test_train_mirrored_sbatch_dry_run_records_one_process(slurm: SlurmCluster, job_data: Path,
                                                            tmp_path: Path) -> None:
-    job_id, done = slurm.submit(JOBS / "slurm" / "train_mirrored.sbatch", "--epochs", "1", sbatch=("-c2",),
+    job_id, code = slurm.submit(JOBS / "slurm" / "train_mirrored.sbatch", "--epochs", "1", sbatch=("-c2",),
                                 cwd=tmp_path, env={"HVDW_DATA": str(job_data), "HVDW_DRY_RUN": "1"})
-    _assert_completed(slurm, job_id, done)
+    _assert_completed(slurm, job_id, code)
     record = json.loads((tmp_path / "runs" / f"train-mirrored-{job_id}" / "job.json").read_text())
     assert record["dry_run"] and record["ranks"] == 1
     assert record["command"][:2] == ["hvdweather-train", "--out"]
