@@ -35,7 +35,7 @@ hvdw_need() {  # COMMAND...: each must be on PATH, else say how to get it
 }
 
 hvdw_flag_value() {  # FLAG ARG...: the last value given for FLAG (as --flag V or --flag=V), else empty
-  local flag=$1 value="" previous=""
+  local flag=$1 value="" previous="" arg
   shift
   for arg in "$@"; do
     if [[ $previous == "$flag" ]]; then value=$arg; fi
