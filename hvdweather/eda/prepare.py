@@ -43,11 +43,15 @@ class ShardResult:
     file: str
     written: list[int] = field(default_factory=list)
     skipped: dict[int, str] = field(default_factory=dict)
+    tensorflow_import_s: float = 0.0  # this process's one-off TensorFlow import, paid by its first shard
 
 
 def write_shard_task(task: ShardTask) -> ShardResult:
     """Decode, resize and write one shard; undecodable files are recorded and left out."""
-    result = ShardResult(Path(task.file).name)
+    start = time.perf_counter()
+    import tensorflow  # noqa: F401  (TFRecordWriter; imported here, timed, so the cost is reported)
+
+    result = ShardResult(Path(task.file).name, tensorflow_import_s=time.perf_counter() - start)
 
     def items():
         for path, label, position in zip(task.paths, task.labels, task.index):
@@ -105,7 +109,8 @@ def run_prepare(data: str, out: str, image_size: int, backend: SequentialBackend
     results = sorted((r for part in gathered for r in part), key=lambda r: r.file)
     meta, images, skipped = _metadata(catalog, results, image_size)
     meta["run"] = {"backend": backend.name, "workers": backend.workers, "cores": available_cores(),
-                   "elapsed_s": time.perf_counter() - start}
+                   "elapsed_s": time.perf_counter() - start,
+                   "tensorflow_import_s": max(r.tensorflow_import_s for r in results)}
     records.write_metadata(out, meta, images, skipped)
     print(f"wrote {meta['num_images']} images at {image_size}x{image_size} in {len(results)} shard(s) to "
           f"{out} in {meta['run']['elapsed_s']:.2f} s with {backend.name} x {backend.workers}; "
