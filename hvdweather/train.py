@@ -24,7 +24,7 @@ from hvdweather.data.pipeline import (decoded_files, eval_pipeline, shard_size, 
                                       train_pipeline)
 from hvdweather.data.split import Split, read_split, stratified_split, write_split
 from hvdweather.distributed import LinearWarmup, make_backend, versions
-from hvdweather.evaluate import predict_labels, write_report
+from hvdweather.evaluate import format_report, predict_labels, write_report
 from hvdweather.model import build_weather_cnn, min_image_size
 from hvdweather.writers import Checkpoints, EpochMetrics, RunWriter, check_output_dir, read_jsonl
 
@@ -209,6 +209,7 @@ def report(cfg: TrainConfig, backend, writer: RunWriter, model, datasets, split:
     y_pred = np.concatenate([p[1] for p in parts])
     rows = read_jsonl(writer.path("metrics.jsonl")) if writer.is_primary else []
     frame = write_report(writer, y_true, y_pred, split.class_names, rows)
+    writer.log(format_report(frame))
     writer.log(f"test accuracy {frame.loc['accuracy', 'f1']:.4f} on {len(y_true)} images "
                f"(best epoch {checkpoints.best_epoch or 'resumed'}); report in {writer.path('report')}")
     return frame
