@@ -15,15 +15,9 @@ from collections.abc import Callable
 import click
 
 from hvdweather.config import ConfigError, TrainConfig, load_config_file, make_config
+from hvdweather.errors import INPUT_ERRORS
 
 _D = TrainConfig()  # defaults shown in --help
-
-
-def _expected_errors() -> tuple[type[Exception], ...]:
-    from hvdweather.data.discovery import DataError
-    from hvdweather.writers import OutputError
-
-    return ConfigError, DataError, OutputError, click.UsageError, FileNotFoundError
 
 
 def run_command(command: click.Command, prog: str, argv: list[str] | None = None) -> int:
@@ -40,7 +34,7 @@ def run_command(command: click.Command, prog: str, argv: list[str] | None = None
     except click.exceptions.Abort:
         print(f"{prog}: aborted", file=sys.stderr)
         return 130
-    except _expected_errors() as exc:
+    except (*INPUT_ERRORS, click.UsageError, FileNotFoundError) as exc:
         message = exc.format_message() if isinstance(exc, click.ClickException) else str(exc)
         print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
         return 2

@@ -10,9 +10,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from hvdweather.errors import ConfigError
 
-class ConfigError(ValueError):
-    """A bad flag or config value, reported as one line before any long work starts."""
+__all__ = ["ConfigError", "TrainConfig", "load_config_file", "make_config", "validate"]
 
 
 @dataclass(frozen=True)

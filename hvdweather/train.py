@@ -20,8 +20,14 @@ import tensorflow as tf
 from hvdweather.config import ConfigError, TrainConfig
 from hvdweather.data import records
 from hvdweather.data.discovery import Catalog, discover, find_unreadable
-from hvdweather.data.pipeline import (decoded_files, eval_pipeline, shard_size, sharded_files, steps_per_epoch,
-                                      train_pipeline)
+from hvdweather.data.pipeline import (
+    decoded_files,
+    eval_pipeline,
+    shard_size,
+    sharded_files,
+    steps_per_epoch,
+    train_pipeline,
+)
 from hvdweather.data.split import Split, read_split, stratified_split, write_split
 from hvdweather.distributed import LinearWarmup, make_backend, versions
 from hvdweather.evaluate import format_report, predict_labels, write_report

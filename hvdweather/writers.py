@@ -15,9 +15,7 @@ from typing import Any
 
 import tensorflow as tf
 
-
-class OutputError(ValueError):
-    """The run directory cannot be used."""
+from hvdweather.errors import OutputError
 
 
 def check_output_dir(run_dir: str | Path) -> None:

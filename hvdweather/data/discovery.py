@@ -7,12 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hvdweather.data.decode import check_image
+from hvdweather.errors import DataError
+
+__all__ = ["IMAGE_EXTENSIONS", "Catalog", "DataError", "discover", "find_unreadable"]
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
-
-
-class DataError(ValueError):
-    """Bad data input, reported as one line naming the path and what to do."""
 
 
 @dataclass(frozen=True)
