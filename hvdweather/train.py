@@ -32,7 +32,7 @@ from hvdweather.data.split import Split, read_split, stratified_split, write_spl
 from hvdweather.distributed import LinearWarmup, make_backend, versions
 from hvdweather.evaluate import format_report, predict_labels, write_report
 from hvdweather.model import build_weather_cnn, min_image_size
-from hvdweather.writers import Checkpoints, EpochMetrics, RunWriter, check_output_dir, read_jsonl
+from hvdweather.writers import Checkpoints, EpochMetrics, RunWriter, check_output_dir
 
 
 @dataclass(frozen=True)
@@ -84,8 +84,7 @@ def make_split(cfg: TrainConfig, catalog: Catalog, backend, writer: RunWriter) -
     else:
         usable = scan_catalog(catalog, backend, writer)
     split = stratified_split(usable, cfg.val_split, cfg.test_split, cfg.seed)
-    if writer.is_primary:
-        write_split(split, split_file)
+    writer.write_with("split.csv", lambda path: write_split(split, path))
     return split
 
 
@@ -149,8 +148,8 @@ def resume_point(cfg: TrainConfig, writer: RunWriter, backend, model: tf.keras.M
     first step is already synchronised (Horovod's broadcast callback only runs after that step).
     """
     state = (0, float("inf"))
-    if cfg.resume and writer.is_primary and writer.path("last.keras").exists():
-        rows = read_jsonl(writer.path("metrics.jsonl"))
+    rows = writer.read_jsonl("metrics.jsonl") if cfg.resume else []  # empty on other ranks
+    if rows and writer.path("last.keras").exists():
         losses = [r.get("val_loss", r.get("loss")) for r in rows]
         state = (len(rows), min((v for v in losses if v is not None), default=float("inf")))
         model.load_weights(writer.path("last.keras"))
@@ -213,7 +212,7 @@ def report(cfg: TrainConfig, backend, writer: RunWriter, model, datasets, split:
     parts = backend.allgather_object((y_true, y_pred))
     y_true = np.concatenate([p[0] for p in parts])
     y_pred = np.concatenate([p[1] for p in parts])
-    rows = read_jsonl(writer.path("metrics.jsonl")) if writer.is_primary else []
+    rows = writer.read_jsonl("metrics.jsonl")
     frame = write_report(writer, y_true, y_pred, split.class_names, rows)
     writer.log(format_report(frame))
     writer.log(f"test accuracy {frame.loc['accuracy', 'f1']:.4f} on {len(y_true)} images "

@@ -6,6 +6,7 @@ Run directory: config.json, split.csv, skipped.csv, metrics.jsonl, best.keras, l
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
 import time
@@ -31,8 +32,18 @@ def check_output_dir(run_dir: str | Path) -> None:
                           "choose a directory you can write to") from None
 
 
+def _primary_only(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a writer method on the primary process; on other ranks it is a no-op returning None."""
+
+    @functools.wraps(method)
+    def wrapper(self: RunWriter, *args: Any, **kwargs: Any) -> Any:
+        return method(self, *args, **kwargs) if self.is_primary else None
+
+    return wrapper
+
+
 class RunWriter:
-    """Writes files under `run_dir` on the primary process only."""
+    """Writes (and reads back) files under `run_dir` on the primary process only."""
 
     def __init__(self, run_dir: str | Path, is_primary: bool):
         self.run_dir = Path(run_dir)
@@ -41,44 +52,52 @@ class RunWriter:
     def path(self, name: str) -> Path:
         return self.run_dir / name
 
+    @_primary_only
     def log(self, message: str) -> None:
         """One line on the primary's stdout (one voice for the whole job)."""
-        if self.is_primary:
-            print(message, flush=True)
+        print(message, flush=True)
 
+    @_primary_only
     def write_json(self, name: str, obj: Any) -> None:
-        if self.is_primary:
-            self._target(name).write_text(json.dumps(obj, indent=2, default=str) + "\n")
+        self._target(name).write_text(json.dumps(obj, indent=2, default=str) + "\n")
 
+    @_primary_only
     def append_jsonl(self, name: str, row: dict[str, Any]) -> None:
-        if self.is_primary:
-            with self._target(name).open("a") as handle:
-                handle.write(json.dumps(row, default=float) + "\n")
+        with self._target(name).open("a") as handle:
+            handle.write(json.dumps(row, default=float) + "\n")
 
+    def read_jsonl(self, name: str) -> list[dict[str, Any]]:
+        """Rows of a JSON-lines file of the run; other ranks get none (the file may be on rank 0's disk)."""
+        return read_jsonl(self.path(name)) if self.is_primary else []
+
+    @_primary_only
     def write_csv(self, name: str, header: list[str], rows: list[list[Any]]) -> None:
-        if self.is_primary:
-            with self._target(name).open("w", newline="") as handle:
-                writer = csv.writer(handle)
-                writer.writerow(header)
-                writer.writerows(rows)
+        with self._target(name).open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(header)
+            writer.writerows(rows)
 
+    @_primary_only
     def write_text(self, name: str, text: str) -> None:
-        if self.is_primary:
-            self._target(name).write_text(text)
+        self._target(name).write_text(text)
 
+    @_primary_only
+    def write_with(self, name: str, write: Callable[[Path], None]) -> None:
+        """Let `write(path)` produce the file (for formats other modules own, e.g. split.csv)."""
+        write(self._target(name))
+
+    @_primary_only
     def save_figure(self, name: str, make_figure: Callable[[], Any]) -> None:
-        """Build a matplotlib figure with `make_figure()` and save it (primary only: plots cost time)."""
-        if not self.is_primary:
-            return
+        """Build a matplotlib figure with `make_figure()` and save it (built on the primary only)."""
         import matplotlib.pyplot as plt
 
         figure = make_figure()
         figure.savefig(self._target(name), dpi=110, bbox_inches="tight")
         plt.close(figure)
 
+    @_primary_only
     def save_model(self, name: str, model: tf.keras.Model) -> None:
-        if self.is_primary:
-            model.save(self._target(name))
+        model.save(self._target(name))
 
     def _target(self, name: str) -> Path:
         target = self.run_dir / name
