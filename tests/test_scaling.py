@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
 
+from conftest import run_cli
 from hvdweather.bench.scaling import (
     BASELINE,
     CSV_COLUMNS,
@@ -164,14 +164,14 @@ def test_plan_gives_every_worker_the_same_threads(tiny_data, tmp_path):
 def test_commands_per_strategy(tiny_data, tmp_path):
     spec = ScalingSpec(data=str(tiny_data), out=str(tmp_path), launcher="/bin/true", timeline=True)
     horovod = build_command(spec, RunSpec("horovod", 2, 8, 1))
-    assert horovod[:3] == ["/bin/true", "-np", "2"] and horovod[3].endswith("hvdweather-train")
-    assert horovod[horovod.index("--timeline") + 1] == str(tmp_path / "timelines" / "horovod-w2-b8.json")
+    assert horovod[:3] == ["/bin/true", "-np", "2"] and horovod[5].endswith("hvdweather-train")
+    assert horovod[3:5] == ["--timeline-filename", str(tmp_path / "timelines" / "horovod-w2-b8.json")]
     mirrored = build_command(spec, RunSpec("mirrored", 2, 8, 1))
     assert mirrored[0].endswith("hvdweather-train") and mirrored[1:5] == ["--strategy", "mirrored",
                                                                           "--replicas", "2"]
     single = build_command(spec, RunSpec(BASELINE, 1, 8, 4))
     assert "--strategy" not in single and single[single.index("--threads-per-worker") + 1] == "4"
-    assert "--timeline" not in mirrored + single
+    assert not any(arg.startswith("--timeline") for arg in mirrored + single)
 
 
 FLAGS = {"strategies": "horovod,mirrored", "workers": "1,2", "batch_sizes": "8", "per_run_timeout": 60.0}
@@ -215,7 +215,7 @@ def test_end_to_end_both_strategies(tiny_data, tmp_path):
     out = tmp_path / "bench"
     result = run_cli("hvdweather-bench", "scaling", "--data", str(tiny_data), "--out", str(out),
                      "--strategies", "horovod,mirrored", "--workers", "1,2", "--batch-sizes", "4",
-                     "--epochs", "1", "--per-run-timeout", "240", timeout=580)
+                     "--epochs", "1", "--per-run-timeout", "240", "--timeline", timeout=580)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     for name in ("results.jsonl", "scaling.csv", "scaling.md", "epoch_time.png", "speedup.png", "machine.json"):
         assert (out / name).stat().st_size > 0, name
@@ -232,6 +232,9 @@ def test_end_to_end_both_strategies(tiny_data, tmp_path):
     assert all(r["speedup"] for r in rows if r["strategy"] != BASELINE)
     machine = json.loads((out / "machine.json").read_text())
     assert machine["cores"] >= 1 and machine["versions"]["horovod"]
+    timelines = {r["run"]: r["timeline"] for r in lines if r["strategy"] == "horovod"}
+    for timeline in timelines.values():
+        assert "NEGOTIATE_ALLREDUCE" in Path(timeline).read_text()  # horovodrun got the timeline flag
     assert "## Efficiency" in result.stdout and "| horovod x 2 |" in result.stdout  # the table is printed
 
 

@@ -177,9 +177,10 @@ def build_command(spec: ScalingSpec, run: RunSpec) -> list[str]:
     if run.strategy == "mirrored":
         return [train, "--strategy", "mirrored", "--replicas", str(run.workers), *args]
     if run.strategy == "horovod":
-        if spec.timeline:
-            args += ["--timeline", str(paths["timeline"])]
-        return [executable("horovodrun", spec.launcher), "-np", str(run.workers), train, *args]
+        # horovodrun's own flag: it rejects the train flag `--timeline` after the command as an
+        # ambiguous abbreviation of its --timeline-filename/--timeline-mark-cycles (argparse).
+        timeline = ["--timeline-filename", str(paths["timeline"])] if spec.timeline else []
+        return [executable("horovodrun", spec.launcher), "-np", str(run.workers), *timeline, train, *args]
     return [train, *args]  # baseline: no launcher, default strategy, one process on all cores
 
 
