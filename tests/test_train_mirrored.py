@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from conftest import BIN, run_cli
 
 ARGS = ["--epochs", "2", "--batch-size", "4", "--verbose", "2", "--seed", "3"]
