@@ -83,7 +83,7 @@ def _main(command: click.Command, prog: str) -> Callable[[], None]:
 @click.option("--resume/--no-resume", default=None, help="Continue from last.keras in --out. [off]")
 @click.option("--target-accuracy", type=float, help="Report the first epoch whose val accuracy reaches "
               "this fraction. [off]")
-@click.option("--timeline", help="Write a Horovod timeline (chrome://tracing JSON) to this path.")
+@click.option("--horovod-timeline", help="Write a Horovod timeline (chrome://tracing JSON) to this path.")
 @click.option("--verbose", type=click.IntRange(0, 2), help="0 silent, 1 progress bar, 2 a line per epoch. [1]")
 def train_command(config_file: str | None, **flags) -> None:
     """Train the weather CNN. Run alone, or as `horovodrun -np N hvdweather-train ...`."""

@@ -36,7 +36,9 @@ class TrainConfig:
     threads_per_worker: int = 0  # TF intra-op threads per worker (0 = cores / workers on this node)
     resume: bool = False  # continue from last.keras in --out with the same split
     target_accuracy: float = 0.0  # record the first epoch reaching this val accuracy (0 = off)
-    timeline: str = ""  # Horovod timeline JSON path (profiling; horovod strategy only)
+    # Horovod timeline JSON path (profiling; horovod only). Not "--timeline": horovodrun would take that
+    # flag for its own --timeline-filename (argparse prefix matching) even after the command.
+    horovod_timeline: str = ""
     verbose: int = 1  # Keras progress: 0 silent, 1 bar, 2 one line per epoch (rank 0 only)
 
     def __post_init__(self) -> None:

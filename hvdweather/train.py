@@ -223,7 +223,7 @@ def report(cfg: TrainConfig, backend, writer: RunWriter, model, datasets, split:
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Run one training job end to end; returns a small summary (every rank)."""
     catalog = check_inputs(cfg)  # fail in seconds, before the backend starts
-    backend = make_backend(cfg.strategy, cfg.replicas, cfg.threads_per_worker, cfg.timeline)
+    backend = make_backend(cfg.strategy, cfg.replicas, cfg.threads_per_worker, cfg.horovod_timeline)
     rt = backend.runtime
     writer = RunWriter(cfg.out, rt.is_primary)
     tf.keras.utils.set_random_seed(cfg.seed)  # same initial weights on every rank

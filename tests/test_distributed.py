@@ -47,8 +47,10 @@ def _check_two_rank_run(run: Path) -> None:
 def test_horovodrun_gloo_two_ranks(synth_data, tmp_path):
     run = tmp_path / "run"
     result = run_cli("horovodrun", "--gloo", "-np", "2", str(BIN / "hvdweather-train"), "--data", str(synth_data),
-                     "--out", str(run), *TRAIN_ARGS, timeout=380)
+                     "--out", str(run), *TRAIN_ARGS, "--horovod-timeline", str(tmp_path / "timeline.json"),
+                     timeout=380)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "HorovodAllreduce" in (tmp_path / "timeline.json").read_text()
     assert "global batch 16" in result.stdout
     assert result.stdout.count("Epoch 5/5") == 1  # one voice: only rank 0 reports progress
     _check_two_rank_run(run)
