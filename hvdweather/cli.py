@@ -160,6 +160,15 @@ def bench_scaling_command(**flags) -> None:
     run_scaling(spec_from_flags(**flags))
 
 
+@bench_group.command("collect")
+@click.argument("array_dir", type=click.Path())
+def bench_collect_command(array_dir: str) -> None:
+    """Build the scaling tables from a SLURM scaling array's run directories (runs/scaling-JOBID)."""
+    from hvdweather.bench.collect import collect_array
+
+    collect_array(array_dir)
+
+
 @bench_group.command("eda")
 @click.option("--data", required=True, type=click.Path(), help="Class-folder data set.")
 @click.option("--backends", default="sequential,multiprocessing,mpi", show_default=True,

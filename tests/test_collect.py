@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from hvdweather.bench.collect import collect_array, main
+from hvdweather.bench.collect import collect_array
+from hvdweather.cli import bench_group, run_command
 from hvdweather.config import ConfigError
 
 GRID = {"grid_workers": [1, 2], "grid_batch_sizes": [8]}
@@ -73,5 +74,6 @@ def test_a_task_with_the_wrong_world_size_is_failed(tmp_path: Path) -> None:
 def test_bad_array_directory_is_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(ConfigError, match="no runs/\\*/job.json"):
         collect_array(tmp_path)
-    assert main([str(tmp_path / "nope")]) == 2
-    assert capsys.readouterr().err.strip().count("\n") == 0
+    assert run_command(bench_group, "hvdweather-bench", ["collect", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("hvdweather-bench: error:") and "not a directory" in err

@@ -12,7 +12,6 @@ submitted) or a task that failed becomes a "missing"/"failed" row, never a silen
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -52,22 +51,14 @@ def task_records(array_dir: Path) -> list[dict[str, Any]]:
     return records
 
 
-def _line(run, epochs: int) -> dict[str, Any]:
-    """The results.jsonl fields that follow from the grid cell alone."""
-    return {"run": run.name, "strategy": run.strategy, "workers": run.workers, "processes": run.workers,
-            "threads_per_worker": run.threads_per_worker, "total_threads": run.threads_per_worker * run.workers,
-            "per_worker_batch_size": run.per_worker_batch_size, "global_batch_size": run.global_batch_size,
-            "epochs": epochs, "timeline": None}
-
-
 def result_line(record: dict[str, Any], epochs: int, target_accuracy: float) -> dict[str, Any]:
     """One results.jsonl line, in the scaling benchmark's format, for one array task."""
-    from hvdweather.bench.scaling import RunSpec, check_metrics, summarize_metrics
+    from hvdweather.bench.scaling import RunSpec, cell_line, finish_line
 
     cell, slurm = record["scaling"], record.get("scheduler", {})
     run = RunSpec("horovod", cell["workers"], cell["per_worker_batch_size"], cell["threads_per_worker"])
     code = record.get("exit_status")
-    line = {**_line(run, epochs), "returncode": code, "wall_s": record.get("wall_time_s"),
+    line = {**cell_line(run, epochs), "returncode": code, "wall_s": record.get("wall_time_s"),
             "cores": int(slurm.get("SLURM_NTASKS", run.workers)) * int(slurm.get("SLURM_CPUS_PER_TASK", 1)),
             "log": slurm.get("output_file") or record["run_dir"], "run_dir": record["run_dir"],
             "command": record.get("command_line"), "host": ",".join(record.get("hosts", [])),
@@ -75,21 +66,16 @@ def result_line(record: dict[str, Any], epochs: int, target_accuracy: float) -> 
     rows = read_metrics(Path(record["run_dir"]) / "metrics.jsonl")
     if code is None:
         problem = "no exit status in job.json: the task is still running or was killed"
-    elif code != 0:
-        problem = f"exit status {code}; see {line['log']}"
     else:
-        problem = check_metrics(rows, run, epochs)
-    line.update(status="ok" if not problem else "failed", error=problem or None)
-    if not problem:
-        line.update(summarize_metrics(rows, target_accuracy))
-    return line
+        problem = f"exit status {code}; see {line['log']}" if code != 0 else ""
+    return finish_line(line, problem, rows, run, epochs, target_accuracy)
 
 
 def missing_line(workers: int, batch: int, threads: int, epochs: int) -> dict[str, Any]:
     """A row for a grid cell that left no run directory."""
-    from hvdweather.bench.scaling import RunSpec
+    from hvdweather.bench.scaling import RunSpec, cell_line
 
-    return {**_line(RunSpec("horovod", workers, batch, threads), epochs), "returncode": None, "wall_s": None,
+    return {**cell_line(RunSpec("horovod", workers, batch, threads), epochs), "returncode": None, "wall_s": None,
             "cores": None, "log": "-", "run_dir": None, "command": None, "status": "missing",
             "error": "no run directory: the array task was cancelled, is queued, or was not submitted "
                      "(check --array)"}
@@ -147,19 +133,3 @@ def collect_array(array_dir: str | Path) -> list[dict[str, Any]]:
     return results
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m hvdweather.bench.collect ARRAY_DIR`: exit 0, or 2 with one line on bad input."""
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1 or args[0].startswith("-"):
-        print("usage: python -m hvdweather.bench.collect ARRAY_DIR   (runs/scaling-JOBID)", file=sys.stderr)
-        return 2
-    try:
-        collect_array(args[0])
-    except ConfigError as exc:
-        print(f"hvdweather collect: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -251,6 +251,26 @@ def last_log_line(log: Path) -> str:
     return lines[-1][:300] if lines else ""
 
 
+def cell_line(run: RunSpec, epochs: int) -> dict[str, Any]:
+    """The results.jsonl fields that follow from the grid cell alone (shared with bench.collect)."""
+    return {"run": run.name, "strategy": run.strategy, "workers": run.workers,
+            "processes": run.workers if run.strategy == "horovod" else 1,
+            "threads_per_worker": run.threads_per_worker,
+            "total_threads": run.threads_per_worker * run.workers,
+            "per_worker_batch_size": run.per_worker_batch_size, "global_batch_size": run.global_batch_size,
+            "epochs": epochs, "timeline": None}
+
+
+def finish_line(line: dict[str, Any], problem: str, rows: list[dict[str, Any]], run: RunSpec, epochs: int,
+                target_accuracy: float, status_if_failed: str = "failed") -> dict[str, Any]:
+    """Add status, error and (for good runs) the metric summary: the same verdict for every source."""
+    problem = problem or check_metrics(rows, run, epochs)
+    line.update(status="ok" if not problem else status_if_failed, error=problem or None)
+    if not problem:
+        line.update(summarize_metrics(rows, target_accuracy))
+    return line
+
+
 def execute_run(spec: ScalingSpec, run: RunSpec, cores: int) -> dict[str, Any]:
     """Run one combination and return its results line; failures are recorded, never raised."""
     from hvdweather.writers import read_jsonl
@@ -258,27 +278,19 @@ def execute_run(spec: ScalingSpec, run: RunSpec, cores: int) -> dict[str, Any]:
     paths = run_paths(spec, run)
     shutil.rmtree(paths["run_dir"], ignore_errors=True)  # train appends to metrics.jsonl: start clean
     paths["log"].parent.mkdir(parents=True, exist_ok=True)
-    if spec.timeline and run.strategy == "horovod":
+    timeline = spec.timeline and run.strategy == "horovod"
+    if timeline:
         paths["timeline"].parent.mkdir(parents=True, exist_ok=True)
     command = build_command(spec, run)
     code, wall_s = launch(command, paths["log"], spec.per_run_timeout_s)
-    rows = read_jsonl(paths["run_dir"] / "metrics.jsonl")
-    line = {"run": run.name, "strategy": run.strategy, "workers": run.workers,
-            "processes": run.workers if run.strategy == "horovod" else 1,
-            "threads_per_worker": run.threads_per_worker,
-            "total_threads": run.threads_per_worker * run.workers, "cores": cores,
-            "per_worker_batch_size": run.per_worker_batch_size, "global_batch_size": run.global_batch_size,
-            "epochs": spec.epochs, "returncode": code, "wall_s": round(wall_s, 3),
+    line = {**cell_line(run, spec.epochs), "cores": cores, "returncode": code, "wall_s": round(wall_s, 3),
             "log": str(paths["log"]), "run_dir": str(paths["run_dir"]), "command": shlex.join(command),
-            "timeline": str(paths["timeline"]) if spec.timeline and run.strategy == "horovod" else None}
+            "timeline": str(paths["timeline"]) if timeline else None}
     problem = "" if code == 0 else (f"timed out after {spec.per_run_timeout_s:g} s" if code is None
                                     else last_log_line(paths["log"]))
-    problem = problem or check_metrics(rows, run, spec.epochs)
-    line["status"] = "ok" if not problem else ("timeout" if code is None else "failed")
-    line["error"] = problem or None
-    if not problem:
-        line.update(summarize_metrics(rows, spec.target_accuracy))
-    return line
+    rows = read_jsonl(paths["run_dir"] / "metrics.jsonl")
+    return finish_line(line, problem, rows, run, spec.epochs, spec.target_accuracy,
+                       "timeout" if code is None else "failed")
 
 
 def add_derived(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
