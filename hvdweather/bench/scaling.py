@@ -445,7 +445,8 @@ def plot_epoch_time(rows: list[dict[str, Any]]):
         ax.set(title=f"per-worker batch {batch}", xlabel="workers", ylabel="median epoch time (s)")
         ax.set_xticks(sorted({r["workers"] for r in rows}))
         ax.set_ylim(bottom=0)
-        ax.legend(fontsize="small")
+        if ax.get_legend_handles_labels()[0]:  # a batch size whose runs all failed has nothing to label
+            ax.legend(fontsize="small")
     figure.tight_layout()
     return figure
 
