@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from hvdweather.config import ConfigError, TrainConfig
 from hvdweather.data import records
+from hvdweather.data.decode_tf import check_decodable
 from hvdweather.data.discovery import Catalog, discover, find_unreadable
 from hvdweather.data.pipeline import (
     decoded_files,
@@ -64,7 +65,7 @@ def scan_catalog(catalog: Catalog, backend, writer: RunWriter) -> Catalog:
     """Decode-check every file once (each rank checks 1/N), report and drop the unreadable ones."""
     rt = backend.runtime
     mine = catalog.paths[rt.rank::rt.size]
-    gathered = backend.allgather_object(find_unreadable(mine, threads=rt.threads))
+    gathered = backend.allgather_object(find_unreadable(mine, threads=rt.threads, check=check_decodable))
     bad = {path: reason for part in gathered for path, reason in part.items()}
     writer.write_csv("skipped.csv", ["path", "reason"], sorted([p, r] for p, r in bad.items()))
     if bad:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,8 +74,9 @@ def _image_files(class_dir: Path) -> list[str]:
     return found
 
 
-def find_unreadable(paths: list[str] | tuple[str, ...], threads: int = 2) -> dict[str, str]:
-    """Map each path that does not decode to its reason; decoding runs in `threads` threads."""
+def find_unreadable(paths: list[str] | tuple[str, ...], threads: int = 2,
+                    check: Callable[[str], str] = check_image) -> dict[str, str]:
+    """Map each path that `check` (Pillow by default) cannot decode to its reason, in `threads` threads."""
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        reasons = list(pool.map(check_image, paths, chunksize=16))
+        reasons = list(pool.map(check, paths, chunksize=16))
     return {path: reason for path, reason in zip(paths, reasons) if reason}

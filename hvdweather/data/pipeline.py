@@ -8,12 +8,10 @@ leak images between ranks. Caching uint8 (not float32) keeps the cache 4x smalle
 """
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import tensorflow as tf
 
-from hvdweather.data.decode import load_rgb
+from hvdweather.data.decode_tf import decode_image
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -26,23 +24,6 @@ def shard_size(n: int, shard_count: int, shard_index: int) -> int:
 def steps_per_epoch(n_train: int, shard_count: int, per_shard_batch: int) -> int:
     """Training steps every rank runs: set by the smallest shard, so no rank waits in allreduce."""
     return (n_train // shard_count) // per_shard_batch
-
-
-def _safe_load(path: bytes | np.ndarray, image_size: np.ndarray) -> np.ndarray:
-    # Inside tf.data numpy_function passes bytes; called eagerly it passes a 0-d array.
-    name = (path.item() if isinstance(path, np.ndarray) else path).decode()
-    try:
-        return load_rgb(name, int(image_size))
-    except Exception as exc:  # checked before training; a file changed since then must not crash
-        print(f"warning: {name}: {exc.__class__.__name__}: {exc}; using a black image", file=sys.stderr)
-        return np.zeros((int(image_size), int(image_size), 3), np.uint8)
-
-
-def decode_image(path: tf.Tensor, image_size: int) -> tf.Tensor:
-    """Decode and resize one file inside tf.data (Pillow; it releases the GIL, so maps run in parallel)."""
-    image = tf.numpy_function(_safe_load, [path, image_size], tf.uint8, stateful=False)
-    image.set_shape((image_size, image_size, 3))
-    return image
 
 
 def sharded_files(paths, labels, shard_count: int = 1, shard_index: int = 0) -> tf.data.Dataset:

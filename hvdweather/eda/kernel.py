@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from hvdweather.data.decode import load_rgb, open_rgb
+from hvdweather.data.decode import open_rgb
 
 HIST_BINS = 256
 CHANNELS = ("R", "G", "B")
@@ -56,14 +56,6 @@ def failure_reason(path: str, exc: Exception) -> str:
         return "empty file (0 bytes)"
     message = str(exc).splitlines()[0] if str(exc) else ""
     return f"{exc.__class__.__name__}: {message}".strip().rstrip(":")
-
-
-def load_checked(path: str, image_size: int | None = None) -> tuple[np.ndarray | None, str]:
-    """(pixels, "") from `load_rgb`, or (None, one-line reason): a bad file is reported, never fatal."""
-    try:
-        return load_rgb(path, image_size), ""
-    except Exception as exc:  # Pillow raises many types: UnidentifiedImageError, OSError, SyntaxError...
-        return None, failure_reason(path, exc)
 
 
 @dataclass(frozen=True)

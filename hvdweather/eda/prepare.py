@@ -22,7 +22,6 @@ from hvdweather.data import records
 from hvdweather.data.discovery import Catalog
 from hvdweather.eda.analyse import list_images
 from hvdweather.eda.backends import Progress, SequentialBackend, available_cores, balanced_chunks
-from hvdweather.eda.kernel import load_checked
 
 
 @dataclass(frozen=True)
@@ -51,11 +50,13 @@ def write_shard_task(task: ShardTask) -> ShardResult:
     start = time.perf_counter()
     import tensorflow  # noqa: F401  (TFRecordWriter; imported here, timed, so the cost is reported)
 
+    from hvdweather.data.decode_tf import training_pixels  # the training decoder: same pixels as on the fly
+
     result = ShardResult(Path(task.file).name, tensorflow_import_s=time.perf_counter() - start)
 
     def items():
         for path, label, position in zip(task.paths, task.labels, task.index):
-            pixels, error = load_checked(path, task.image_size)
+            pixels, error = training_pixels(path, task.image_size)
             if pixels is None:
                 result.skipped[position] = error
                 continue
