@@ -1,6 +1,6 @@
 """The per-image EDA kernel and the per-chunk partial sums it feeds.
 
-Every image is decoded once (`hvdweather.data.decode.open_rgb`, the decoder training uses) and its
+Every image is decoded once at full size (`hvdweather.data.decode.open_rgb`: Pillow, any mode to RGB) and its
 R, G and B histograms come from one call into Pillow's C code on the decoded image
 (`Image.histogram()` returns all 768 counts), instead of the seeds' `getchannel(c).histogram()`, which
 copies each channel out and walks the image three times.
