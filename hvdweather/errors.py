@@ -1,8 +1,12 @@
-"""The input errors that every command reports as one line and exit code 2 (see cli.run_command).
+"""The input errors that every command reports as one line and exit code 2 (see cli.run_command),
+and the output-directory check every command runs first.
 
 Kept free of heavy imports so that a bad flag is answered before TensorFlow loads.
 """
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 
 class ConfigError(ValueError):
@@ -18,3 +22,16 @@ class OutputError(ValueError):
 
 
 INPUT_ERRORS: tuple[type[Exception], ...] = (ConfigError, DataError, OutputError)
+
+
+def check_output_dir(out: str | Path, flag: str = "--out") -> None:
+    """Create `out` and prove it is writable (each process its own probe), before any long work."""
+    out = Path(out)
+    probe = out / f".write-test-{os.getpid()}"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise OutputError(f"{flag} {out}: not writable ({exc.strerror or exc}); "
+                          "choose a directory you can write to") from None

@@ -31,9 +31,10 @@ from hvdweather.data.pipeline import (
 )
 from hvdweather.data.split import Split, read_split, stratified_split, write_split
 from hvdweather.distributed import LinearWarmup, make_backend, versions
+from hvdweather.errors import check_output_dir
 from hvdweather.evaluate import format_report, predict_labels, write_report
 from hvdweather.model import build_weather_cnn, min_image_size
-from hvdweather.writers import Checkpoints, EpochMetrics, RunWriter, check_output_dir
+from hvdweather.writers import Checkpoints, EpochMetrics, RunWriter
 
 
 @dataclass(frozen=True)

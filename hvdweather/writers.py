@@ -8,28 +8,12 @@ from __future__ import annotations
 import csv
 import functools
 import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import tensorflow as tf
-
-from hvdweather.errors import OutputError
-
-
-def check_output_dir(run_dir: str | Path) -> None:
-    """Create the run directory and prove it is writable (each process, its own probe file)."""
-    run_dir = Path(run_dir)
-    probe = run_dir / f".write-test-{os.getpid()}"
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        raise OutputError(f"--out {run_dir}: not writable ({exc.strerror or exc}); "
-                          "choose a directory you can write to") from None
 
 
 def _primary_only(method: Callable[..., Any]) -> Callable[..., Any]:

@@ -35,6 +35,18 @@ def tiny_data(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def dirty_data(tiny_data, tmp_path_factory) -> Path:
+    """tiny_data (3 classes x 8) plus a file that is not an image and an empty one."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("dirty") / "data"
+    shutil.copytree(tiny_data, root)
+    (root / "fogsmog" / "broken.jpg").write_bytes(b"this is not a JPEG")
+    (root / "rainbow" / "empty.png").write_bytes(b"")
+    return root
+
+
 def run_cli(*args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run a command (first arg: a name in the venv's bin, else on PATH, or a path) and capture output."""
     exe = str(BIN / args[0]) if (BIN / args[0]).exists() else args[0]

@@ -30,16 +30,6 @@ PLOTS = ("histograms.png", "class_counts.png", "image_sizes.png")
 
 
 @pytest.fixture(scope="module")
-def dirty_data(tiny_data, tmp_path_factory) -> Path:
-    """tiny_data (3 classes x 8) plus a file that is not an image and an empty one."""
-    root = tmp_path_factory.mktemp("eda") / "data"
-    shutil.copytree(tiny_data, root)
-    (root / "fogsmog" / "broken.jpg").write_bytes(b"this is not a JPEG")
-    (root / "rainbow" / "empty.png").write_bytes(b"")
-    return root
-
-
-@pytest.fixture(scope="module")
 def sequential_run(dirty_data, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("eda-seq")
     run_eda(str(dirty_data), str(out), SequentialBackend(), plots=True, progress=False)

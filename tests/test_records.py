@@ -24,16 +24,6 @@ PER_SHARD = 13  # 26 files -> 2 shards for 1 worker and for 2: byte-comparable a
 
 
 @pytest.fixture(scope="module")
-def dirty_data(tiny_data, tmp_path_factory) -> Path:
-    """tiny_data (3 classes x 8) plus a file that is not an image and an empty one."""
-    root = tmp_path_factory.mktemp("records") / "data"
-    shutil.copytree(tiny_data, root)
-    (root / "fogsmog" / "broken.jpg").write_bytes(b"this is not a JPEG")
-    (root / "rainbow" / "empty.png").write_bytes(b"")
-    return root
-
-
-@pytest.fixture(scope="module")
 def prepared(dirty_data, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("prepared")
     run_prepare(str(dirty_data), str(out), SIZE, SequentialBackend(), PER_SHARD, progress=False)

@@ -17,7 +17,7 @@ REPORT_FILES = ("classification_report.csv", "classification_report.txt", "confu
 
 
 @pytest.fixture(scope="module")
-def dirty_data(tiny_data, tmp_path_factory):
+def corrupt_data(tiny_data, tmp_path_factory):
     """The tiny set plus a zero-byte, a truncated and a not-an-image file posing as images."""
     root = tmp_path_factory.mktemp("dirty") / "data"
     shutil.copytree(tiny_data, root)
@@ -29,9 +29,9 @@ def dirty_data(tiny_data, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def trained(dirty_data, tmp_path_factory):
+def trained(corrupt_data, tmp_path_factory):
     run = tmp_path_factory.mktemp("train") / "run"
-    result = run_cli("hvdweather-train", "--data", str(dirty_data), "--out", str(run), "--epochs", "2",
+    result = run_cli("hvdweather-train", "--data", str(corrupt_data), "--out", str(run), "--epochs", "2",
                      "--batch-size", "4", "--verbose", "2", timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return run, result

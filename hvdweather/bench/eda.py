@@ -18,12 +18,9 @@ tables, also printed), eda_speedup.png, logs/<run>.log, and work/ (the runs' own
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -32,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from hvdweather.bench.launch import launch
 from hvdweather.config import ConfigError
 from hvdweather.eda.backends import BACKENDS, available_cores
 
@@ -99,26 +97,13 @@ def tool(name: str) -> str:
 
 
 def run_command(command: list[str], log: Path, timeout_s: float) -> float:
-    """Run `command` (own process group, output to `log`); wall seconds. Raises if it fails."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1",
-           "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
-    start = time.perf_counter()
-    with log.open("w") as handle:
-        handle.write(f"$ {shlex.join(command)}\n")
-        handle.flush()
-        proc = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
-        try:
-            code = proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # mpirun and every rank with it
-            proc.wait()
-            code = None
+    """Run `command` (see `bench.launch`); wall seconds. Raises if it fails or times out."""
+    code, wall_s = launch(command, log, timeout_s)
     if code != 0:
         tail = log.read_text().strip().splitlines()[-3:]
         why = "timed out" if code is None else f"exit code {code}"
         raise RuntimeError(f"{shlex.join(command)}: {why}; see {log}: {' | '.join(tail)}")
-    return time.perf_counter() - start
+    return wall_s
 
 
 @dataclass(frozen=True)

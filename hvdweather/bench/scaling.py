@@ -21,7 +21,6 @@ import os
 import platform
 import shlex
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hvdweather.bench.launch import launch
 from hvdweather.config import ConfigError
 
 STRATEGIES = ("horovod", "mirrored")
@@ -182,41 +182,6 @@ def build_command(spec: ScalingSpec, run: RunSpec) -> list[str]:
         timeline = ["--timeline-filename", str(paths["timeline"])] if spec.timeline else []
         return [executable("horovodrun", spec.launcher), "-np", str(run.workers), *timeline, train, *args]
     return [train, *args]  # baseline: no launcher, default strategy, one process on all cores
-
-
-def launch(command: list[str], log: Path, timeout_s: float) -> tuple[int | None, float]:
-    """Run `command` with output to `log`; (exit code or None on timeout, wall seconds). Never hangs."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1",
-           "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
-    start = time.perf_counter()
-    with log.open("w") as handle:
-        handle.write(f"$ {shlex.join(command)}\n")
-        handle.flush()
-        try:  # own session, so a timeout can end horovodrun, mpirun and every rank together
-            proc = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env,
-                                    start_new_session=True)
-        except OSError as exc:
-            handle.write(f"cannot start: {exc}\n")
-            return 127, time.perf_counter() - start
-        try:
-            code = proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            _end_group(proc)
-            handle.write(f"\nkilled after the per-run timeout of {timeout_s:g} s\n")
-            code = None
-    return code, time.perf_counter() - start
-
-
-def _end_group(proc: subprocess.Popen) -> None:
-    for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-            proc.wait(timeout=grace)
-            return
-        except ProcessLookupError:
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def summarize_metrics(rows: list[dict[str, Any]], target_accuracy: float) -> dict[str, Any]:

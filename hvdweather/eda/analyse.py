@@ -13,15 +13,14 @@ import math
 import time
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hvdweather.config import ConfigError
 from hvdweather.data.discovery import Catalog, discover
 from hvdweather.eda.backends import Progress, SequentialBackend, available_cores, balanced_chunks, chunk_count
 from hvdweather.eda.kernel import CHANNELS, ChunkTask, analyse_chunk, dense_sizes, merge
+from hvdweather.errors import check_output_dir
 
 
 @dataclass(frozen=True)
@@ -41,23 +40,10 @@ class EdaTotals:
         return mask
 
 
-def check_out_dir(out: str | Path) -> None:
-    """Create --out and prove it is writable, before any image is decoded."""
-    out = Path(out)
-    probe = out / f".write-test-{id(out)}"
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        raise ConfigError(f"--out {out}: not writable ({exc.strerror or exc}); "
-                          "choose a directory you can write to") from None
-
-
 def list_images(data: str, out: str) -> Catalog:
     """The primary's listing: every candidate image (corrupt ones included) after checking --out."""
     catalog = discover(data)
-    check_out_dir(out)
+    check_output_dir(out)
     return catalog
 
 
