@@ -12,6 +12,7 @@ import hashlib
 import platform
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -59,6 +60,8 @@ def check_inputs(cfg: TrainConfig) -> Catalog:
     else:
         catalog = discover(cfg.data)
     check_output_dir(cfg.out)
+    if cfg.cache_dir:
+        check_output_dir(cfg.cache_dir, "--cache-dir")
     return catalog
 
 
@@ -101,6 +104,13 @@ def make_plan(cfg: TrainConfig, split: Split, runtime) -> Plan:
                 cfg.lr * runtime.num_workers)  # Horovod: LR scaled by the number of workers
 
 
+def cache_file(cfg: TrainConfig, train_paths: tuple[str, ...], rank: int) -> str:
+    """A --cache-dir file name that changes with the files, size and rank: tf.data silently reuses a
+    complete cache file, so a name that ignored the data would train on stale images."""
+    digest = hashlib.sha256("\n".join([cfg.data, str(cfg.image_size), *train_paths]).encode()).hexdigest()
+    return str(Path(cfg.cache_dir) / f"train-{cfg.image_size}px-rank{rank}-{digest[:12]}")
+
+
 def make_datasets(cfg: TrainConfig, split: Split, backend, plan: Plan) -> dict[str, tf.data.Dataset]:
     rt = backend.runtime
     shards = (backend.shard_count, backend.shard_index)
@@ -110,7 +120,7 @@ def make_datasets(cfg: TrainConfig, split: Split, backend, plan: Plan) -> dict[s
             return records.decoded_records(cfg.data, split.paths[subset], cfg.image_size, *shards)
         return decoded_files(split.paths[subset], split.labels[subset], cfg.image_size, *shards)
 
-    cache = f"{cfg.cache_dir}/train-{cfg.image_size}-r{rt.rank}" if cfg.cache_dir else ""
+    cache = cache_file(cfg, split.paths["train"], rt.rank) if cfg.cache_dir else ""
     n_local = shard_size(split.size("train"), *shards)
     datasets = {"train": train_pipeline(decoded("train"), n_local, plan.dataset_batch_size,
                                         cfg.seed + rt.rank, cfg.augment, cache, rt.threads)}

@@ -106,3 +106,33 @@ def test_resume_continues_the_same_run(trained, tmp_path):
     assert [r["epoch"] for r in rows] == [1, 2, 3]
     assert (copy / "split.csv").read_text() == split_before
     assert "Epoch 3/3" in result.stdout and "Epoch 1/3" not in result.stdout
+
+
+def test_cache_dir_is_checked_before_training(tmp_path, tiny_data):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = run_cli("hvdweather-train", "--data", str(tiny_data), "--out", str(tmp_path / "run"),
+                     "--cache-dir", str(blocker / "cache"), timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("hvdweather-train: error: --cache-dir")
+
+
+def test_cache_file_names_follow_the_data():
+    from hvdweather.config import TrainConfig
+    from hvdweather.train import cache_file
+
+    cfg = TrainConfig(data="/d", cache_dir="/c")
+    a = cache_file(cfg, ("/d/a.jpg", "/d/b.jpg"), 0)
+    assert a.startswith("/c/train-256px-rank0-")
+    assert cache_file(cfg, ("/d/a.jpg", "/d/b.jpg"), 0) == a
+    assert cache_file(cfg, ("/d/a.jpg", "/d/c.jpg"), 0) != a
+    assert cache_file(cfg, ("/d/a.jpg", "/d/b.jpg"), 1) != a
+
+
+@pytest.mark.timeout(300)
+def test_training_with_a_file_cache(tmp_path, tiny_data):
+    result = run_cli("hvdweather-train", "--data", str(tiny_data), "--out", str(tmp_path / "run"),
+                     "--cache-dir", str(tmp_path / "cache"), "--epochs", "2", "--batch-size", "4",
+                     "--verbose", "0", "--val-split", "0.15", timeout=280)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert any(p.name.startswith("train-256px-rank0-") for p in (tmp_path / "cache").iterdir())
