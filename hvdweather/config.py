@@ -44,10 +44,6 @@ class TrainConfig:
     def __post_init__(self) -> None:
         validate(self)
 
-    @property
-    def num_workers_hint(self) -> int:
-        return self.replicas if self.strategy == "mirrored" else 1
-
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
