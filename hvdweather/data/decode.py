@@ -1,7 +1,9 @@
-"""Decode any supported image file to an RGB uint8 array, the one decoder every stage shares.
+"""Decode any supported image file to an RGB uint8 array with Pillow: every mode, every format.
 
-Pillow releases the GIL while it decodes and resizes, so this function parallelises in threads
-(tf.data's parallel map, a thread pool) as well as in processes.
+The EDA uses it at full size, the file check before training uses it first (its reasons are the
+clearest), and the training decoder (`decode_tf`) falls back on it for files TensorFlow's native ops
+do not cover. Pillow releases the GIL only inside its C decode and resize, so for throughput
+processes beat threads (measured in docs/benchmarks.md).
 """
 from __future__ import annotations
 
