@@ -1,0 +1,52 @@
+"""Run-directory writers: the primary writes, every other rank writes nothing and reads nothing."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hvdweather.errors import OutputError, check_output_dir
+from hvdweather.writers import RunWriter, read_jsonl
+
+
+def _write_everything(writer: RunWriter) -> None:
+    writer.write_json("config.json", {"a": 1})
+    writer.append_jsonl("metrics.jsonl", {"epoch": 1})
+    writer.append_jsonl("metrics.jsonl", {"epoch": 2})
+    writer.write_csv("skipped.csv", ["path", "reason"], [["x.jpg", "empty"]])
+    writer.write_text("report/r.txt", "hello")
+    writer.write_with("split.csv", lambda path: path.write_text("subset\n"))
+
+
+def test_primary_writes_and_reads_back(tmp_path, capsys):
+    writer = RunWriter(tmp_path / "run", is_primary=True)
+    _write_everything(writer)
+    writer.log("one line")
+    assert json.loads((tmp_path / "run" / "config.json").read_text()) == {"a": 1}
+    assert [r["epoch"] for r in writer.read_jsonl("metrics.jsonl")] == [1, 2]
+    assert (tmp_path / "run" / "report" / "r.txt").read_text() == "hello"
+    assert (tmp_path / "run" / "skipped.csv").read_text().splitlines() == ["path,reason", "x.jpg,empty"]
+    assert capsys.readouterr().out == "one line\n"
+
+
+def test_other_ranks_do_nothing(tmp_path, capsys):
+    writer = RunWriter(tmp_path / "run", is_primary=False)
+    _write_everything(writer)
+    writer.log("should not appear")
+    called = []
+    writer.save_figure("f.png", lambda: called.append(1))
+    assert not (tmp_path / "run").exists()
+    assert writer.read_jsonl("metrics.jsonl") == []
+    assert called == [] and capsys.readouterr().out == ""
+
+
+def test_read_jsonl_of_a_missing_file_is_empty(tmp_path):
+    assert read_jsonl(tmp_path / "none.jsonl") == []
+
+
+def test_output_dir_check(tmp_path):
+    check_output_dir(tmp_path / "new" / "run")
+    assert (tmp_path / "new" / "run").is_dir() and not list((tmp_path / "new" / "run").iterdir())
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(OutputError, match="--cache-dir .*not writable"):
+        check_output_dir(tmp_path / "f" / "sub", "--cache-dir")
