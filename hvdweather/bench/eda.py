@@ -397,12 +397,12 @@ def kernel_markdown(rows: list[dict[str, Any]]) -> str:
 def train_markdown(rows: list[dict[str, Any]]) -> str:
     """Epoch 1 vs epoch 2 training from prepared shards and from class folders (decode on the fly).
 
-    Both epoch 1s trace the model's graph; epoch 1 - epoch 2 from folders also holds the decoding,
-    from shards only reading the records, so the difference of the differences is the decode left.
+    Training traces its graph before fit, so epoch 1 - epoch 2 is filling the cache: decoding from
+    folders, reading the records from shards; the difference of the differences is the decode left.
     """
     prepare = next(r for r in rows if r["source"] == "prepare")
     lines = [f"**prepare + train** (prepare: {prepare['time_s']:.2f} s on {prepare['workers']} workers; one "
-             "training process; both epoch 1s also trace the model's graph)", "",
+             "training process; the graph is traced before epoch 1, so it is not in these times)", "",
              "| training data | epoch 1 train (s) | epoch 2 train (s) | epoch 1 / epoch 2 | epoch 1 - epoch 2 (s) |",
              "|---|---:|---:|---:|---:|"]
     for source, label in (("shards", "prepared shards"), ("folders", "class folders, decoded on the fly")):
