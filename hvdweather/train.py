@@ -187,7 +187,7 @@ def fit(cfg: TrainConfig, backend, writer: RunWriter, model, datasets, plan: Pla
     backend.trace_train_step(model, datasets["train"])
     model.fit(datasets["train"], epochs=cfg.epochs, initial_epoch=min(initial_epoch, cfg.epochs),
               steps_per_epoch=plan.steps_per_epoch, validation_data=datasets.get("val"),
-              callbacks=callbacks, verbose=cfg.verbose if rt.is_primary else 0)
+              callbacks=callbacks, verbose=writer.keras_verbose(cfg.verbose))
     return checkpoints
 
 

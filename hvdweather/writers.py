@@ -41,6 +41,10 @@ class RunWriter:
         """One line on the primary's stdout (one voice for the whole job)."""
         print(message, flush=True)
 
+    def keras_verbose(self, level: int) -> int:
+        """Keras's `verbose` for this process: the primary draws the one progress bar, others stay quiet."""
+        return level if self.is_primary else 0
+
     @_primary_only
     def write_json(self, name: str, obj: Any) -> None:
         self._target(name).write_text(json.dumps(obj, indent=2, default=str) + "\n")

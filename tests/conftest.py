@@ -47,6 +47,16 @@ def dirty_data(tiny_data, tmp_path_factory) -> Path:
     return root
 
 
+# mpirun as root, 2 ranks on a 2-core machine whatever its slot count, TF quiet in every rank.
+MPIRUN = ["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "2", "-x", "TF_CPP_MIN_LOG_LEVEL", "-x", "PATH"]
+
+
+def run_mpirun(*args: str, timeout: float = 150, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`mpirun -np 2` of a command (a name in the venv's bin, or a path), output captured."""
+    exe = str(BIN / args[0]) if (BIN / args[0]).exists() else args[0]
+    return run_cli(*MPIRUN, exe, *args[1:], timeout=timeout, env=env)
+
+
 def run_cli(*args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run a command (first arg: a name in the venv's bin, else on PATH, or a path) and capture output."""
     exe = str(BIN / args[0]) if (BIN / args[0]).exists() else args[0]

@@ -11,11 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import BIN, run_cli
+from conftest import BIN, MPIRUN, run_cli, run_mpirun
 
 SCRIPTS = Path(__file__).parent / "scripts"
-MPIRUN = ["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "2", "-x", "TF_CPP_MIN_LOG_LEVEL",
-          "-x", "PATH"]
 TRAIN_ARGS = ["--epochs", "5", "--batch-size", "8", "--verbose", "2", "--seed", "1"]
 OUTPUTS = ("config.json", "split.csv", "skipped.csv", "metrics.jsonl", "best.keras", "last.keras",
            "shards.csv", "ranks.json", "report/classification_report.csv", "report/confusion_matrix.png",
@@ -60,7 +58,7 @@ def test_horovodrun_gloo_two_ranks(synth_data, tmp_path):
 @pytest.mark.timeout(400)
 def test_mpirun_two_ranks(synth_data, tmp_path):
     run = tmp_path / "run"
-    result = run_cli(*MPIRUN, str(BIN / "hvdweather-train"), "--data", str(synth_data), "--out", str(run),
+    result = run_mpirun("hvdweather-train", "--data", str(synth_data), "--out", str(run),
                      *TRAIN_ARGS, timeout=380)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     _check_two_rank_run(run)

@@ -3,15 +3,13 @@ results from every backend (mpi under mpirun), the files and plots written, one-
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import BIN, run_cli
+from conftest import run_cli, run_mpirun
 from hvdweather.data.decode import load_rgb, open_rgb
 from hvdweather.data.discovery import discover
 from hvdweather.eda.analyse import channel_moments, chunk_tasks, run_eda
@@ -129,11 +127,8 @@ def test_multiprocessing_gives_bit_identical_results(dirty_data, sequential_run,
 @pytest.mark.multiprocess
 @pytest.mark.timeout(180)
 def test_mpi_backend_under_mpirun_gives_bit_identical_results(dirty_data, sequential_run, tmp_path):
-    mpirun = shutil.which("mpirun")
-    assert mpirun, "OpenMPI's mpirun is part of the test environment (make install)"
-    result = subprocess.run([mpirun, "--allow-run-as-root", "--oversubscribe", "-np", "2",
-                             str(BIN / "hvdweather-eda"), str(dirty_data), "--out", str(tmp_path),
-                             "--backend", "mpi", "--no-plots"], capture_output=True, text=True, timeout=150)
+    result = run_mpirun("hvdweather-eda", str(dirty_data), "--out", str(tmp_path), "--backend", "mpi",
+                        "--no-plots")
     assert result.returncode == 0, result.stderr
     assert "with mpi x 2" in result.stdout
     assert_same_results(sequential_run, tmp_path)

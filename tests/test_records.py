@@ -5,14 +5,12 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import BIN, run_cli
+from conftest import run_cli, run_mpirun
 from hvdweather.config import ConfigError
 from hvdweather.data import records
 from hvdweather.data.pipeline import decoded_files, sharded_files
@@ -86,12 +84,8 @@ def test_multiprocessing_prepare_writes_the_same_bytes(dirty_data, prepared, tmp
 @pytest.mark.multiprocess
 @pytest.mark.timeout(180)
 def test_mpi_prepare_under_mpirun_writes_the_same_bytes(dirty_data, prepared, tmp_path):
-    mpirun = shutil.which("mpirun")
-    assert mpirun, "OpenMPI's mpirun is part of the test environment (make install)"
-    result = subprocess.run([mpirun, "--allow-run-as-root", "--oversubscribe", "-np", "2",
-                             str(BIN / "hvdweather-prepare"), str(dirty_data), "--out", str(tmp_path),
-                             "--image-size", str(SIZE), "--backend", "mpi", "--images-per-shard", str(PER_SHARD)],
-                            capture_output=True, text=True, timeout=150)
+    result = run_mpirun("hvdweather-prepare", str(dirty_data), "--out", str(tmp_path), "--image-size", str(SIZE),
+                        "--backend", "mpi", "--images-per-shard", str(PER_SHARD))
     assert result.returncode == 0, result.stderr
     assert_same_prepared(prepared, tmp_path)
 

@@ -132,7 +132,7 @@ def run_eda(data: str, out: str, backend: SequentialBackend, plots: bool = True,
     backend.barrier()  # MPI: start the clock when every rank is up
     start = time.perf_counter()
     catalog = backend.share(lambda: list_images(data, out))
-    bar = Progress(len(catalog.paths), "eda", progress and backend.is_primary)
+    bar = backend.progress(len(catalog.paths), "eda", progress)
     totals = compute_totals(catalog, backend, bar)
     elapsed_s = time.perf_counter() - start
     if totals is None:

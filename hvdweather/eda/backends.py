@@ -7,9 +7,9 @@
 The hooks: `share(make)` (the primary computes something, e.g. the file list, and every process gets
 it, or the same error), `map(fn, tasks, progress)` (run this process's share of the tasks),
 `sum_arrays(arrays)` and `gather(obj)` (combine on the primary; other MPI ranks get None), and
-`is_primary`. Work is split by image, never by class folder: 11 folders of unequal size leave
-workers idle, while `balanced_chunks` gives every chunk the same number of images (+-1) and a mix of
-all classes. mpi4py is imported only by the mpi backend.
+`progress(...)` (one display, the primary's). Work is split by image, never by class folder: 11
+folders of unequal size leave workers idle, while `balanced_chunks` gives every chunk the same number
+of images (+-1) and a mix of all classes. mpi4py is imported only by the mpi backend.
 """
 from __future__ import annotations
 
@@ -81,6 +81,10 @@ class SequentialBackend:
     @property
     def is_primary(self) -> bool:
         return self.rank == 0
+
+    def progress(self, total: int, label: str, wanted: bool) -> Progress:
+        """The job's one progress display: drawn by the primary process only."""
+        return Progress(total, label, wanted and self.is_primary)
 
     def share(self, make: Callable[[], T]) -> T:
         return make()

@@ -21,7 +21,7 @@ from typing import Any
 from hvdweather.data import records
 from hvdweather.data.discovery import Catalog
 from hvdweather.eda.analyse import list_images
-from hvdweather.eda.backends import Progress, SequentialBackend, available_cores, balanced_chunks
+from hvdweather.eda.backends import SequentialBackend, available_cores, balanced_chunks
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ def run_prepare(data: str, out: str, image_size: int, backend: SequentialBackend
                        tuple(catalog.paths[i] for i in chunk), tuple(catalog.labels[i] for i in chunk),
                        tuple(int(i) for i in chunk), image_size)
              for k, chunk in enumerate(balanced_chunks(len(catalog.paths), count))]
-    bar = Progress(len(catalog.paths), "prepare", progress and backend.is_primary)
+    bar = backend.progress(len(catalog.paths), "prepare", progress)
     gathered = backend.gather(backend.map(write_shard_task, tasks, bar))
     bar.close()
     if gathered is None:
