@@ -1,0 +1,53 @@
+"""Facts about the machine this process runs on: cores, CPU model and flags, library versions.
+
+TensorFlow-free (versions come from package metadata), so one-line errors, the EDA, the benchmarks'
+parent processes and the batch jobs' records can all use it without paying for a TensorFlow import.
+"""
+from __future__ import annotations
+
+import os
+import platform
+from importlib import metadata
+from pathlib import Path
+
+# Packages whose versions decide behaviour or speed; absent ones are left out of `versions()`.
+PACKAGES = ("hvdweather", "tensorflow-cpu", "tensorflow", "keras", "horovod", "mpi4py", "numpy", "torch")
+# CPU flags that decide TensorFlow's kernels: oneDNN is on by default only with the VNNI/BF16/AMX ones.
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_bf16")
+
+
+def available_cores() -> int:
+    """Cores this process may run on (respects SLURM/taskset CPU masks, unlike os.cpu_count)."""
+    return len(os.sched_getaffinity(0))
+
+
+def _cpuinfo_field(name: str) -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        return ""
+    for line in cpuinfo.read_text().splitlines():
+        if line.split(":", 1)[0].strip() == name:
+            return line.split(":", 1)[1].strip()
+    return ""
+
+
+def cpu_model() -> str:
+    """The CPU's model name ('' where /proc/cpuinfo has none): context for every timing."""
+    return _cpuinfo_field("model name") or platform.processor() or ""
+
+
+def cpu_flags() -> list[str]:
+    """The speed-relevant CPU flags this machine has (see SPEED_FLAGS), in that order."""
+    have = set(_cpuinfo_field("flags").split())
+    return [flag for flag in SPEED_FLAGS if flag in have]
+
+
+def versions() -> dict[str, str]:
+    """Python and the installed packages that decide behaviour, read without importing them."""
+    found = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
