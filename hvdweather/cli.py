@@ -199,27 +199,50 @@ def bench_eda_command(data: str, backends: str, workers: str, parts: str, timeou
                                parts=parse_list(parts, "--parts", PARTS), timeout_s=timeout, **flags))
 
 
-_BACKENDS = ["sequential", "multiprocessing", "mpi"]
+_EXECUTORS = ["sequential", "multiprocessing", "mpi"]
 _WORKERS_HELP = ("multiprocessing: pool processes [all cores]; mpi: ranks come from mpirun -np (leave this "
                  "out); sequential: 1")
+
+
+def _executor_options(prog: str) -> Callable[[Callable], Callable]:
+    """--executor (how the EDA / prepare work is spread over processes) and --workers; --backend is the
+    flag's old name, kept hidden so existing scripts and job files still run."""
+    def decorate(command: Callable) -> Callable:
+        command = click.option("--workers", type=click.IntRange(min=1), default=None, help=_WORKERS_HELP)(command)
+        command = click.option("--backend", "old_backend", type=click.Choice(_EXECUTORS), default=None,
+                               hidden=True, help="Old name of --executor.")(command)
+        return click.option("--executor", type=click.Choice(_EXECUTORS), default=None,
+                            help=f"How the images are spread over CPU processes [sequential]. mpi: launch as "
+                                 f"`mpirun -np N {prog} DATA --out DIR --executor mpi`.")(command)
+    return decorate
+
+
+def _make_executor(executor: str | None, old_backend: str | None, workers: int | None):
+    """The executor named by --executor, or by its old name --backend (the two must agree when both are given)."""
+    from hvdweather.eda.executors import launcher_rank, make_executor
+
+    if old_backend is not None and executor is not None and old_backend != executor:
+        raise click.UsageError(f"--executor {executor} and --backend {old_backend} disagree; --backend is the "
+                               "old name of --executor: pass only --executor")
+    if old_backend is not None and launcher_rank() == 0:
+        print("note: --backend is now called --executor; --backend still works", file=sys.stderr, flush=True)
+    return make_executor(executor or old_backend or "sequential", workers)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.argument("data", type=click.Path())
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Directory for histograms.npz/.csv, summary.json, class_counts.csv, skipped.csv, PNGs.")
-@click.option("--backend", type=click.Choice(_BACKENDS), default="sequential", show_default=True,
-              help="mpi: launch as `mpirun -np N hvdweather-eda DATA --out DIR --backend mpi`.")
-@click.option("--workers", type=click.IntRange(min=1), default=None, help=_WORKERS_HELP)
+@_executor_options("hvdweather-eda")
 @click.option("--plots/--no-plots", default=True, show_default=True, help="Write the PNG plots.")
 @click.option("--progress/--no-progress", default=None, help="Progress line on stderr [when a terminal].")
-def eda_command(data: str, out: str, backend: str, workers: int | None, plots: bool,
-                progress: bool | None) -> None:
+def eda_command(data: str, out: str, executor: str | None, old_backend: str | None, workers: int | None,
+                plots: bool, progress: bool | None) -> None:
     """Per-class RGB histograms, counts, sizes, formats and mean/std of the class folders in DATA."""
     from hvdweather.eda.analyse import run_eda
-    from hvdweather.eda.backends import make_backend
 
-    run_eda(data, out, make_backend(backend, workers), plots, sys.stderr.isatty() if progress is None else progress)
+    run_eda(data, out, _make_executor(executor, old_backend, workers), plots,
+            sys.stderr.isatty() if progress is None else progress)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -228,19 +251,16 @@ def eda_command(data: str, out: str, backend: str, workers: int | None, plots: b
               help="Prepared directory: TFRecord shards, prepared.json, images.csv, classes.txt, skipped.csv.")
 @click.option("--image-size", type=click.IntRange(min=8), default=256, show_default=True,
               help="Images are stored resized to this square; train with the same --image-size.")
-@click.option("--backend", type=click.Choice(_BACKENDS), default="sequential", show_default=True,
-              help="mpi: launch as `mpirun -np N hvdweather-prepare DATA --out DIR --backend mpi`.")
-@click.option("--workers", type=click.IntRange(min=1), default=None, help=_WORKERS_HELP)
+@_executor_options("hvdweather-prepare")
 @click.option("--images-per-shard", type=click.IntRange(min=1), default=256, show_default=True,
               help="Target shard size; the shard count is rounded up to a multiple of the workers.")
 @click.option("--progress/--no-progress", default=None, help="Progress line on stderr [when a terminal].")
-def prepare_command(data: str, out: str, image_size: int, backend: str, workers: int | None,
-                    images_per_shard: int, progress: bool | None) -> None:
+def prepare_command(data: str, out: str, image_size: int, executor: str | None, old_backend: str | None,
+                    workers: int | None, images_per_shard: int, progress: bool | None) -> None:
     """Decode, convert to RGB and resize every image of DATA once, into sharded TFRecords."""
-    from hvdweather.eda.backends import make_backend
     from hvdweather.eda.prepare import run_prepare
 
-    run_prepare(data, out, image_size, make_backend(backend, workers), images_per_shard,
+    run_prepare(data, out, image_size, _make_executor(executor, old_backend, workers), images_per_shard,
                 sys.stderr.isatty() if progress is None else progress)
 
 

@@ -1,5 +1,6 @@
-"""The EDA stage: kernels against the seeds' PIL kernel, exact statistics, balanced chunks, bit-identical
-results from every backend (mpi under mpirun), the files and plots written, one-line bad-input errors."""
+"""The EDA stage: kernels against the reference PyTorch weather project's PIL kernel, exact statistics,
+balanced chunks, bit-identical results from every executor (mpi under mpirun), the files and plots written,
+one-line bad-input errors."""
 from __future__ import annotations
 
 import json
@@ -13,7 +14,7 @@ from conftest import run_cli, run_mpirun
 from hvdweather.data.decode import load_rgb, open_rgb
 from hvdweather.data.discovery import discover
 from hvdweather.eda.analyse import channel_moments, chunk_tasks, run_eda
-from hvdweather.eda.backends import ProcessPoolBackend, SequentialBackend, balanced_chunks
+from hvdweather.eda.executors import MultiprocessingExecutor, SequentialExecutor, balanced_chunks
 from hvdweather.eda.kernel import (
     analyse_chunk,
     bincount_histograms,
@@ -30,7 +31,7 @@ PLOTS = ("histograms.png", "class_counts.png", "image_sizes.png")
 @pytest.fixture(scope="module")
 def sequential_run(dirty_data, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("eda-seq")
-    run_eda(str(dirty_data), str(out), SequentialBackend(), plots=True, progress=False)
+    run_eda(str(dirty_data), str(out), SequentialExecutor(), plots=True, progress=False)
     return out
 
 
@@ -48,7 +49,7 @@ def assert_same_results(a: Path, b: Path) -> None:
     assert summaries[0] == summaries[1]
 
 
-def test_kernels_agree_with_the_seeds_pil_kernel(tiny_data):
+def test_kernels_agree_with_the_reference_projects_pil_kernel(tiny_data):
     for path in discover(tiny_data).paths:
         with open_rgb(path) as (rgb, _):
             ours = rgb_histograms(rgb)
@@ -120,14 +121,14 @@ def test_outputs_and_plots_are_written(dirty_data, sequential_run):
 
 
 def test_multiprocessing_gives_bit_identical_results(dirty_data, sequential_run, tmp_path):
-    run_eda(str(dirty_data), str(tmp_path), ProcessPoolBackend(2), plots=False, progress=False)
+    run_eda(str(dirty_data), str(tmp_path), MultiprocessingExecutor(2), plots=False, progress=False)
     assert_same_results(sequential_run, tmp_path)
 
 
 @pytest.mark.multiprocess
 @pytest.mark.timeout(180)
-def test_mpi_backend_under_mpirun_gives_bit_identical_results(dirty_data, sequential_run, tmp_path):
-    result = run_mpirun("hvdweather-eda", str(dirty_data), "--out", str(tmp_path), "--backend", "mpi",
+def test_mpi_executor_under_mpirun_gives_bit_identical_results(dirty_data, sequential_run, tmp_path):
+    result = run_mpirun("hvdweather-eda", str(dirty_data), "--out", str(tmp_path), "--executor", "mpi",
                         "--no-plots")
     assert result.returncode == 0, result.stderr
     assert "with mpi x 2" in result.stdout
@@ -135,11 +136,13 @@ def test_mpi_backend_under_mpirun_gives_bit_identical_results(dirty_data, sequen
 
 
 @pytest.mark.timeout(120)
-def test_mpi_backend_without_mpirun_runs_as_one_rank_and_says_so(dirty_data, sequential_run, tmp_path):
+def test_mpi_executor_without_mpirun_runs_as_one_rank_and_says_so(dirty_data, sequential_run, tmp_path):
+    # --backend, the flag's old name, still works (user scripts), with a note naming the new one
     result = run_cli("hvdweather-eda", str(dirty_data), "--out", str(tmp_path), "--backend", "mpi",
                      "--no-plots", timeout=100)
     assert result.returncode == 0, result.stderr
-    assert "single rank" in result.stderr
+    assert "single rank" in result.stderr and "--backend is now called --executor" in result.stderr
+    assert "with mpi x 1" in result.stdout
     assert_same_results(sequential_run, tmp_path)
 
 
@@ -148,8 +151,9 @@ def test_mpi_backend_without_mpirun_runs_as_one_rank_and_says_so(dirty_data, seq
     (["{empty}"], "no images found"),
     (["{data}", "--workers", "0"], "--workers"),
     (["{data}", "--workers", "2"], "--workers 2"),  # sequential is one process
-    (["{data}", "--backend", "mpi", "--workers", "3"], "--workers 3"),  # 1 rank without mpirun
+    (["{data}", "--executor", "mpi", "--workers", "3"], "--workers 3"),  # 1 rank without mpirun
     (["{data}", "--out", "{file}/out"], "not writable"),
+    (["{data}", "--executor", "mpi", "--backend", "sequential"], "--backend sequential disagree"),
 ])
 def test_bad_input_is_one_line_exit_2(dirty_data, tmp_path, args, needle):
     (tmp_path / "empty").mkdir()
@@ -163,3 +167,8 @@ def test_bad_input_is_one_line_exit_2(dirty_data, tmp_path, args, needle):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("hvdweather-eda: error:") and needle in lines[0], result.stderr
+
+
+def test_help_names_executor_not_the_old_backend_flag():
+    result = run_cli("hvdweather-eda", "--help", timeout=60)
+    assert result.returncode == 0 and "--executor" in result.stdout and "--backend" not in result.stdout

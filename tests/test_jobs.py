@@ -265,11 +265,11 @@ def test_eda_mpi_sbatch_runs_two_ranks(slurm: SlurmCluster, job_data: Path, tmp_
     _assert_completed(slurm, job_id, code)
     run = tmp_path / "runs" / f"eda-mpi-{job_id}"
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["run"]["backend"] == "mpi" and summary["run"]["workers"] == 2
+    assert summary["run"]["executor"] == "mpi" and summary["run"]["workers"] == 2
     assert summary["all"]["images"] == 11 * 12
     assert (run / "histograms.npz").exists() and (run / "class_counts.csv").exists()
     record = json.loads((run / "job.json").read_text())
-    assert record["ranks"] == 2 and record["exit_status"] == 0 and "--backend mpi" in record["command_line"]
+    assert record["ranks"] == 2 and record["exit_status"] == 0 and "--executor mpi" in record["command_line"]
 
 
 @pytest.mark.slurm

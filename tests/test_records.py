@@ -1,5 +1,5 @@
 """Prepared TFRecord shards: the same pixels as decoding on the fly, the same shard per rank, the same
-bytes from every backend, and training from a prepared directory (one tiny epoch)."""
+bytes from every executor, and training from a prepared directory (one tiny epoch)."""
 from __future__ import annotations
 
 import csv
@@ -14,17 +14,17 @@ from conftest import run_cli, run_mpirun
 from hvdweather.config import ConfigError
 from hvdweather.data import records
 from hvdweather.data.pipeline import decoded_files, sharded_files
-from hvdweather.eda.backends import SequentialBackend
+from hvdweather.eda.executors import SequentialExecutor
 from hvdweather.eda.prepare import run_prepare
 
 SIZE = 256  # the weather CNN needs >= 253, and the training test uses these shards
-PER_SHARD = 13  # 26 files -> 2 shards for 1 worker and for 2: byte-comparable across backends
+PER_SHARD = 13  # 26 files -> 2 shards for 1 worker and for 2: byte-comparable across executors
 
 
 @pytest.fixture(scope="module")
 def prepared(dirty_data, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("prepared")
-    run_prepare(str(dirty_data), str(out), SIZE, SequentialBackend(), PER_SHARD, progress=False)
+    run_prepare(str(dirty_data), str(out), SIZE, SequentialExecutor(), PER_SHARD, progress=False)
     return out
 
 
@@ -75,7 +75,7 @@ def test_a_prepared_directory_of_another_size_is_refused(prepared):
 @pytest.mark.timeout(180)
 def test_multiprocessing_prepare_writes_the_same_bytes(dirty_data, prepared, tmp_path):
     result = run_cli("hvdweather-prepare", str(dirty_data), "--out", str(tmp_path), "--image-size", str(SIZE),
-                     "--backend", "multiprocessing", "--workers", "2", "--images-per-shard", str(PER_SHARD),
+                     "--executor", "multiprocessing", "--workers", "2", "--images-per-shard", str(PER_SHARD),
                      timeout=150)
     assert result.returncode == 0, result.stderr
     assert_same_prepared(prepared, tmp_path)
@@ -85,7 +85,7 @@ def test_multiprocessing_prepare_writes_the_same_bytes(dirty_data, prepared, tmp
 @pytest.mark.timeout(180)
 def test_mpi_prepare_under_mpirun_writes_the_same_bytes(dirty_data, prepared, tmp_path):
     result = run_mpirun("hvdweather-prepare", str(dirty_data), "--out", str(tmp_path), "--image-size", str(SIZE),
-                        "--backend", "mpi", "--images-per-shard", str(PER_SHARD))
+                        "--executor", "mpi", "--images-per-shard", str(PER_SHARD))
     assert result.returncode == 0, result.stderr
     assert_same_prepared(prepared, tmp_path)
 

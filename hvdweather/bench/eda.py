@@ -5,7 +5,7 @@ seeds' PIL kernel, and training from prepared shards against decoding on the fly
         --out bench/eda [--repeats 3 --image-size 256 --kernel-images 100 --train-epochs 2]
 
 Every EDA and prepare run is its own process tree (`hvdweather-eda ...`, `mpirun -np N
-hvdweather-eda ... --backend mpi`), and repeats are interleaved across configurations so a burst of
+hvdweather-eda ... --executor mpi`), and repeats are interleaved across configurations so a burst of
 load on the machine does not land on one row. A run's time is the stage's own clock (listing the
 files, starting the pool or reaching the first MPI barrier, computing, combining; not the Python
 start-up or writing the outputs), read from its summary.json / prepared.json; the wall time of the
@@ -31,7 +31,8 @@ import numpy as np
 
 from hvdweather.bench.launch import launch
 from hvdweather.config import ConfigError
-from hvdweather.eda.backends import BACKENDS, available_cores
+from hvdweather.eda.executors import EXECUTORS as BACKENDS  # --backends: the EDA executors to time
+from hvdweather.host import available_cores
 
 STAGES = ("eda", "prepare")
 PARTS = ("scaling", "kernel", "train")
@@ -131,7 +132,7 @@ def plan_scaling(spec: EdaBenchSpec) -> list[StageRun]:
 
 def stage_command(spec: EdaBenchSpec, run: StageRun, out_dir: Path) -> list[str]:
     """The exact command line of one run (also written at the top of its log)."""
-    args = [tool(f"hvdweather-{run.stage}"), spec.data, "--out", str(out_dir), "--backend", run.backend,
+    args = [tool(f"hvdweather-{run.stage}"), spec.data, "--out", str(out_dir), "--executor", run.backend,
             "--no-progress"]
     args += ["--no-plots"] if run.stage == "eda" else ["--image-size", str(spec.image_size)]
     if run.backend == "multiprocessing":
@@ -311,7 +312,7 @@ def measure_training(spec: EdaBenchSpec) -> list[dict[str, Any]]:
     """prepare (all cores), then train from the shards and from the class folders, same flags."""
     prepared = Path(spec.out) / "work" / "train-prepared-data"
     command = [tool("hvdweather-prepare"), spec.data, "--out", str(prepared), "--image-size",
-               str(spec.image_size), "--backend", "multiprocessing", "--workers", str(available_cores()),
+               str(spec.image_size), "--executor", "multiprocessing", "--workers", str(available_cores()),
                "--no-progress"]
     wall_s = run_command(command, Path(spec.out) / "logs" / "train-prepare.log", spec.timeout_s)
     timings, _ = stage_result("prepare", prepared)

@@ -1,10 +1,10 @@
 """The EDA stage: per-class RGB histograms, image counts, sizes, formats and channel statistics.
 
-    hvdweather-eda DATA --out DIR [--backend sequential|multiprocessing|mpi] [--workers N]
-    mpirun -np 4 hvdweather-eda DATA --out DIR --backend mpi
+    hvdweather-eda DATA --out DIR [--executor sequential|multiprocessing|mpi] [--workers N]
+    mpirun -np 4 hvdweather-eda DATA --out DIR --executor mpi
 
 Order of work: the primary lists the images and checks --out (errors reach every rank) -> chunks of
-images are analysed by the backend's processes -> integer sums are combined on the primary -> the
+images are analysed by the executor's processes -> integer sums are combined on the primary -> the
 primary derives the statistics and writes the outputs (see `hvdweather.eda.outputs`).
 """
 from __future__ import annotations
@@ -18,9 +18,10 @@ from typing import Any
 import numpy as np
 
 from hvdweather.data.discovery import Catalog, discover
-from hvdweather.eda.backends import Progress, SequentialBackend, available_cores, balanced_chunks, chunk_count
+from hvdweather.eda.executors import Progress, SequentialExecutor, balanced_chunks, chunk_count
 from hvdweather.eda.kernel import CHANNELS, ChunkTask, analyse_chunk, dense_sizes, merge
 from hvdweather.errors import check_output_dir
+from hvdweather.host import available_cores
 
 
 @dataclass(frozen=True)
@@ -53,14 +54,14 @@ def chunk_tasks(catalog: Catalog, chunks: list[np.ndarray]) -> list[ChunkTask]:
                       tuple(int(i) for i in chunk), len(catalog.class_names)) for chunk in chunks]
 
 
-def compute_totals(catalog: Catalog, backend: SequentialBackend, progress: Progress) -> EdaTotals | None:
-    """Analyse every image once across the backend; the totals on the primary, None elsewhere."""
+def compute_totals(catalog: Catalog, executor: SequentialExecutor, progress: Progress) -> EdaTotals | None:
+    """Analyse every image once across the executor; the totals on the primary, None elsewhere."""
     num_classes, num_images = len(catalog.class_names), len(catalog.paths)
-    tasks = chunk_tasks(catalog, balanced_chunks(num_images, chunk_count(num_images, backend.workers)))
-    partial = merge(backend.map(analyse_chunk, tasks, progress), num_classes)
+    tasks = chunk_tasks(catalog, balanced_chunks(num_images, chunk_count(num_images, executor.workers)))
+    partial = merge(executor.map(analyse_chunk, tasks, progress), num_classes)
     progress.close()
-    arrays = backend.sum_arrays([partial.histograms, dense_sizes(partial, num_images)])
-    objects = backend.gather((partial.formats, partial.skipped))
+    arrays = executor.sum_arrays([partial.histograms, dense_sizes(partial, num_images)])
+    objects = executor.gather((partial.formats, partial.skipped))
     if arrays is None or objects is None:
         return None
     formats: Counter = Counter()
@@ -75,7 +76,7 @@ def channel_moments(histograms: np.ndarray) -> tuple[list[float | None], list[fl
     """Exact mean and population std per channel (0-255 scale) from (3, 256) counts.
 
     The sums are integers and the variance is formed in Python integers (no overflow, no
-    cancellation), so every backend, in any reduction order, gets the very same floats.
+    cancellation), so every executor, in any reduction order, gets the very same floats.
     """
     values = np.arange(histograms.shape[-1], dtype=np.int64)
     means: list[float | None] = []
@@ -126,19 +127,19 @@ def summarise(totals: EdaTotals) -> dict[str, Any]:
             "images_found": len(catalog.paths), "classes": classes, "all": overall}
 
 
-def run_eda(data: str, out: str, backend: SequentialBackend, plots: bool = True,
+def run_eda(data: str, out: str, executor: SequentialExecutor, plots: bool = True,
             progress: bool = True) -> dict[str, Any] | None:
     """The whole EDA stage; returns summary.json's content on the primary, None on other ranks."""
-    backend.barrier()  # MPI: start the clock when every rank is up
+    executor.barrier()  # MPI: start the clock when every rank is up
     start = time.perf_counter()
-    catalog = backend.share(lambda: list_images(data, out))
-    bar = backend.progress(len(catalog.paths), "eda", progress)
-    totals = compute_totals(catalog, backend, bar)
+    catalog = executor.share(lambda: list_images(data, out))
+    bar = executor.progress(len(catalog.paths), "eda", progress)
+    totals = compute_totals(catalog, executor, bar)
     elapsed_s = time.perf_counter() - start
     if totals is None:
         return None
     summary = summarise(totals)
-    summary["run"] = {"backend": backend.name, "workers": backend.workers, "cores": available_cores(),
+    summary["run"] = {"executor": executor.name, "workers": executor.workers, "cores": available_cores(),
                       "elapsed_s": elapsed_s, "kernel": "open_rgb + one Image.histogram() per image"}
     from hvdweather.eda.outputs import print_summary, write_outputs
 

@@ -2,16 +2,16 @@
 
 Every image is decoded once at full size (`hvdweather.data.decode.open_rgb`: Pillow, any mode to RGB) and its
 R, G and B histograms come from one call into Pillow's C code on the decoded image
-(`Image.histogram()` returns all 768 counts), instead of the seeds' `getchannel(c).histogram()`, which
-copies each channel out and walks the image three times.
+(`Image.histogram()` returns all 768 counts), instead of the reference PyTorch weather project's
+`getchannel(c).histogram()`, which copies each channel out and walks the image three times.
 
 Why not one `np.bincount` (the "vectorised numpy" idea): measured on this project's images it is
-several times *slower* than even the seeds' per-channel PIL histogram, because it first widens every
+several times *slower* than even that project's per-channel PIL histogram, because it first widens every
 uint8 value to a 64-bit index. `bincount_histograms` stays as an independent reference for the tests
 and as a row of `hvdweather-bench eda`, which times all three kernels on the same images.
 
 Everything summed across images is an integer (counts, pixel values, sizes), so partial sums can be
-combined in any order, by any backend, and give bit-identical totals; the float statistics are
+combined in any order, by any executor, and give bit-identical totals; the float statistics are
 computed once, from those totals.
 """
 from __future__ import annotations
@@ -44,7 +44,8 @@ def bincount_histograms(pixels: np.ndarray) -> np.ndarray:
 
 
 def pil_channel_histograms(path: str) -> np.ndarray:
-    """The seeds' kernel: open, convert to RGB, then one PIL `histogram()` per channel; (3, 256)."""
+    """The reference PyTorch weather project's kernel: open, convert to RGB, then one PIL `histogram()`
+    per channel; (3, 256)."""
     with Image.open(path) as image:
         rgb = image.convert("RGB")
         return np.array([rgb.getchannel(c).histogram() for c in range(3)], dtype=np.int64)

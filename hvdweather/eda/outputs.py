@@ -72,6 +72,6 @@ def print_summary(summary: dict[str, Any], out: str | Path, plots: bool) -> None
     run = summary["run"]
     print(format_summary(summary))
     print(f"{summary['all']['images']} images decoded, {summary['all']['skipped']} skipped "
-          f"(see skipped.csv) in {run['elapsed_s']:.2f} s with {run['backend']} x {run['workers']}; "
+          f"(see skipped.csv) in {run['elapsed_s']:.2f} s with {run['executor']} x {run['workers']}; "
           f"wrote {out}/: summary.json, histograms.npz/.csv, class_counts.csv, skipped.csv"
           f"{', histograms.png, class_counts.png, image_sizes.png' if plots else ''}", flush=True)

@@ -1,7 +1,7 @@
 """The offline preprocessing stage: decode, convert to RGB and resize every image once, into TFRecords.
 
-    hvdweather-prepare DATA --out PREPARED --image-size 256 [--backend multiprocessing --workers 2]
-    mpirun -np 4 hvdweather-prepare DATA --out PREPARED --image-size 256 --backend mpi
+    hvdweather-prepare DATA --out PREPARED --image-size 256 [--executor multiprocessing --workers 2]
+    mpirun -np 4 hvdweather-prepare DATA --out PREPARED --image-size 256 --executor mpi
     hvdweather-train --data PREPARED --image-size 256 ...
 
 The primary lists the images, checks --out and clears a previous preparation there; each shard is
@@ -21,7 +21,8 @@ from typing import Any
 from hvdweather.data import records
 from hvdweather.data.discovery import Catalog
 from hvdweather.eda.analyse import list_images
-from hvdweather.eda.backends import SequentialBackend, available_cores, balanced_chunks
+from hvdweather.eda.executors import SequentialExecutor, balanced_chunks
+from hvdweather.host import available_cores
 
 
 @dataclass(frozen=True)
@@ -91,30 +92,30 @@ def _metadata(catalog: Catalog, results: list[ShardResult], image_size: int) -> 
     return meta, images, [[os.path.abspath(catalog.paths[i]), skipped[i]] for i in sorted(skipped)]
 
 
-def run_prepare(data: str, out: str, image_size: int, backend: SequentialBackend,
+def run_prepare(data: str, out: str, image_size: int, executor: SequentialExecutor,
                 images_per_shard: int = 256, progress: bool = True) -> dict[str, Any] | None:
     """The whole prepare stage; prepared.json's content on the primary, None on other ranks."""
-    backend.barrier()  # MPI: start the clock when every rank is up
+    executor.barrier()  # MPI: start the clock when every rank is up
     start = time.perf_counter()
-    catalog = backend.share(lambda: _start(data, out))
-    count = shard_count(len(catalog.paths), images_per_shard, backend.workers)
+    catalog = executor.share(lambda: _start(data, out))
+    count = shard_count(len(catalog.paths), images_per_shard, executor.workers)
     tasks = [ShardTask(str(Path(out) / records.shard_name(k, count)),
                        tuple(catalog.paths[i] for i in chunk), tuple(catalog.labels[i] for i in chunk),
                        tuple(int(i) for i in chunk), image_size)
              for k, chunk in enumerate(balanced_chunks(len(catalog.paths), count))]
-    bar = backend.progress(len(catalog.paths), "prepare", progress)
-    gathered = backend.gather(backend.map(write_shard_task, tasks, bar))
+    bar = executor.progress(len(catalog.paths), "prepare", progress)
+    gathered = executor.gather(executor.map(write_shard_task, tasks, bar))
     bar.close()
     if gathered is None:
         return None
     results = sorted((r for part in gathered for r in part), key=lambda r: r.file)
     meta, images, skipped = _metadata(catalog, results, image_size)
-    meta["run"] = {"backend": backend.name, "workers": backend.workers, "cores": available_cores(),
+    meta["run"] = {"executor": executor.name, "workers": executor.workers, "cores": available_cores(),
                    "elapsed_s": time.perf_counter() - start,
                    "tensorflow_import_s": max(r.tensorflow_import_s for r in results)}
     records.write_metadata(out, meta, images, skipped)
     print(f"wrote {meta['num_images']} images at {image_size}x{image_size} in {len(results)} shard(s) to "
-          f"{out} in {meta['run']['elapsed_s']:.2f} s with {backend.name} x {backend.workers}; "
+          f"{out} in {meta['run']['elapsed_s']:.2f} s with {executor.name} x {executor.workers}; "
           f"{meta['num_skipped']} skipped (see {Path(out) / 'skipped.csv'}); train with: "
           f"hvdweather-train --data {out} --image-size {image_size}", flush=True)
     return meta

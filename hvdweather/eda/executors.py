@@ -1,15 +1,18 @@
-"""Three ways to spread chunks of images over CPU processes, behind the same few hooks.
+"""Three executors: ways to spread chunks of images over CPU processes, behind the same few hooks.
 
-    hvdweather-eda DATA --out DIR --backend sequential
-    hvdweather-eda DATA --out DIR --backend multiprocessing --workers 4
-    mpirun -np 4 hvdweather-eda DATA --out DIR --backend mpi
+Not to be confused with the training backends (Horovod / Mirrored in `hvdweather.distributed`): an
+executor only runs the EDA's and prepare's per-image work.
+
+    hvdweather-eda DATA --out DIR --executor sequential
+    hvdweather-eda DATA --out DIR --executor multiprocessing --workers 4
+    mpirun -np 4 hvdweather-eda DATA --out DIR --executor mpi
 
 The hooks: `share(make)` (the primary computes something, e.g. the file list, and every process gets
 it, or the same error), `map(fn, tasks, progress)` (run this process's share of the tasks),
 `sum_arrays(arrays)` and `gather(obj)` (combine on the primary; other MPI ranks get None), and
 `progress(...)` (one display, the primary's). Work is split by image, never by class folder: 11
 folders of unequal size leave workers idle, while `balanced_chunks` gives every chunk the same number
-of images (+-1) and a mix of all classes. mpi4py is imported only by the mpi backend.
+of images (+-1) and a mix of all classes. mpi4py is imported only by the mpi executor.
 """
 from __future__ import annotations
 
@@ -24,17 +27,13 @@ from typing import Any, TypeVar
 import numpy as np
 
 from hvdweather.config import ConfigError
+from hvdweather.host import available_cores
 
-BACKENDS = ("sequential", "multiprocessing", "mpi")
+EXECUTORS = ("sequential", "multiprocessing", "mpi")
 CHUNKS_PER_WORKER = 8  # enough that the last chunks leave little idle time, few enough to be cheap
 MIN_CHUNK_IMAGES = 8
 
 T = TypeVar("T")
-
-
-def available_cores() -> int:
-    """Cores this process may run on (respects taskset/SLURM CPU masks)."""
-    return len(os.sched_getaffinity(0))
 
 
 def balanced_chunks(num_items: int, parts: int) -> list[np.ndarray]:
@@ -72,7 +71,7 @@ class Progress:
             print(file=sys.stderr, flush=True)
 
 
-class SequentialBackend:
+class SequentialExecutor:
     """Everything in this one process, one image after another: the baseline."""
 
     name = "sequential"
@@ -112,7 +111,7 @@ def _pool_context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("spawn" if "tensorflow" in sys.modules else "fork")
 
 
-class ProcessPoolBackend(SequentialBackend):
+class MultiprocessingExecutor(SequentialExecutor):
     """A multiprocessing.Pool of `workers` processes; chunks are handed out as workers free up."""
 
     name = "multiprocessing"
@@ -122,7 +121,7 @@ class ProcessPoolBackend(SequentialBackend):
 
     def map(self, fn: Callable[[Any], T], tasks: Sequence[Any], progress: Progress) -> list[T]:
         results = []
-        # The pool is started here, inside the timed stage, as in the seeds' measurements.
+        # The pool is started here, inside the timed stage, as in the reference PyTorch weather project's measurements.
         with _pool_context().Pool(self.workers) as pool:
             for task, result in zip(tasks, pool.imap(fn, tasks)):
                 results.append(result)
@@ -135,7 +134,16 @@ def launched_by_mpirun() -> bool:
     return any(name in os.environ for name in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"))
 
 
-class MpiBackend(SequentialBackend):
+def launcher_rank() -> int:
+    """This process's rank as the MPI launcher set it in the environment (0 when not launched by one):
+    for messages that only the first rank should print, before MPI is initialised."""
+    for name in ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return 0
+
+
+class MpiExecutor(SequentialExecutor):
     """One process per rank (mpi4py): rank 0 lists the work, every rank computes its share of the
     chunks, numpy buffers are combined with MPI reductions and rank 0 writes.
 
@@ -146,17 +154,17 @@ class MpiBackend(SequentialBackend):
     name = "mpi"
 
     def __init__(self, workers: int | None = None):
-        from mpi4py import MPI  # only this backend needs MPI; the others must run without it
+        from mpi4py import MPI  # only this executor needs MPI; the others must run without it
 
         self.MPI, self.comm = MPI, MPI.COMM_WORLD
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         self.workers = self.size
         if workers is not None and workers != self.size:
             raise ConfigError(f"--workers {workers} does not match the {self.size} MPI rank(s); with "
-                              "--backend mpi the worker count is mpirun's -np (leave --workers out)")
+                              "--executor mpi the worker count is mpirun's -np (leave --workers out)")
         if self.size == 1 and not launched_by_mpirun():
-            print("note: --backend mpi was not started by mpirun; running as a single rank "
-                  "(use: mpirun -np N hvdweather-eda ... --backend mpi)", file=sys.stderr, flush=True)
+            print("note: --executor mpi was not started by mpirun; running as a single rank "
+                  "(use: mpirun -np N hvdweather-eda ... --executor mpi)", file=sys.stderr, flush=True)
 
     def share(self, make: Callable[[], T]) -> T:
         outcome: tuple[bool, Any] = (True, None)
@@ -204,17 +212,17 @@ class MpiBackend(SequentialBackend):
         self.comm.Abort(1)
 
 
-def make_backend(name: str, workers: int | None = None) -> SequentialBackend:
-    """The backend called `name`; `workers` defaults to all cores (multiprocessing) or mpirun's -np."""
+def make_executor(name: str, workers: int | None = None) -> SequentialExecutor:
+    """The executor called `name`; `workers` defaults to all cores (multiprocessing) or mpirun's -np."""
     if workers is not None and workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
     if name == "sequential":
         if workers not in (None, 1):
-            raise ConfigError(f"--workers {workers}: the sequential backend runs in one process; "
-                              "use --backend multiprocessing or mpi for more")
-        return SequentialBackend()
+            raise ConfigError(f"--workers {workers}: the sequential executor runs in one process; "
+                              "use --executor multiprocessing or mpi for more")
+        return SequentialExecutor()
     if name == "multiprocessing":
-        return ProcessPoolBackend(workers or available_cores())
+        return MultiprocessingExecutor(workers or available_cores())
     if name == "mpi":
-        return MpiBackend(workers)
-    raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}, got {name!r}")
+        return MpiExecutor(workers)
+    raise ConfigError(f"--executor must be one of {', '.join(EXECUTORS)}, got {name!r}")
