@@ -16,6 +16,7 @@ import click
 
 from hvdweather.config import ConfigError, TrainConfig, load_config_file, make_config
 from hvdweather.errors import INPUT_ERRORS
+from hvdweather.geometry import WEATHER_CNN_MIN_IMAGE_SIZE
 
 _D = TrainConfig()  # defaults shown in --help
 
@@ -200,8 +201,8 @@ def bench_eda_command(data: str, backends: str, workers: str, parts: str, timeou
 
 
 _EXECUTORS = ["sequential", "multiprocessing", "mpi"]
-_WORKERS_HELP = ("multiprocessing: pool processes [all cores]; mpi: ranks come from mpirun -np (leave this "
-                 "out); sequential: 1")
+_WORKERS_HELP = ("multiprocessing: pool processes [default: all cores]; mpi: ranks come from mpirun -np "
+                 "(leave this out); sequential: 1")
 
 
 def _executor_options(prog: str) -> Callable[[Callable], Callable]:
@@ -212,8 +213,8 @@ def _executor_options(prog: str) -> Callable[[Callable], Callable]:
         command = click.option("--backend", "old_backend", type=click.Choice(_EXECUTORS), default=None,
                                hidden=True, help="Old name of --executor.")(command)
         return click.option("--executor", type=click.Choice(_EXECUTORS), default=None,
-                            help=f"How the images are spread over CPU processes [sequential]. mpi: launch as "
-                                 f"`mpirun -np N {prog} DATA --out DIR --executor mpi`.")(command)
+                            help=f"How the images are spread over CPU processes. mpi: launch as `mpirun -np N "
+                                 f"{prog} DATA --out DIR --executor mpi`. [default: sequential]")(command)
     return decorate
 
 
@@ -235,7 +236,8 @@ def _make_executor(executor: str | None, old_backend: str | None, workers: int |
               help="Directory for histograms.npz/.csv, summary.json, class_counts.csv, skipped.csv, PNGs.")
 @_executor_options("hvdweather-eda")
 @click.option("--plots/--no-plots", default=True, show_default=True, help="Write the PNG plots.")
-@click.option("--progress/--no-progress", default=None, help="Progress line on stderr [when a terminal].")
+@click.option("--progress/--no-progress", default=None, help="Progress line on stderr. "
+              "[default: when stderr is a terminal]")
 def eda_command(data: str, out: str, executor: str | None, old_backend: str | None, workers: int | None,
                 plots: bool, progress: bool | None) -> None:
     """Per-class RGB histograms, counts, sizes, formats and mean/std of the class folders in DATA."""
@@ -249,16 +251,18 @@ def eda_command(data: str, out: str, executor: str | None, old_backend: str | No
 @click.argument("data", type=click.Path())
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Prepared directory: TFRecord shards, prepared.json, images.csv, classes.txt, skipped.csv.")
-@click.option("--image-size", type=click.IntRange(min=8), default=256, show_default=True,
-              help="Images are stored resized to this square; train with the same --image-size.")
+@click.option("--image-size", type=int, default=256, show_default=True,
+              help=f"Images are stored resized to this square; train with the same --image-size (the weather "
+                   f"CNN needs >= {WEATHER_CNN_MIN_IMAGE_SIZE}).")
 @_executor_options("hvdweather-prepare")
 @click.option("--images-per-shard", type=click.IntRange(min=1), default=256, show_default=True,
               help="Target shard size; the shard count is rounded up to a multiple of the workers.")
-@click.option("--progress/--no-progress", default=None, help="Progress line on stderr [when a terminal].")
+@click.option("--progress/--no-progress", default=None, help="Progress line on stderr. "
+              "[default: when stderr is a terminal]")
 def prepare_command(data: str, out: str, image_size: int, executor: str | None, old_backend: str | None,
                     workers: int | None, images_per_shard: int, progress: bool | None) -> None:
     """Decode, convert to RGB and resize every image of DATA once, into sharded TFRecords."""
-    from hvdweather.eda.prepare import run_prepare
+    from hvdweather.data.prepare import run_prepare
 
     run_prepare(data, out, image_size, _make_executor(executor, old_backend, workers), images_per_shard,
                 sys.stderr.isatty() if progress is None else progress)

@@ -4,13 +4,15 @@ one-line bad-input errors."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import run_cli, run_mpirun
+from conftest import BIN, run_cli, run_mpirun
+from hvdweather.data import records
 from hvdweather.data.decode import load_rgb, open_rgb
 from hvdweather.data.discovery import discover
 from hvdweather.eda.analyse import channel_moments, chunk_tasks, run_eda
@@ -147,8 +149,8 @@ def test_mpi_executor_without_mpirun_runs_as_one_rank_and_says_so(dirty_data, se
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["{missing}"], "directory not found"),
-    (["{empty}"], "no images found"),
+    (["{missing}"], "DATA {missing}: directory not found"),  # DATA is an argument, not --data
+    (["{empty}"], "DATA {empty}: no images found"),
     (["{data}", "--workers", "0"], "--workers"),
     (["{data}", "--workers", "2"], "--workers 2"),  # sequential is one process
     (["{data}", "--executor", "mpi", "--workers", "3"], "--workers 3"),  # 1 rank without mpirun
@@ -161,6 +163,7 @@ def test_bad_input_is_one_line_exit_2(dirty_data, tmp_path, args, needle):
     values = {"missing": tmp_path / "nope", "empty": tmp_path / "empty", "data": dirty_data,
               "file": tmp_path / "a-file"}
     argv = [a.format(**values) for a in args]
+    needle = needle.format(**values)
     if "--out" not in argv:
         argv += ["--out", str(tmp_path / "out")]
     result = run_cli("hvdweather-eda", *argv, timeout=60)
@@ -172,3 +175,37 @@ def test_bad_input_is_one_line_exit_2(dirty_data, tmp_path, args, needle):
 def test_help_names_executor_not_the_old_backend_flag():
     result = run_cli("hvdweather-eda", "--help", timeout=60)
     assert result.returncode == 0 and "--executor" in result.stdout and "--backend" not in result.stdout
+
+
+def test_a_prepared_directory_is_refused_naming_the_data_set_to_pass(dirty_data, tmp_path):
+    prepared = tmp_path / "prepared"
+    prepared.mkdir()
+    records.write_metadata(prepared, {"class_names": ["a", "b"], "source": str(dirty_data), "shards": []}, [], [])
+    result = run_cli("hvdweather-eda", str(prepared), "--out", str(tmp_path / "out"), timeout=60)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no images found" not in lines[0], result.stderr
+    assert f"DATA {prepared}: a directory written by hvdweather-prepare" in lines[0]
+    assert lines[0].endswith(str(dirty_data))
+    assert not (tmp_path / "out").exists()  # refused before any work
+
+
+def test_run_records_the_cores_on_the_node_and_per_process(sequential_run):
+    run = json.loads((sequential_run / "summary.json").read_text())["run"]
+    assert run["cores_on_node"] == os.cpu_count() and run["cores_per_rank"] == len(os.sched_getaffinity(0))
+    assert "cores" not in run and run["executor"] == "sequential"
+
+
+@pytest.mark.multiprocess
+@pytest.mark.timeout(180)
+def test_cores_on_the_node_under_mpirun_binding_each_rank_to_a_core(dirty_data, tmp_path):
+    # mpirun binds each rank to one core (--bind-to core is its default for -np <= 2): the rank's CPU mask
+    # then says 1, which the EDA used to record as the run's cores on a 2-core machine.
+    ranks = 2 if os.cpu_count() >= 2 else 1
+    result = run_cli("mpirun", "--allow-run-as-root", "--bind-to", "core", "-np", str(ranks), "-x", "PATH",
+                     str(BIN / "hvdweather-eda"), str(dirty_data), "--out", str(tmp_path), "--executor", "mpi",
+                     "--no-plots", "--no-progress", timeout=150)
+    assert result.returncode == 0, result.stderr
+    run = json.loads((tmp_path / "summary.json").read_text())["run"]
+    assert run["cores_on_node"] == os.cpu_count() and run["workers"] == ranks
+    assert run["cores_per_rank"] == 1  # bound to one core: a per-rank fact, kept apart from the node's

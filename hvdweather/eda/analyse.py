@@ -9,18 +9,22 @@ primary derives the statistics and writes the outputs (see `hvdweather.eda.outpu
 """
 from __future__ import annotations
 
+import json
 import math
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from hvdweather.data import records
 from hvdweather.data.discovery import Catalog, discover
 from hvdweather.eda.executors import Progress, SequentialExecutor, balanced_chunks, chunk_count
 from hvdweather.eda.kernel import CHANNELS, ChunkTask, analyse_chunk, dense_sizes, merge
-from hvdweather.errors import check_output_dir
+from hvdweather.errors import DataError, check_output_dir
 from hvdweather.host import available_cores
 
 
@@ -41,11 +45,38 @@ class EdaTotals:
         return mask
 
 
+def refuse_prepared(data: str) -> None:
+    """A directory written by hvdweather-prepare holds resized copies, not the images: name the source to pass."""
+    if not records.is_prepared(data):
+        return
+    source = "the class-folder data set it was made from"
+    try:
+        source = json.loads((Path(data) / records.MARKER).read_text()).get("source") or source
+    except (OSError, ValueError):
+        pass
+    raise DataError(f"DATA {data}: a directory written by hvdweather-prepare (resized TFRecord shards); "
+                    f"pass the original class-folder data set instead: {source}")
+
+
 def list_images(data: str, out: str) -> Catalog:
-    """The primary's listing: every candidate image (corrupt ones included) after checking --out."""
-    catalog = discover(data)
+    """The primary's listing: every candidate image (corrupt ones included) after checking --out.
+
+    DATA is the commands' positional argument, so errors name it DATA, not --data.
+    """
+    refuse_prepared(data)
+    catalog = discover(data, label="DATA")
     check_output_dir(out)
     return catalog
+
+
+def run_facts(executor: SequentialExecutor) -> dict[str, Any]:
+    """How a stage ran: the executor, its workers, and the cores, each count meaning one thing.
+
+    Under mpirun each rank is bound to its own core(s), so the primary's CPU mask says 1 on a machine
+    with many: `cores_on_node` is the machine's count, `cores_per_rank` the primary process's mask.
+    """
+    return {"executor": executor.name, "workers": executor.workers, "cores_on_node": os.cpu_count() or 1,
+            "cores_per_rank": available_cores()}
 
 
 def chunk_tasks(catalog: Catalog, chunks: list[np.ndarray]) -> list[ChunkTask]:
@@ -139,8 +170,8 @@ def run_eda(data: str, out: str, executor: SequentialExecutor, plots: bool = Tru
     if totals is None:
         return None
     summary = summarise(totals)
-    summary["run"] = {"executor": executor.name, "workers": executor.workers, "cores": available_cores(),
-                      "elapsed_s": elapsed_s, "kernel": "open_rgb + one Image.histogram() per image"}
+    summary["run"] = {**run_facts(executor), "elapsed_s": elapsed_s,
+                      "kernel": "open_rgb + one Image.histogram() per image"}
     from hvdweather.eda.outputs import print_summary, write_outputs
 
     write_outputs(out, totals, summary)

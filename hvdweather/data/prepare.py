@@ -1,5 +1,8 @@
 """The offline preprocessing stage: decode, convert to RGB and resize every image once, into TFRecords.
 
+It writes training input, so it lives in the data package; it spreads the work over the EDA's
+executors (`hvdweather.eda.executors`: sequential, multiprocessing or mpi).
+
     hvdweather-prepare DATA --out PREPARED --image-size 256 [--executor multiprocessing --workers 2]
     mpirun -np 4 hvdweather-prepare DATA --out PREPARED --image-size 256 --executor mpi
     hvdweather-train --data PREPARED --image-size 256 ...
@@ -20,9 +23,10 @@ from typing import Any
 
 from hvdweather.data import records
 from hvdweather.data.discovery import Catalog
-from hvdweather.eda.analyse import list_images
+from hvdweather.eda.analyse import list_images, run_facts
 from hvdweather.eda.executors import SequentialExecutor, balanced_chunks
-from hvdweather.host import available_cores
+from hvdweather.errors import ConfigError
+from hvdweather.geometry import WEATHER_CNN_MIN_IMAGE_SIZE
 
 
 @dataclass(frozen=True)
@@ -74,7 +78,16 @@ def shard_count(num_images: int, images_per_shard: int, workers: int) -> int:
     return max(1, min(num_images, math.ceil(shards / workers) * workers))
 
 
-def _start(data: str, out: str) -> Catalog:
+def check_image_size(image_size: int) -> None:
+    """Refuse a size no model can train on, before any image is decoded (the weather CNN is the only model)."""
+    if image_size < WEATHER_CNN_MIN_IMAGE_SIZE:
+        raise ConfigError(f"--image-size {image_size}: the weather CNN needs images of at least "
+                          f"{WEATHER_CNN_MIN_IMAGE_SIZE} pixels, so training could not use these shards; "
+                          f"pass --image-size {WEATHER_CNN_MIN_IMAGE_SIZE} or more (default 256)")
+
+
+def _start(data: str, out: str, image_size: int) -> Catalog:
+    check_image_size(image_size)
     catalog = list_images(data, out)
     records.clear(out)  # a previous preparation's shards must not mix with this one's
     return catalog
@@ -97,7 +110,7 @@ def run_prepare(data: str, out: str, image_size: int, executor: SequentialExecut
     """The whole prepare stage; prepared.json's content on the primary, None on other ranks."""
     executor.barrier()  # MPI: start the clock when every rank is up
     start = time.perf_counter()
-    catalog = executor.share(lambda: _start(data, out))
+    catalog = executor.share(lambda: _start(data, out, image_size))
     count = shard_count(len(catalog.paths), images_per_shard, executor.workers)
     tasks = [ShardTask(str(Path(out) / records.shard_name(k, count)),
                        tuple(catalog.paths[i] for i in chunk), tuple(catalog.labels[i] for i in chunk),
@@ -110,8 +123,7 @@ def run_prepare(data: str, out: str, image_size: int, executor: SequentialExecut
         return None
     results = sorted((r for part in gathered for r in part), key=lambda r: r.file)
     meta, images, skipped = _metadata(catalog, results, image_size)
-    meta["run"] = {"executor": executor.name, "workers": executor.workers, "cores": available_cores(),
-                   "elapsed_s": time.perf_counter() - start,
+    meta["run"] = {**run_facts(executor), "elapsed_s": time.perf_counter() - start,
                    "tensorflow_import_s": max(r.tensorflow_import_s for r in results)}
     records.write_metadata(out, meta, images, skipped)
     print(f"wrote {meta['num_images']} images at {image_size}x{image_size} in {len(results)} shard(s) to "
