@@ -1,9 +1,14 @@
 """Write job.json into a run directory: what a batch job ran, where, with how many ranks and which versions.
 
-Called by jobs/lib/common.sh (standard library only, no TensorFlow import, well under a second):
+Called by jobs/lib/common.sh with the activated venv's python (no TensorFlow import, well under a second):
 
     python jobs/lib/record.py start RUN/job.json RANKS HOSTS COMMAND...
     python jobs/lib/record.py finish RUN/job.json EXIT_STATUS
+
+Package versions, the CPU model and its speed-relevant flags come from `hvdweather.host` (TensorFlow-free),
+the same facts the training runs and benchmarks record; only the launchers' own version lines (mpirun,
+srun) are gathered here. Without hvdweather importable (a venv not activated), the record says so rather
+than failing the job.
 """
 from __future__ import annotations
 
@@ -15,10 +20,13 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 
-PACKAGES = ("hvdweather", "tensorflow-cpu", "tensorflow", "keras", "horovod", "mpi4py", "numpy")
+try:
+    from hvdweather import host
+except ImportError:  # the job's venv is not active: record what can be known, and say why the rest is missing
+    host = None
+
 TOOLS = {"openmpi": ["mpirun", "--version"], "slurm": ["srun", "--version"]}
 
 
@@ -33,13 +41,9 @@ def _first_line(command: list[str]) -> str | None:
 
 
 def versions() -> dict[str, str]:
-    """Python, the installed packages that decide behaviour, and the launchers' own version lines."""
-    found = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
+    """Python, the installed packages that decide behaviour (hvdweather.host), and the launchers' version lines."""
+    found = host.versions() if host else {"python": platform.python_version(),
+                                          "hvdweather": "not importable with this python"}
     for name, command in TOOLS.items():
         line = _first_line(command)
         if line:
@@ -55,16 +59,6 @@ def git_commit(repo: str) -> str | None:
     dirty = subprocess.run(["git", "-C", repo, "status", "--porcelain", "--untracked-files=no"], check=False,
                            capture_output=True, text=True, timeout=20).stdout.strip()
     return head + ("+dirty" if dirty else "")
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo ('' where there is none): context for every timing."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.exists():
-        return ""
-    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-             if line.startswith("model name")]
-    return names[0] if names else ""
 
 
 def slurm_output_file(job_id: str) -> str | None:
@@ -102,7 +96,8 @@ def start(path: Path, ranks: str, hosts: str, command: list[str]) -> None:
               "hosts": [h for h in hosts.split(",") if h], "command": command,
               "command_line": shlex.join(command), "cwd": os.getcwd(), "launch_host": platform.node(),
               "started": datetime.now(UTC).isoformat(timespec="seconds"),
-              "started_unix_s": time.time(), "versions": versions(), "cpu_model": cpu_model(),
+              "started_unix_s": time.time(), "versions": versions(), "cpu_model": host.cpu_model() if host else "",
+              "cpu_flags": host.cpu_flags() if host else [],
               "git_commit": git_commit(repo) if repo else None, "virtual_env": os.environ.get("VIRTUAL_ENV"),
               "dry_run": os.environ.get("HVDW_DRY_RUN") == "1",
               **json.loads(os.environ.get("HVDW_RECORD") or "{}")}
