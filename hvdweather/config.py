@@ -1,18 +1,22 @@
 """The one training configuration: a frozen dataclass that CLI flags and config files map onto.
 
 Runtime facts (rank, world size) never live here; see `hvdweather.distributed.Runtime`.
+TensorFlow-free, so a bad flag is answered before TensorFlow loads.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from hvdweather.errors import ConfigError
+from hvdweather.geometry import WEATHER_CNN_MIN_IMAGE_SIZE
 
-__all__ = ["ConfigError", "TrainConfig", "load_config_file", "make_config", "validate"]
+__all__ = ["ConfigError", "TrainConfig", "flag_name", "load_config_file", "make_config", "resume_config",
+           "validate"]
 
 
 @dataclass(frozen=True)
@@ -22,7 +26,7 @@ class TrainConfig:
     strategy: str = "horovod"  # horovod (one process per worker) or mirrored (one process, N replicas)
     replicas: int = 1  # mirrored only: replicas in the one process (CPU is split into logical devices)
     epochs: int = 10  # passes over the training shard
-    batch_size: int = 32  # PER WORKER (the seeds' meaning); global batch = batch_size x workers
+    per_worker_batch_size: int = 32  # flag --batch-size; global batch = this x workers
     lr: float = 0.01  # base learning rate for one worker; scaled by the number of workers
     optimizer: str = "sgd"  # sgd (momentum 0.9) or adam
     momentum: float = 0.9  # sgd momentum
@@ -34,12 +38,13 @@ class TrainConfig:
     augment: bool = False  # random flips/brightness/contrast on training images
     cache_dir: str = ""  # cache decoded uint8 images in files under this directory ("" = in memory)
     threads_per_worker: int = 0  # TF intra-op threads per worker (0 = cores / workers on this node)
-    resume: bool = False  # continue from last.keras in --out with the same split
-    target_accuracy: float = 0.0  # record the first epoch reaching this val accuracy (0 = off)
+    resume: bool = False  # continue the run in --out from last.keras, with its config.json and split
+    overwrite: bool = False  # start a new run in an --out that holds one, removing the old run's files
+    target_accuracy: float = 0.0  # report the first epoch whose val accuracy reaches this (0 = off)
     # Horovod timeline JSON path (profiling; horovod only). Not "--timeline": horovodrun would take that
     # flag for its own --timeline-filename (argparse prefix matching) even after the command.
     horovod_timeline: str = ""
-    verbose: int = 1  # Keras progress: 0 silent, 1 bar, 2 one line per epoch (rank 0 only)
+    verbose: int = 1  # 0 no progress, 1 progress (bar in a terminal, lines in a log), 2 a line per epoch
 
     def __post_init__(self) -> None:
         validate(self)
@@ -48,39 +53,85 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-_POSITIVE_INT = ("epochs", "batch_size", "image_size", "replicas")
+# Fields whose flag is not the field name with dashes. Config files accept either spelling.
+_FLAGS = {"per_worker_batch_size": "batch-size"}
+_FIELD_OF_FLAG = {flag.replace("-", "_"): name for name, flag in _FLAGS.items()}
+_POSITIVE_INT = ("epochs", "per_worker_batch_size", "image_size", "replicas")
 _NON_NEGATIVE = ("threads_per_worker", "warmup_epochs", "target_accuracy", "verbose")
+# What may differ when a run is resumed: nothing here changes what the run computes.
+RESUMABLE = frozenset({"epochs", "verbose", "resume", "overwrite", "threads_per_worker", "horovod_timeline",
+                       "cache_dir", "out"})
+_TYPE_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}
+
+
+def flag_name(field: str) -> str:
+    """The command-line flag of a config field, with its dashes: per_worker_batch_size -> --batch-size."""
+    return "--" + _FLAGS.get(field, field.replace("_", "-"))
+
+
+def _type_error(name: str, value: Any) -> str | None:
+    """Why `value` does not fit field `name`'s type, or None when it fits (bool is not a number here)."""
+    kind = {f.name: f.type for f in fields(TrainConfig)}[name]
+    ok = {"int": isinstance(value, int) and not isinstance(value, bool),
+          "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+          "bool": isinstance(value, bool), "str": isinstance(value, str)}[kind]
+    return None if ok else f"{_TYPE_WORDS[kind]}, got {value!r}"
 
 
 def validate(cfg: TrainConfig) -> None:
     """Raise ConfigError naming the flag for any value that cannot work."""
+    for f in fields(cfg):
+        problem = _type_error(f.name, getattr(cfg, f.name))
+        if problem:
+            raise ConfigError(f"{flag_name(f.name)} must be {problem}")
     for name in _POSITIVE_INT:
         if getattr(cfg, name) <= 0:
-            raise ConfigError(f"--{_flag(name)} must be a positive integer, got {getattr(cfg, name)}")
+            raise ConfigError(f"{flag_name(name)} must be a positive integer, got {getattr(cfg, name)}")
     for name in _NON_NEGATIVE:
         if getattr(cfg, name) < 0:
-            raise ConfigError(f"--{_flag(name)} must be >= 0, got {getattr(cfg, name)}")
+            raise ConfigError(f"{flag_name(name)} must be >= 0, got {getattr(cfg, name)}")
     if not cfg.lr > 0:
         raise ConfigError(f"--lr must be a positive number, got {cfg.lr}")
     for name in ("val_split", "test_split"):
         if not 0 <= getattr(cfg, name) < 1:
-            raise ConfigError(f"--{_flag(name)} must be in [0, 1), got {getattr(cfg, name)}")
+            raise ConfigError(f"{flag_name(name)} must be in [0, 1), got {getattr(cfg, name)}")
     if cfg.val_split + cfg.test_split >= 0.9:
         raise ConfigError("--val-split + --test-split must leave at least 10% of images for training")
+    _validate_choices(cfg)
+
+
+def _validate_choices(cfg: TrainConfig) -> None:
     if cfg.strategy not in ("horovod", "mirrored"):
         raise ConfigError(f"--strategy must be horovod or mirrored, got {cfg.strategy!r}")
+    if cfg.replicas > 1 and cfg.strategy != "mirrored":
+        raise ConfigError(f"--replicas {cfg.replicas} needs --strategy mirrored; Horovod's workers are "
+                          "processes: launch them with horovodrun -np N")
     if cfg.optimizer not in ("sgd", "adam"):
         raise ConfigError(f"--optimizer must be sgd or adam, got {cfg.optimizer!r}")
     if cfg.target_accuracy > 1:
         raise ConfigError(f"--target-accuracy is a fraction in [0, 1], got {cfg.target_accuracy}")
+    if cfg.image_size < WEATHER_CNN_MIN_IMAGE_SIZE:
+        raise ConfigError(f"--image-size {cfg.image_size} is too small for the weather CNN "
+                          f"(needs >= {WEATHER_CNN_MIN_IMAGE_SIZE}); use the default 256")
+    if cfg.resume and cfg.overwrite:
+        raise ConfigError("--resume and --overwrite contradict each other: continue the run, or replace it")
 
 
-def _flag(name: str) -> str:
-    return name.replace("_", "-")
+def _field_names(values: dict[str, Any], source: str) -> dict[str, Any]:
+    """Keys as field names: dashes become underscores, and a flag's name maps to its field."""
+    known = {f.name for f in fields(TrainConfig)}
+    renamed = {}
+    for key, value in values.items():
+        name = key.replace("-", "_")
+        renamed[_FIELD_OF_FLAG.get(name, name)] = value
+    unknown = sorted(set(renamed) - known)
+    if unknown:
+        raise ConfigError(f"{source}: unknown field(s) {', '.join(unknown)}")
+    return renamed
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a JSON or YAML file of TrainConfig fields; unknown keys are an error."""
+    """Read a JSON or YAML file of TrainConfig fields (or flag names); unknown keys and wrong types are errors."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"--config {path}: file not found")
@@ -96,11 +147,12 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"--config {path}: cannot parse ({exc.__class__.__name__}: {exc})") from None
     if not isinstance(values, dict):
         raise ConfigError(f"--config {path}: expected a mapping of field: value")
-    known = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(k.replace("-", "_") for k in values) - known)
-    if unknown:
-        raise ConfigError(f"--config {path}: unknown field(s) {', '.join(unknown)}")
-    return {k.replace("-", "_"): v for k, v in values.items()}
+    values = _field_names(values, f"--config {path}")
+    for name, value in values.items():
+        problem = _type_error(name, value)
+        if problem:
+            raise ConfigError(f"--config {path}: {name} must be {problem}")
+    return values
 
 
 def make_config(file_values: dict[str, Any], flag_values: dict[str, Any]) -> TrainConfig:
@@ -111,3 +163,23 @@ def make_config(file_values: dict[str, Any], flag_values: dict[str, Any]) -> Tra
         return TrainConfig(**merged)
     except TypeError as exc:
         raise ConfigError(str(exc)) from None
+
+
+def resume_config(run_config: dict[str, Any], given: TrainConfig, given_names: set[str]) -> TrainConfig:
+    """The config of a resumed run: the run's own config.json, with only RESUMABLE fields taken from
+    what was given now (`given_names`: fields set by a flag or a config file). Any other difference is
+    an error naming it, because it would change what the continued run computes."""
+    source = f"--resume: {Path(given.out) / 'config.json'}"
+    base = _field_names({k: v for k, v in run_config.items() if k != "batch_size"}
+                        | ({"per_worker_batch_size": run_config["batch_size"]} if "batch_size" in run_config else {}),
+                        source)
+    for name in sorted(given_names - RESUMABLE):
+        ours, theirs = getattr(given, name), base.get(name, getattr(TrainConfig(), name))
+        if name == "data" and ours and theirs and os.path.realpath(ours) == os.path.realpath(theirs):
+            continue
+        if ours != theirs:
+            raise ConfigError(f"--resume: {flag_name(name)} {ours} differs from the run's {theirs} "
+                              f"({Path(given.out) / 'config.json'}); only --epochs, --verbose, "
+                              "--threads-per-worker, --cache-dir and --horovod-timeline may change")
+    keep = {name: getattr(given, name) for name in RESUMABLE if name in given_names or name in ("resume", "out")}
+    return TrainConfig(**(base | keep))

@@ -14,9 +14,11 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import tensorflow as tf
+
+from hvdweather.host import available_cores
 
 
 @dataclass(frozen=True)
@@ -41,11 +43,6 @@ class Runtime:
         return self.rank == 0
 
 
-def available_cores() -> int:
-    """Cores this process may run on (respects SLURM/taskset CPU masks, unlike os.cpu_count)."""
-    return len(os.sched_getaffinity(0))
-
-
 def default_threads(requested: int, local_size: int) -> int:
     """Threads per process: as requested, else an equal share of the node's cores (at least 1)."""
     return requested if requested > 0 else max(1, available_cores() // max(1, local_size))
@@ -55,32 +52,6 @@ def _set_threads(intra: int, inter: int) -> None:
     # N ranks each using every core oversubscribe the node (horovod#2295, #2804): cap each one.
     tf.config.threading.set_intra_op_parallelism_threads(intra)
     tf.config.threading.set_inter_op_parallelism_threads(inter)
-
-
-class LinearWarmup(tf.keras.callbacks.Callback):
-    """Ramp the LR per batch from base_lr to base_lr x workers over `warmup_epochs` (Goyal et al. 2017).
-
-    Same ramp as Horovod's LearningRateWarmupCallback, but it also works for MirroredStrategy and it
-    leaves momentum alone (Horovod's momentum correction assigns to the Keras 2.11+ optimizers' plain
-    float `momentum`, which fails).
-    """
-
-    def __init__(self, base_lr: float, scaled_lr: float, warmup_epochs: float, steps_per_epoch: int):
-        super().__init__()
-        self.base_lr, self.scaled_lr = base_lr, scaled_lr
-        self.warmup_steps = max(1, int(round(warmup_epochs * steps_per_epoch)))
-        self.steps_per_epoch = steps_per_epoch
-        self.epoch = 0
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self.epoch = epoch
-
-    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
-        step = self.epoch * self.steps_per_epoch + batch
-        if step <= self.warmup_steps:
-            fraction = step / self.warmup_steps
-            lr = self.base_lr + fraction * (self.scaled_lr - self.base_lr)
-            self.model.optimizer.learning_rate.assign(lr)
 
 
 class AverageBatchNormStatistics(tf.keras.callbacks.Callback):
@@ -214,21 +185,34 @@ class MirroredBackend:
         pass  # one process: the mirrored variables are already identical
 
 
-def make_backend(strategy: str, replicas: int = 1, threads_per_worker: int = 0, timeline: str = ""):
+class TrainingBackend(Protocol):
+    """The hooks train.py uses; Horovod and Mirrored implement them. Sharding (data and the
+    decode check) always goes by `shard_count` / `shard_index`, never by the runtime's rank/size."""
+
+    runtime: Runtime
+    shard_count: int
+    shard_index: int
+
+    def scope(self) -> contextlib.AbstractContextManager: ...
+
+    def wrap_optimizer(self, optimizer: tf.keras.optimizers.Optimizer) -> tf.keras.optimizers.Optimizer: ...
+
+    def callbacks(self) -> list[tf.keras.callbacks.Callback]: ...
+
+    def trace_train_step(self, model: tf.keras.Model, dataset: tf.data.Dataset) -> None: ...
+
+    def allgather_object(self, obj: Any) -> list[Any]: ...
+
+    def broadcast_object(self, obj: Any) -> Any: ...
+
+    def broadcast_weights(self, model: tf.keras.Model) -> None: ...
+
+
+def make_backend(strategy: str, replicas: int = 1, threads_per_worker: int = 0,
+                 timeline: str = "") -> TrainingBackend:
     """Start the chosen backend. Call before any other TensorFlow work: it sets threads and devices."""
     if strategy == "horovod":
         return HorovodBackend(threads_per_worker, timeline)
     if strategy == "mirrored":
         return MirroredBackend(replicas, threads_per_worker)
     raise ValueError(f"--strategy must be horovod or mirrored, got {strategy!r}")
-
-
-def versions() -> dict[str, str]:
-    """Versions that decide behaviour, for config.json and benchmark records."""
-    import platform
-
-    import horovod  # Horovod: version only
-
-    return {"python": platform.python_version(), "tensorflow": tf.__version__,
-            "keras": __import__("keras").__version__, "horovod": horovod.__version__,
-            "numpy": __import__("numpy").__version__}

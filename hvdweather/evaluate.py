@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support  # noqa: E402
 
 from hvdweather.writers import RunWriter  # noqa: E402
@@ -68,7 +69,7 @@ def plot_confusion(matrix: np.ndarray, class_names: tuple[str, ...]):
     for (i, j), count in np.ndenumerate(matrix):
         axis.text(j, i, str(count), ha="center", va="center", fontsize=8,
                   color="white" if count > threshold else "black")
-    figure.colorbar(image, ax=axis)
+    figure.colorbar(image, ax=axis, ticks=MaxNLocator(integer=True))  # counts: whole numbers
     return figure
 
 
@@ -82,6 +83,7 @@ def plot_curves(rows: list[dict[str, Any]]):
             if any(v is not None for v in values):
                 axis.plot(epochs, values, style, label=(prefix or "train_") + key)
         axis.set(xlabel="epoch", ylabel=key, title=key)
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         axis.grid(alpha=0.3)
         axis.legend()
     return figure

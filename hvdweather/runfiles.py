@@ -19,3 +19,27 @@ def read_json(path: str | Path) -> Any:
     """A JSON file's content, or None when the file is missing."""
     path = Path(path)
     return json.loads(path.read_text()) if path.exists() else None
+
+
+# What a training run writes into its directory (a new run removes exactly these with --overwrite).
+RUN_FILES = ("config.json", "split.csv", "skipped.csv", "shards.csv", "ranks.json", "metrics.jsonl",
+             "best.keras", "last.keras", "report")
+
+
+def run_files_in(run_dir: str | Path) -> list[str]:
+    """The names of RUN_FILES present in `run_dir` (empty when it holds no run)."""
+    run_dir = Path(run_dir)
+    return [name for name in RUN_FILES if (run_dir / name).exists()]
+
+
+def clear_run(run_dir: str | Path) -> None:
+    """Remove a previous run's files from `run_dir`, and nothing else the user put there."""
+    import shutil
+
+    run_dir = Path(run_dir)
+    for name in RUN_FILES:
+        target = run_dir / name
+        if target.is_dir():
+            shutil.rmtree(target, ignore_errors=True)  # another rank of this job may be removing it too
+        else:
+            target.unlink(missing_ok=True)

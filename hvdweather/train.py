@@ -18,143 +18,154 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from hvdweather.callbacks import Checkpoints, EpochMetrics, LinearWarmup, ProgressLog, first_epoch_reaching
 from hvdweather.config import ConfigError, TrainConfig
-from hvdweather.data import records
-from hvdweather.data.decode_tf import check_decodable
-from hvdweather.data.discovery import Catalog, discover, find_unreadable
-from hvdweather.data.pipeline import (
-    decoded_files,
-    eval_pipeline,
-    shard_size,
-    sharded_files,
-    steps_per_epoch,
-    train_pipeline,
-)
+from hvdweather.data.discovery import Catalog
+from hvdweather.data.pipeline import eval_pipeline, shard_size, sharded_files, steps_per_epoch, train_pipeline
+from hvdweather.data.source import Source, open_source
 from hvdweather.data.split import Split, read_split, stratified_split, write_split
-from hvdweather.distributed import LinearWarmup, make_backend, versions
+from hvdweather.distributed import Runtime, TrainingBackend, make_backend
 from hvdweather.errors import check_output_dir
 from hvdweather.evaluate import format_report, predict_labels, write_report
-from hvdweather.model import build_weather_cnn, min_image_size
-from hvdweather.writers import Checkpoints, EpochMetrics, RunWriter
+from hvdweather.host import versions
+from hvdweather.model import build_weather_cnn
+from hvdweather.runfiles import clear_run, run_files_in
+from hvdweather.writers import RunWriter
 
 
 @dataclass(frozen=True)
 class Plan:
-    """Batch and step arithmetic, derived once from the config and the runtime."""
+    """Batch, step and learning-rate arithmetic, derived once from the config and the runtime."""
 
     per_worker_batch_size: int
-    global_batch_size: int
-    dataset_batch_size: int  # what one process batches: per-worker x replicas in the process
+    global_batch_size: int  # per worker x workers: what one optimizer step averages over
+    per_process_batch_size: int  # what one process batches: per worker x replicas in the process
     steps_per_epoch: int
-    base_lr: float
-    scaled_lr: float
+    base_lr: float  # the LR for one worker (--lr)
+    scaled_lr: float  # Horovod: base x workers (Goyal et al.), reached at the end of the warm-up
+    warmup_steps: int  # steps of the linear ramp from base_lr to scaled_lr; 0 = start at scaled_lr
+
+    def lr_callbacks(self) -> list[tf.keras.callbacks.Callback]:
+        if self.warmup_steps == 0:
+            return []
+        return [LinearWarmup(self.base_lr, self.scaled_lr, self.warmup_steps, self.steps_per_epoch)]
+
+    def initial_lr(self) -> float:
+        """The optimizer's LR before the first step: the ramp (if any) starts at the base."""
+        return self.base_lr if self.warmup_steps else self.scaled_lr
 
 
-def check_inputs(cfg: TrainConfig) -> Catalog:
+def make_plan(cfg: TrainConfig, n_train: int, runtime: Runtime, shard_count: int) -> Plan:
+    """Batches, steps and the LR schedule; a batch larger than a process's shard is an error."""
+    per_process = cfg.per_worker_batch_size * runtime.replicas_per_process
+    steps = steps_per_epoch(n_train, shard_count, per_process)
+    if steps < 1:
+        raise ConfigError(f"--batch-size {cfg.per_worker_batch_size}: a worker's training shard has only "
+                          f"{n_train // shard_count} image(s) per process ({runtime.num_workers} workers); "
+                          "lower --batch-size")
+    workers = runtime.num_workers
+    warmup = max(1, round(cfg.warmup_epochs * steps)) if cfg.warmup_epochs > 0 and workers > 1 else 0
+    return Plan(cfg.per_worker_batch_size, cfg.per_worker_batch_size * workers, per_process, steps,
+                cfg.lr, cfg.lr * workers, warmup)  # Horovod: LR scaled by the number of workers
+
+
+def check_run_dir(cfg: TrainConfig) -> None:
+    """A new run never mixes with an old one's files: refuse, replace (--overwrite) or --resume."""
+    existing = run_files_in(cfg.out)
+    if cfg.resume and "config.json" not in existing:
+        raise ConfigError(f"--resume: {cfg.out} holds no run to resume (no config.json); "
+                          "drop --resume to start a new run there")
+    if existing and not cfg.resume:
+        if not cfg.overwrite:
+            raise ConfigError(f"--out {cfg.out} already holds a run ({', '.join(existing[:3])}); pass "
+                              "--resume to continue it, --overwrite to replace it, or another --out")
+        clear_run(cfg.out)  # every rank may do this: it runs before any rank writes
+
+
+def check_inputs(cfg: TrainConfig) -> Source:
     """The cheap checks that must fail in seconds, before any image is decoded."""
-    if cfg.image_size < min_image_size():
-        raise ConfigError(f"--image-size {cfg.image_size} is too small for the weather CNN "
-                          f"(needs >= {min_image_size()}); use the default 256")
-    if records.is_prepared(cfg.data):  # hvdweather-prepare output: the catalog comes from its images.csv
-        catalog = records.prepared_catalog(cfg.data, cfg.image_size)
-    else:
-        catalog = discover(cfg.data)
+    source = open_source(cfg.data, cfg.image_size)
     check_output_dir(cfg.out)
+    check_run_dir(cfg)
     if cfg.cache_dir:
         check_output_dir(cfg.cache_dir, "--cache-dir")
-    return catalog
+    return source
 
 
-def scan_catalog(catalog: Catalog, backend, writer: RunWriter) -> Catalog:
-    """Decode-check every file once (each rank checks 1/N), report and drop the unreadable ones."""
-    rt = backend.runtime
-    mine = catalog.paths[rt.rank::rt.size]
-    gathered = backend.allgather_object(find_unreadable(mine, threads=rt.threads, check=check_decodable))
+def scan(source: Source, backend: TrainingBackend, writer: RunWriter) -> Catalog:
+    """Decode-check every file once (each process checks 1/shard_count), report and drop the bad ones."""
+    catalog = source.catalog
+    mine = catalog.paths[backend.shard_index::backend.shard_count]
+    gathered = backend.allgather_object(source.unreadable(mine, backend.runtime.threads))
     bad = {path: reason for part in gathered for path, reason in part.items()}
-    writer.write_csv("skipped.csv", ["path", "reason"], sorted([p, r] for p, r in bad.items()))
-    if bad:
-        writer.log(f"skipped {len(bad)} unreadable file(s) of {len(catalog.paths)}; "
-                   f"see {writer.path('skipped.csv')}")
+    rows = source.skipped_rows() + sorted([p, r] for p, r in bad.items())
+    writer.write_csv("skipped.csv", ["path", "reason"], rows)
+    if rows:
+        writer.log(f"skipped {len(rows)} unreadable file(s); see {writer.path('skipped.csv')}")
     return catalog.without(set(bad))
 
 
-def make_split(cfg: TrainConfig, catalog: Catalog, backend, writer: RunWriter) -> Split:
+def make_split(cfg: TrainConfig, source: Source, backend: TrainingBackend, writer: RunWriter) -> Split:
     """Reuse split.csv on --resume, else scan, split and write split.csv."""
     split_file = writer.path("split.csv")
     if cfg.resume and split_file.exists():
-        return read_split(split_file, catalog.class_names)
-    if records.is_prepared(cfg.data):  # prepare decoded every file once and reported the bad ones
-        writer.write_text("skipped.csv", records.skipped_csv(cfg.data))
-        usable = catalog
-    else:
-        usable = scan_catalog(catalog, backend, writer)
-    split = stratified_split(usable, cfg.val_split, cfg.test_split, cfg.seed)
+        return read_split(split_file, source.catalog.class_names)
+    split = stratified_split(scan(source, backend, writer), cfg.val_split, cfg.test_split, cfg.seed)
     writer.write_with("split.csv", lambda path: write_split(split, path))
     return split
 
 
-def make_plan(cfg: TrainConfig, split: Split, runtime) -> Plan:
-    dataset_batch = cfg.batch_size * runtime.replicas_per_process
-    steps = steps_per_epoch(split.size("train"), runtime.size, dataset_batch)
-    if steps < 1:
-        per_rank = split.size("train") // runtime.size
-        raise ConfigError(f"--batch-size {cfg.batch_size}: a worker's training shard has only {per_rank} "
-                          f"image(s) per process ({runtime.num_workers} workers); lower --batch-size")
-    return Plan(cfg.batch_size, cfg.batch_size * runtime.num_workers, dataset_batch, steps, cfg.lr,
-                cfg.lr * runtime.num_workers)  # Horovod: LR scaled by the number of workers
-
-
-def cache_file(cfg: TrainConfig, train_paths: tuple[str, ...], rank: int) -> str:
-    """A --cache-dir file name that changes with the files, size and rank: tf.data silently reuses a
+def cache_file(cfg: TrainConfig, train_paths: tuple[str, ...], shard_index: int) -> str:
+    """A --cache-dir file name that changes with the files, size and shard: tf.data silently reuses a
     complete cache file, so a name that ignored the data would train on stale images."""
     digest = hashlib.sha256("\n".join([cfg.data, str(cfg.image_size), *train_paths]).encode()).hexdigest()
-    return str(Path(cfg.cache_dir) / f"train-{cfg.image_size}px-rank{rank}-{digest[:12]}")
+    return str(Path(cfg.cache_dir) / f"train-{cfg.image_size}px-rank{shard_index}-{digest[:12]}")
 
 
-def make_datasets(cfg: TrainConfig, split: Split, backend, plan: Plan) -> dict[str, tf.data.Dataset]:
-    rt = backend.runtime
+def make_datasets(cfg: TrainConfig, source: Source, split: Split, backend: TrainingBackend,
+                  plan: Plan) -> dict[str, tf.data.Dataset]:
     shards = (backend.shard_count, backend.shard_index)
+    threads = backend.runtime.threads
 
     def decoded(subset: str) -> tf.data.Dataset:
-        if records.is_prepared(cfg.data):  # pixels were decoded and resized once, by hvdweather-prepare
-            return records.decoded_records(cfg.data, split.paths[subset], cfg.image_size, *shards)
-        return decoded_files(split.paths[subset], split.labels[subset], cfg.image_size, *shards)
+        return source.decoded(split.paths[subset], split.labels[subset], cfg.image_size, *shards)
 
-    cache = cache_file(cfg, split.paths["train"], rt.rank) if cfg.cache_dir else ""
+    cache = cache_file(cfg, split.paths["train"], backend.shard_index) if cfg.cache_dir else ""
     n_local = shard_size(split.size("train"), *shards)
-    datasets = {"train": train_pipeline(decoded("train"), n_local, plan.dataset_batch_size,
-                                        cfg.seed + rt.rank, cfg.augment, cache, rt.threads)}
+    datasets = {"train": train_pipeline(decoded("train"), n_local, plan.per_process_batch_size,
+                                        cfg.seed + backend.shard_index, cfg.augment, cache, threads)}
     for subset in ("val", "test"):
         if split.size(subset):
-            datasets[subset] = eval_pipeline(decoded(subset), plan.dataset_batch_size,
-                                             cache_path="" if subset == "val" else None, threads=rt.threads)
+            datasets[subset] = eval_pipeline(decoded(subset), plan.per_process_batch_size,
+                                             cache_path="" if subset == "val" else None, threads=threads)
     return datasets
 
 
-def compile_model(cfg: TrainConfig, backend, num_classes: int, plan: Plan) -> tf.keras.Model:
+def compile_model(cfg: TrainConfig, backend: TrainingBackend, num_classes: int, plan: Plan) -> tf.keras.Model:
     with backend.scope():
         model = build_weather_cnn(num_classes, cfg.image_size)
         if cfg.optimizer == "sgd":
-            optimizer = tf.keras.optimizers.SGD(plan.scaled_lr, momentum=cfg.momentum)
+            optimizer = tf.keras.optimizers.SGD(plan.initial_lr(), momentum=cfg.momentum)
         else:
-            optimizer = tf.keras.optimizers.Adam(plan.scaled_lr)
+            optimizer = tf.keras.optimizers.Adam(plan.initial_lr())
         model.compile(optimizer=backend.wrap_optimizer(optimizer),
                       loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                       metrics=["accuracy"])
     return model
 
 
-def run_record(cfg: TrainConfig, runtime, plan: Plan, split: Split) -> dict[str, Any]:
-    """What config.json holds: the resolved config, the world, the batch plan and versions."""
+def run_record(cfg: TrainConfig, runtime: Runtime, plan: Plan, split: Split) -> dict[str, Any]:
+    """What config.json holds: the resolved config, the world, the batch/LR plan and versions."""
     return {"config": cfg.to_dict(), "world": runtime.__dict__ | {"num_workers": runtime.num_workers},
             "plan": plan.__dict__, "class_names": list(split.class_names),
             "subset_sizes": {s: split.size(s) for s in ("train", "val", "test")},
-            "versions": versions(),
-            "host": platform.node(), "command": sys.argv}
+            "versions": versions(), "host": platform.node(), "command": sys.argv}
 
 
-def resume_point(cfg: TrainConfig, writer: RunWriter, backend, model: tf.keras.Model) -> tuple[int, float]:
-    """(epochs already done, best loss so far) from the run directory; weights from last.keras.
+def resume_point(cfg: TrainConfig, writer: RunWriter, backend: TrainingBackend,
+                 model: tf.keras.Model) -> tuple[int, float, list[dict[str, Any]]]:
+    """(epochs already done, best loss so far, their metrics rows) from the run directory; weights
+    from last.keras.
 
     The primary reads the files and broadcasts; every rank then holds rank 0's weights, so the very
     first step is already synchronised (Horovod's broadcast callback only runs after that step).
@@ -165,33 +176,37 @@ def resume_point(cfg: TrainConfig, writer: RunWriter, backend, model: tf.keras.M
         losses = [r.get("val_loss", r.get("loss")) for r in rows]
         state = (len(rows), min((v for v in losses if v is not None), default=float("inf")))
         model.load_weights(writer.path("last.keras"))
-    state = backend.broadcast_object(state)
+    else:
+        rows = []
+    initial_epoch, best_loss = backend.broadcast_object(state)
     backend.broadcast_weights(model)
-    return state
+    return initial_epoch, best_loss, rows
 
 
-def fit(cfg: TrainConfig, backend, writer: RunWriter, model, datasets, plan: Plan):
+def fit(cfg: TrainConfig, backend: TrainingBackend, writer: RunWriter, model: tf.keras.Model,
+        datasets: dict[str, tf.data.Dataset], plan: Plan) -> tuple[Checkpoints, EpochMetrics]:
     """model.fit with the callbacks in Horovod's order: broadcast, average, warm-up, then readers."""
     rt = backend.runtime
-    initial_epoch, best_loss = resume_point(cfg, writer, backend, model)
+    initial_epoch, best_loss, previous = resume_point(cfg, writer, backend, model)
     world = {"world_size": rt.num_workers, "processes": rt.size, "strategy": rt.strategy,
              "global_batch_size": plan.global_batch_size}
-    metrics = EpochMetrics(writer, plan.steps_per_epoch * plan.global_batch_size, world)
+    metrics = EpochMetrics(writer, plan.steps_per_epoch * plan.global_batch_size, world,
+                           cfg.target_accuracy, previous)
     checkpoints = Checkpoints(writer, best_loss)
-    callbacks = backend.callbacks()
-    if cfg.warmup_epochs > 0 and rt.num_workers > 1:
-        callbacks.append(LinearWarmup(plan.base_lr, plan.scaled_lr, cfg.warmup_epochs, plan.steps_per_epoch))
-    callbacks += [metrics, checkpoints]
+    callbacks = [*backend.callbacks(), *plan.lr_callbacks(), metrics, checkpoints]
+    keras_verbose = writer.keras_verbose(cfg.verbose)
+    if cfg.verbose and not keras_verbose:  # a log file, not a terminal: whole lines
+        callbacks.append(ProgressLog(writer, cfg.epochs, plan.global_batch_size, step_lines=cfg.verbose == 1))
     if initial_epoch >= cfg.epochs:
         writer.log(f"already trained {initial_epoch} epoch(s) of {cfg.epochs}; nothing to resume")
     backend.trace_train_step(model, datasets["train"])
     model.fit(datasets["train"], epochs=cfg.epochs, initial_epoch=min(initial_epoch, cfg.epochs),
               steps_per_epoch=plan.steps_per_epoch, validation_data=datasets.get("val"),
-              callbacks=callbacks, verbose=writer.keras_verbose(cfg.verbose))
-    return checkpoints
+              callbacks=callbacks, verbose=keras_verbose)
+    return checkpoints, metrics
 
 
-def local_train_files(split: Split, backend) -> list[str]:
+def local_train_files(split: Split, backend: TrainingBackend) -> list[str]:
     """The files this rank's tf.data shard really yields (read from the sharded dataset itself)."""
     ds = sharded_files(split.paths["train"], split.labels["train"], backend.shard_count, backend.shard_index)
     return [path.decode() for path, _ in ds.as_numpy_iterator()]
@@ -205,7 +220,7 @@ def weights_digest(model: tf.keras.Model) -> str:
     return digest.hexdigest()
 
 
-def record_ranks(backend, writer: RunWriter, model: tf.keras.Model, split: Split) -> None:
+def record_ranks(backend: TrainingBackend, writer: RunWriter, model: tf.keras.Model, split: Split) -> None:
     """shards.csv (which rank trained on which file) and ranks.json (host, shard size, weight digest)."""
     files = local_train_files(split, backend)
     gathered = backend.allgather_object({"rank": backend.runtime.rank, "host": platform.node(),
@@ -215,7 +230,8 @@ def record_ranks(backend, writer: RunWriter, model: tf.keras.Model, split: Split
                                      | {"n_train_files": len(g["train_files"])} for g in gathered])
 
 
-def report(cfg: TrainConfig, backend, writer: RunWriter, model, datasets, split: Split, checkpoints):
+def report(backend: TrainingBackend, writer: RunWriter, model: tf.keras.Model,
+           datasets: dict[str, tf.data.Dataset], split: Split, checkpoints: Checkpoints):
     """Gather every rank's test predictions (best weights) and write report/ on the primary."""
     if checkpoints.best_weights is not None:
         model.set_weights(checkpoints.best_weights)
@@ -225,33 +241,52 @@ def report(cfg: TrainConfig, backend, writer: RunWriter, model, datasets, split:
     parts = backend.allgather_object((y_true, y_pred))
     y_true = np.concatenate([p[0] for p in parts])
     y_pred = np.concatenate([p[1] for p in parts])
-    rows = writer.read_jsonl("metrics.jsonl")
-    frame = write_report(writer, y_true, y_pred, split.class_names, rows)
+    frame = write_report(writer, y_true, y_pred, split.class_names, writer.read_jsonl("metrics.jsonl"))
     writer.log(format_report(frame))
     writer.log(f"test accuracy {frame.loc['accuracy', 'f1']:.4f} on {len(y_true)} images "
                f"(best epoch {checkpoints.best_epoch or 'resumed'}); report in {writer.path('report')}")
     return frame
 
 
+def log_start(writer: RunWriter, rt: Runtime, plan: Plan, split: Split, catalog: Catalog) -> None:
+    """The start line: world, batch and LR plan, subsets, and the classes (so a wrong set shows at once)."""
+    names = list(split.class_names)
+    shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+    warmup = f" (warm-up {plan.warmup_steps} steps)" if plan.warmup_steps else ""
+    writer.log(f"hvdweather: {rt.strategy}, {rt.num_workers} worker(s) x per-worker batch "
+               f"{plan.per_worker_batch_size} = global batch {plan.global_batch_size}; "
+               f"lr {plan.base_lr:g} x {rt.num_workers} = {plan.scaled_lr:g}{warmup}; "
+               f"{plan.steps_per_epoch} steps/epoch; {rt.threads} thread(s) per process; train/val/test = "
+               f"{split.size('train')}/{split.size('val')}/{split.size('test')} images; "
+               f"{len(names)} classes: {shown}")
+    if catalog.ignored:
+        writer.log(f"ignored {len(catalog.ignored)} image(s) at the top level of {catalog.root}, outside "
+                   f"any class folder (e.g. {catalog.ignored[0]})")
+
+
+def log_target(writer: RunWriter, cfg: TrainConfig, metrics: EpochMetrics) -> None:
+    if cfg.target_accuracy > 0:
+        epoch = first_epoch_reaching(metrics.rows, cfg.target_accuracy)
+        writer.log(f"target accuracy {cfg.target_accuracy:g}: " + (f"first reached at epoch {epoch}" if epoch
+                   else f"not reached in {len(metrics.rows)} epoch(s)"))
+
+
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Run one training job end to end; returns a small summary (every rank)."""
-    catalog = check_inputs(cfg)  # fail in seconds, before the backend starts
+    source = check_inputs(cfg)  # fail in seconds, before the backend starts
     backend = make_backend(cfg.strategy, cfg.replicas, cfg.threads_per_worker, cfg.horovod_timeline)
     rt = backend.runtime
     writer = RunWriter(cfg.out, rt.is_primary)
     tf.keras.utils.set_random_seed(cfg.seed)  # same initial weights on every rank
-    split = make_split(cfg, catalog, backend, writer)
-    plan = make_plan(cfg, split, rt)
+    split = make_split(cfg, source, backend, writer)
+    plan = make_plan(cfg, split.size("train"), rt, backend.shard_count)
     writer.write_json("config.json", run_record(cfg, rt, plan, split))
-    writer.log(f"hvdweather: {rt.strategy}, {rt.num_workers} worker(s) x per-worker batch "
-               f"{plan.per_worker_batch_size} = global batch {plan.global_batch_size}; "
-               f"lr {plan.base_lr:g} x {rt.num_workers} = {plan.scaled_lr:g}; {plan.steps_per_epoch} steps/epoch; "
-               f"{rt.threads} thread(s) per process; train/val/test = "
-               f"{split.size('train')}/{split.size('val')}/{split.size('test')} images")
-    datasets = make_datasets(cfg, split, backend, plan)
+    log_start(writer, rt, plan, split, source.catalog)
+    datasets = make_datasets(cfg, source, split, backend, plan)
     model = compile_model(cfg, backend, len(split.class_names), plan)
-    checkpoints = fit(cfg, backend, writer, model, datasets, plan)
-    frame = report(cfg, backend, writer, model, datasets, split, checkpoints)
+    checkpoints, metrics = fit(cfg, backend, writer, model, datasets, plan)
+    frame = report(backend, writer, model, datasets, split, checkpoints)
+    log_target(writer, cfg, metrics)
     record_ranks(backend, writer, model, split)
     accuracy = None if frame is None else float(frame.loc["accuracy", "f1"])
     return {"run_dir": str(writer.run_dir), "test_accuracy": accuracy, "world_size": rt.num_workers}

@@ -1,19 +1,21 @@
 """Everything that lands in the run directory. Writers know whether they are the primary process;
 on other ranks they do nothing, so callers never test the rank.
 
-Run directory: config.json, split.csv, skipped.csv, metrics.jsonl, best.keras, last.keras, report/.
+Run directory: see `hvdweather.runfiles.RUN_FILES`.
 """
 from __future__ import annotations
 
 import csv
 import functools
 import json
-import time
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import tensorflow as tf
+
+from hvdweather.runfiles import read_jsonl
 
 
 def _primary_only(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -42,8 +44,9 @@ class RunWriter:
         print(message, flush=True)
 
     def keras_verbose(self, level: int) -> int:
-        """Keras's `verbose` for this process: the primary draws the one progress bar, others stay quiet."""
-        return level if self.is_primary else 0
+        """Keras's `verbose` for this process: its bar only on the primary, at level 1, in a terminal.
+        Everywhere else (other ranks, log files, level 0 or 2) callbacks.ProgressLog writes whole lines."""
+        return 1 if self.is_primary and level == 1 and sys.stdout.isatty() else 0
 
     @_primary_only
     def write_json(self, name: str, obj: Any) -> None:
@@ -91,62 +94,3 @@ class RunWriter:
         target = self.run_dir / name
         target.parent.mkdir(parents=True, exist_ok=True)
         return target
-
-
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a JSON-lines file; a missing file has none."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-class EpochMetrics(tf.keras.callbacks.Callback):
-    """Appends one metrics.jsonl line per epoch; place it after Horovod's metric averaging."""
-
-    def __init__(self, writer: RunWriter, images_per_epoch: int, world: dict[str, Any]):
-        super().__init__()
-        self.writer, self.images_per_epoch, self.world = writer, images_per_epoch, world
-        self.rows: list[dict[str, Any]] = []
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self.start = self.last_batch_end = time.perf_counter()
-
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        self.last_batch_end = time.perf_counter()
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        logs = logs or {}
-        train_time_s = self.last_batch_end - self.start
-        row = {"epoch": epoch + 1, **{k: float(logs[k]) for k in
-                                      ("loss", "accuracy", "val_loss", "val_accuracy") if k in logs},
-               "lr": float(tf.keras.backend.get_value(self.model.optimizer.learning_rate)),
-               "epoch_time_s": time.perf_counter() - self.start, "train_time_s": train_time_s,
-               "images_per_s": self.images_per_epoch / train_time_s if train_time_s > 0 else 0.0,
-               **self.world}
-        self.rows.append(row)
-        self.writer.append_jsonl("metrics.jsonl", row)
-
-
-class Checkpoints(tf.keras.callbacks.Callback):
-    """last.keras every epoch; best.keras when val_loss (else loss) improves.
-
-    Files are written by the primary only (via the writer). Every rank keeps the best weights in
-    memory: the averaged val_loss is the same on all ranks, so all restore the same weights for the
-    test report without reading a file another node wrote.
-    """
-
-    def __init__(self, writer: RunWriter, best_loss: float = float("inf")):
-        super().__init__()
-        self.writer, self.best_loss = writer, best_loss
-        self.best_epoch = 0
-        self.best_weights: list | None = None
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        logs = logs or {}
-        monitor = logs.get("val_loss", logs.get("loss"))
-        self.writer.save_model("last.keras", self.model)
-        if monitor is not None and monitor < self.best_loss:
-            self.best_loss, self.best_epoch = float(monitor), epoch + 1
-            self.best_weights = self.model.get_weights()
-            self.writer.save_model("best.keras", self.model)

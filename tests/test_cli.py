@@ -1,6 +1,7 @@
 """Bad input: one line naming the flag or file, exit code 2, before any training starts."""
 from __future__ import annotations
 
+import click
 import pytest
 
 from conftest import run_cli
@@ -29,6 +30,8 @@ def _one_line_error(err: str, *needles: str) -> None:
     (["--lr", "fast"], ["--lr", "not a valid float"]),
     (["--image-size", "64"], ["--image-size 64", "253"]),
     (["--val-split", "0.6", "--test-split", "0.5"], ["--val-split", "--test-split"]),
+    (["--replicas", "2"], ["--replicas 2 needs --strategy mirrored"]),
+    (["--resume", "--overwrite"], ["--resume and --overwrite"]),
     ([], ["--data is required"]),
 ])
 def test_bad_flags(capsys, tiny_data, tmp_path, args, needles):
@@ -90,3 +93,33 @@ def test_help_says_batch_size_is_per_worker():
     result = run_cli("hvdweather-train", "--help")
     assert result.returncode == 0
     assert "PER WORKER" in result.stdout and "horovodrun" in result.stdout
+
+
+def _option_helps(command) -> dict[str, str]:
+    return {param.opts[0]: param.help or "" for param in command.params if isinstance(param, click.Option)}
+
+
+def test_help_marks_data_required_and_writes_defaults_one_way():
+    helps = _option_helps(train_command)
+    assert helps["--data"].startswith("[required]")
+    for flag, text in helps.items():
+        if "[" in text.replace("[required]", ""):
+            assert "[default: " in text, f"{flag}: {text}"
+    assert "always print" in helps["--verbose"]  # --verbose 0 is not called silent
+
+
+def test_synth_options_have_help():
+    synth = data_group.commands["synth"]
+    assert all(_option_helps(synth).values())
+
+
+def test_resume_of_nothing_and_a_run_in_the_way(capsys, tmp_path, tiny_data):
+    code, err = _train(capsys, "--out", str(tmp_path / "nothing"), "--resume")
+    assert code == 2
+    _one_line_error(err, "--resume", "no run to resume")
+    run = tmp_path / "old"
+    run.mkdir()
+    (run / "config.json").write_text('{"config": {}}')
+    code, err = _train(capsys, "--data", str(tiny_data), "--out", str(run))
+    assert code == 2
+    _one_line_error(err, f"--out {run} already holds a run", "--resume", "--overwrite")

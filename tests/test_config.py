@@ -10,7 +10,7 @@ from hvdweather.config import ConfigError, TrainConfig, load_config_file, make_c
 
 
 @pytest.mark.parametrize("field,value,flag", [
-    ("epochs", 0, "--epochs"), ("batch_size", -4, "--batch-size"), ("lr", 0.0, "--lr"),
+    ("epochs", 0, "--epochs"), ("per_worker_batch_size", -4, "--batch-size"), ("lr", 0.0, "--lr"),
     ("image_size", 0, "--image-size"), ("val_split", 1.5, "--val-split"), ("strategy", "ddp", "--strategy"),
     ("threads_per_worker", -1, "--threads-per-worker"), ("replicas", 0, "--replicas"),
 ])
@@ -28,9 +28,9 @@ def test_json_and_yaml_files_and_flags_win(tmp_path):
     (tmp_path / "c.json").write_text(json.dumps({"epochs": 7, "batch_size": 8}))
     (tmp_path / "c.yaml").write_text("epochs: 9\nbatch-size: 4\n")
     cfg = make_config(load_config_file(tmp_path / "c.json"), {"epochs": None, "lr": 0.5})
-    assert (cfg.epochs, cfg.batch_size, cfg.lr) == (7, 8, 0.5)
+    assert (cfg.epochs, cfg.per_worker_batch_size, cfg.lr) == (7, 8, 0.5)
     cfg = make_config(load_config_file(tmp_path / "c.yaml"), {"epochs": 2})
-    assert (cfg.epochs, cfg.batch_size) == (2, 4)
+    assert (cfg.epochs, cfg.per_worker_batch_size) == (2, 4)
 
 
 def test_config_file_errors(tmp_path):
@@ -47,3 +47,50 @@ def test_config_file_errors(tmp_path):
 def test_config_is_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         TrainConfig().epochs = 3  # type: ignore[misc]
+
+
+def test_a_value_of_the_wrong_type_names_the_field_and_the_type(tmp_path):
+    (tmp_path / "c.yaml").write_text("epochs: one\n")
+    with pytest.raises(ConfigError) as info:
+        load_config_file(tmp_path / "c.yaml")
+    message = str(info.value)
+    assert "epochs must be an integer" in message and "'one'" in message and "c.yaml" in message
+    assert "not supported between" not in message
+    with pytest.raises(ConfigError, match="--lr must be a number, got 'fast'"):
+        TrainConfig(lr="fast")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="--augment must be true or false"):
+        TrainConfig(augment="yes")  # type: ignore[arg-type]
+
+
+def test_replicas_need_the_mirrored_strategy():
+    with pytest.raises(ConfigError, match="--replicas 2 needs --strategy mirrored"):
+        TrainConfig(replicas=2)
+    assert TrainConfig(replicas=2, strategy="mirrored").replicas == 2
+
+
+def test_image_size_is_checked_against_the_model_geometry():
+    from hvdweather.geometry import WEATHER_CNN_MIN_IMAGE_SIZE
+
+    TrainConfig(image_size=WEATHER_CNN_MIN_IMAGE_SIZE)
+    with pytest.raises(ConfigError, match=f"needs >= {WEATHER_CNN_MIN_IMAGE_SIZE}"):
+        TrainConfig(image_size=WEATHER_CNN_MIN_IMAGE_SIZE - 1)
+
+
+def test_resume_takes_the_runs_config_and_refuses_other_changes():
+    from hvdweather.config import resume_config
+
+    run = TrainConfig(data="/d", out="/r", per_worker_batch_size=8, lr=0.05, epochs=2).to_dict()
+    given = TrainConfig(out="/r", resume=True, epochs=5)
+    cfg = resume_config(run, given, {"out", "resume", "epochs"})
+    assert (cfg.data, cfg.per_worker_batch_size, cfg.lr, cfg.epochs, cfg.resume) == ("/d", 8, 0.05, 5, True)
+    with pytest.raises(ConfigError, match="--batch-size 16 differs from the run's 8"):
+        resume_config(run, TrainConfig(out="/r", resume=True, per_worker_batch_size=16),
+                      {"out", "resume", "per_worker_batch_size"})
+    # a run written before the field was renamed still resumes
+    old = {k: v for k, v in run.items() if k != "per_worker_batch_size"} | {"batch_size": 8}
+    assert resume_config(old, given, {"out", "resume", "epochs"}).per_worker_batch_size == 8
+
+
+def test_resume_and_overwrite_contradict():
+    with pytest.raises(ConfigError, match="--resume and --overwrite"):
+        TrainConfig(resume=True, overwrite=True)

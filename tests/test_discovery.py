@@ -72,3 +72,42 @@ def test_without_drops_paths_and_labels_together(tmp_path):
     smaller = catalog.without({catalog.paths[1]})
     assert len(smaller.paths) == len(smaller.labels) == 3
     assert smaller.labels == (0, 1, 1)
+
+
+def test_a_folder_of_data_sets_is_refused_naming_them(tmp_path):
+    """--data one level too high: data/synthetic/<class>/... and data/weapd/<class>/... side by side."""
+    for dataset in ("synthetic", "weapd"):
+        for cls in ("rain", "snow"):
+            _img(tmp_path / "data" / dataset / cls / "1.jpg")
+    with pytest.raises(DataError) as info:
+        discover(tmp_path / "data")
+    message = str(info.value)
+    assert "synthetic, weapd" in message and "folder of data sets" in message
+    assert f"--data {tmp_path / 'data' / 'synthetic'}" in message and "\n" not in message
+
+
+def test_one_class_folder_given_suggests_its_parent(tmp_path):
+    for cls in ("rain", "snow"):
+        _img(tmp_path / "data" / cls / "1.jpg")
+    with pytest.raises(DataError, match=f"pass its parent: --data {tmp_path / 'data'}$"):
+        discover(tmp_path / "data" / "rain")
+
+
+def test_images_without_class_folders(tmp_path):
+    _img(tmp_path / "flat" / "1.jpg")
+    with pytest.raises(DataError, match="images lie at the top level with no class folders"):
+        discover(tmp_path / "flat")
+
+
+def test_top_level_images_next_to_class_folders_are_listed_as_ignored(tmp_path):
+    for cls in ("rain", "snow"):
+        _img(tmp_path / cls / "1.jpg")
+    stray = _img(tmp_path / "stray.png")
+    catalog = discover(tmp_path)
+    assert catalog.ignored == (str(stray),) and str(stray) not in catalog.paths
+    assert catalog.without({catalog.paths[0]}).ignored == catalog.ignored
+
+
+def test_errors_name_the_location_as_the_caller_calls_it(tmp_path):
+    with pytest.raises(DataError, match=r"^DATA .*: directory not found"):
+        discover(tmp_path / "nope", label="DATA")

@@ -45,12 +45,16 @@ def _check_two_rank_run(run: Path) -> None:
 def test_horovodrun_gloo_two_ranks(synth_data, tmp_path):
     run = tmp_path / "run"
     result = run_cli("horovodrun", "--gloo", "-np", "2", str(BIN / "hvdweather-train"), "--data", str(synth_data),
-                     "--out", str(run), *TRAIN_ARGS, "--horovod-timeline", str(tmp_path / "timeline.json"),
-                     timeout=380)
+                     "--out", str(run), *TRAIN_ARGS, "--verbose", "1",
+                     "--horovod-timeline", str(tmp_path / "timeline.json"), timeout=380)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "HorovodAllreduce" in (tmp_path / "timeline.json").read_text()
     assert "global batch 16" in result.stdout
-    assert result.stdout.count("Epoch 5/5") == 1  # one voice: only rank 0 reports progress
+    # stdout is a pipe here, as in a log file: whole lines, never Keras's \r-redrawn bar
+    assert "\r" not in result.stdout and "\r" not in result.stderr
+    assert result.stdout.count("epoch 5/5: loss") == 1  # one voice: only rank 0 reports progress
+    step_lines = [line for line in result.stdout.splitlines() if "steps (" in line and "images/s, ETA" in line]
+    assert len(step_lines) >= 5, result.stdout[-2000:]
     _check_two_rank_run(run)
 
 
@@ -61,6 +65,8 @@ def test_mpirun_two_ranks(synth_data, tmp_path):
     result = run_mpirun("hvdweather-train", "--data", str(synth_data), "--out", str(run),
                      *TRAIN_ARGS, timeout=380)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.stdout.count("epoch 5/5: loss") == 1  # --verbose 2: a line per epoch, rank 0 only
+    assert "steps (" not in result.stdout
     _check_two_rank_run(run)
 
 

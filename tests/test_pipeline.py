@@ -68,7 +68,7 @@ def test_steps_follow_the_smallest_shard():
 
 def test_train_batches_shapes_and_reshuffle(files):
     paths, labels = files
-    ds = train_pipeline(decoded_files(paths, labels, SIZE), len(paths), batch_size=4, seed=1)
+    ds = train_pipeline(decoded_files(paths, labels, SIZE), len(paths), per_process_batch_size=4, seed=1)
     it = iter(ds)
     first_epoch = [next(it) for _ in range(len(paths) // 4)]
     images, batch_labels = first_epoch[0]

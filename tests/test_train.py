@@ -86,6 +86,8 @@ def test_report_counts_every_test_image(trained):
 def test_checkpoint_loads_without_horovod(trained):
     import tensorflow as tf
 
+    import hvdweather.model  # noqa: F401 - registers the model's own layers with Keras
+
     run, _ = trained
     model = tf.keras.models.load_model(run / "best.keras", compile=False)
     assert model.output_shape == (None, 3)
@@ -97,15 +99,35 @@ def test_resume_continues_the_same_run(trained, tmp_path):
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
     split_before = (copy / "split.csv").read_text()
-    result = run_cli("hvdweather-train", "--data", str(json.loads((run / "config.json").read_text())
-                                                          ["config"]["data"]),
-                     "--out", str(copy), "--epochs", "3", "--batch-size", "4", "--resume", "--verbose", "2",
+    # --resume alone: data, batch size and the rest come from the run's own config.json
+    result = run_cli("hvdweather-train", "--out", str(copy), "--epochs", "3", "--resume", "--verbose", "2",
                      timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [json.loads(line) for line in (copy / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2, 3]
     assert (copy / "split.csv").read_text() == split_before
-    assert "Epoch 3/3" in result.stdout and "Epoch 1/3" not in result.stdout
+    assert "epoch 3/3: loss" in result.stdout and "epoch 1/3" not in result.stdout
+    config = json.loads((copy / "config.json").read_text())["config"]
+    assert config["per_worker_batch_size"] == 4 and config["epochs"] == 3  # not the default 32
+
+
+@pytest.mark.timeout(300)
+def test_a_new_run_never_mixes_with_an_old_one(trained, tmp_path):
+    run, _ = trained
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    data = json.loads((run / "config.json").read_text())["config"]["data"]
+    result = run_cli("hvdweather-train", "--data", data, "--out", str(copy), "--epochs", "1", timeout=120)
+    assert result.returncode == 2
+    assert "already holds a run" in result.stderr and "--overwrite" in result.stderr
+    assert len((copy / "metrics.jsonl").read_text().splitlines()) == 2  # untouched
+    (copy / "notes.txt").write_text("mine")
+    result = run_cli("hvdweather-train", "--data", data, "--out", str(copy), "--epochs", "1", "--batch-size", "4",
+                     "--overwrite", "--verbose", "0", timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in (copy / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1]
+    assert (copy / "notes.txt").read_text() == "mine"  # only the run's own files are replaced
 
 
 def test_cache_dir_is_checked_before_training(tmp_path, tiny_data):

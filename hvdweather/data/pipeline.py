@@ -21,9 +21,9 @@ def shard_size(n: int, shard_count: int, shard_index: int) -> int:
     return len(range(shard_index, n, shard_count))
 
 
-def steps_per_epoch(n_train: int, shard_count: int, per_shard_batch: int) -> int:
+def steps_per_epoch(n_train: int, shard_count: int, per_process_batch_size: int) -> int:
     """Training steps every rank runs: set by the smallest shard, so no rank waits in allreduce."""
-    return (n_train // shard_count) // per_shard_batch
+    return (n_train // shard_count) // per_process_batch_size
 
 
 def sharded_files(paths, labels, shard_count: int = 1, shard_index: int = 0) -> tf.data.Dataset:
@@ -64,9 +64,10 @@ def _cache(ds: tf.data.Dataset, cache_path: str | None) -> tf.data.Dataset:
     return ds.cache(cache_path) if cache_path is not None else ds
 
 
-def train_pipeline(decoded: tf.data.Dataset, n_local: int, batch_size: int, seed: int,
+def train_pipeline(decoded: tf.data.Dataset, n_local: int, per_process_batch_size: int, seed: int,
                    augment_images: bool = False, cache_path: str | None = "", threads: int = 0) -> tf.data.Dataset:
-    """Infinite training batches; `n_local` = this rank's shard size (the shuffle buffer holds it all).
+    """Infinite training batches of `per_process_batch_size` (per worker x replicas in this process);
+    `n_local` = this rank's shard size (the shuffle buffer holds it all).
 
     `cache_path`: "" caches in memory, a path caches in files, None disables caching (benchmarks).
     """
@@ -77,15 +78,15 @@ def train_pipeline(decoded: tf.data.Dataset, n_local: int, batch_size: int, seed
         ds = ds.enumerate().map(
             lambda i, xy: (augment(xy[0], tf.stack([tf.constant(seed, tf.int64), i])), xy[1]),
             num_parallel_calls=AUTOTUNE)
-    ds = ds.batch(batch_size, drop_remainder=True)
+    ds = ds.batch(per_process_batch_size, drop_remainder=True)
     ds = ds.map(lambda x, y: (normalize(x), y), num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE).with_options(_options(threads))
 
 
-def eval_pipeline(decoded: tf.data.Dataset, batch_size: int, cache_path: str | None = None,
+def eval_pipeline(decoded: tf.data.Dataset, per_process_batch_size: int, cache_path: str | None = None,
                   threads: int = 0) -> tf.data.Dataset:
     """One ordered pass over this rank's shard in batches (the last may be smaller)."""
     ds = _cache(decoded, cache_path)
-    ds = ds.batch(batch_size)
+    ds = ds.batch(per_process_batch_size)
     ds = ds.map(lambda x, y: (normalize(x), y), num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE).with_options(_options(threads))

@@ -1,0 +1,145 @@
+"""The training callbacks that are not distributed code: LR warm-up, per-epoch metrics, checkpoints,
+and the progress log. They write through a RunWriter, so none of them tests the rank.
+
+Order in fit (Horovod's): broadcast, metric averaging (distributed.py), then LinearWarmup, then the
+readers of averaged metrics: EpochMetrics, Checkpoints, ProgressLog.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import tensorflow as tf
+
+from hvdweather.writers import RunWriter
+
+
+class LinearWarmup(tf.keras.callbacks.Callback):
+    """Ramp the LR per batch from base_lr to scaled_lr over `warmup_steps` steps (Goyal et al. 2017).
+
+    Same ramp as Horovod's LearningRateWarmupCallback, but it also works for MirroredStrategy and it
+    leaves momentum alone (Horovod 0.28.1's momentum correction assigns to the Keras 2.11+ optimizers'
+    plain-float `momentum`, which fails). After the ramp it does nothing, so it costs no step time.
+    """
+
+    def __init__(self, base_lr: float, scaled_lr: float, warmup_steps: int, steps_per_epoch: int):
+        super().__init__()
+        self.base_lr, self.scaled_lr = base_lr, scaled_lr
+        self.warmup_steps, self.steps_per_epoch = warmup_steps, steps_per_epoch
+        self.epoch = 0
+
+    def lr_at(self, step: int) -> float | None:
+        """The LR for global step `step` (0-based) during the ramp; None once it is over."""
+        if step > self.warmup_steps:
+            return None
+        return self.base_lr + (step / self.warmup_steps) * (self.scaled_lr - self.base_lr)
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch = epoch
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        lr = self.lr_at(self.epoch * self.steps_per_epoch + batch)
+        if lr is not None:
+            self.model.optimizer.learning_rate.assign(lr)
+
+
+def first_epoch_reaching(rows: list[dict[str, Any]], target: float) -> int | None:
+    """The first epoch whose val_accuracy (else accuracy) is >= target; None if none or target is 0."""
+    if target <= 0:
+        return None
+    for row in rows:
+        value = row.get("val_accuracy", row.get("accuracy"))
+        if value is not None and value >= target:
+            return int(row["epoch"])
+    return None
+
+
+class EpochMetrics(tf.keras.callbacks.Callback):
+    """Appends one metrics.jsonl line per epoch; place it after Horovod's metric averaging.
+
+    `previous`: rows of the epochs already trained (on --resume), so the target epoch stays the first.
+    """
+
+    def __init__(self, writer: RunWriter, images_per_epoch: int, world: dict[str, Any],
+                 target_accuracy: float = 0.0, previous: list[dict[str, Any]] | None = None):
+        super().__init__()
+        self.writer, self.images_per_epoch, self.world = writer, images_per_epoch, world
+        self.target_accuracy = target_accuracy
+        self.rows: list[dict[str, Any]] = list(previous or [])
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.start = self.last_batch_end = time.perf_counter()
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self.last_batch_end = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        train_time_s = self.last_batch_end - self.start
+        row = {"epoch": epoch + 1, **{k: float(logs[k]) for k in
+                                      ("loss", "accuracy", "val_loss", "val_accuracy") if k in logs},
+               "lr": float(tf.keras.backend.get_value(self.model.optimizer.learning_rate)),
+               "epoch_time_s": time.perf_counter() - self.start, "train_time_s": train_time_s,
+               "images_per_s": self.images_per_epoch / train_time_s if train_time_s > 0 else 0.0,
+               **self.world}
+        if self.target_accuracy > 0:
+            row["target_accuracy_epoch"] = first_epoch_reaching([*self.rows, row], self.target_accuracy)
+        self.rows.append(row)
+        self.writer.append_jsonl("metrics.jsonl", row)
+
+
+class Checkpoints(tf.keras.callbacks.Callback):
+    """last.keras every epoch; best.keras when val_loss (else loss) improves.
+
+    Files are written by the primary only (via the writer). Every rank keeps the best weights in
+    memory: the averaged val_loss is the same on all ranks, so all restore the same weights for the
+    test report without reading a file another node wrote.
+    """
+
+    def __init__(self, writer: RunWriter, best_loss: float = float("inf")):
+        super().__init__()
+        self.writer, self.best_loss = writer, best_loss
+        self.best_epoch = 0
+        self.best_weights: list | None = None
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        monitor = logs.get("val_loss", logs.get("loss"))
+        self.writer.save_model("last.keras", self.model)
+        if monitor is not None and monitor < self.best_loss:
+            self.best_loss, self.best_epoch = float(monitor), epoch + 1
+            self.best_weights = self.model.get_weights()
+            self.writer.save_model("best.keras", self.model)
+
+
+class ProgressLog(tf.keras.callbacks.Callback):
+    """Whole lines for logs that are files (horovodrun, mpirun, SLURM output): Keras's bar there
+    becomes one endless line of carriage returns. One line every ~10% of an epoch with images/s and
+    an ETA (`steps_lines`), and one line per epoch with the averaged metrics."""
+
+    def __init__(self, writer: RunWriter, epochs: int, global_batch_size: int, step_lines: bool):
+        super().__init__()
+        self.writer, self.epochs, self.global_batch_size = writer, epochs, global_batch_size
+        self.step_lines = step_lines
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch, self.start = epoch, time.perf_counter()
+        steps = self.params.get("steps") or 0
+        every = max(1, math.ceil(steps / 10))
+        self.report_at = set(range(every, steps, every)) if self.step_lines else set()
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        done = batch + 1
+        if done not in self.report_at:
+            return
+        elapsed = time.perf_counter() - self.start
+        steps = self.params["steps"]
+        self.writer.log(f"epoch {self.epoch + 1}/{self.epochs}: {done}/{steps} steps ({100 * done // steps}%), "
+                        f"{done * self.global_batch_size / elapsed:.1f} images/s, "
+                        f"ETA {elapsed / done * (steps - done):.0f} s")
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        values = " ".join(f"{k} {float(v):.4f}" for k, v in (logs or {}).items()
+                          if k in ("loss", "accuracy", "val_loss", "val_accuracy"))
+        self.writer.log(f"epoch {epoch + 1}/{self.epochs}: {values} ({time.perf_counter() - self.start:.1f} s)")

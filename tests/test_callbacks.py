@@ -1,0 +1,84 @@
+"""Callbacks without a training run: the warm-up arithmetic, the target epoch, the progress lines."""
+from __future__ import annotations
+
+import pytest
+
+from hvdweather.callbacks import EpochMetrics, LinearWarmup, ProgressLog, first_epoch_reaching
+from hvdweather.writers import RunWriter
+
+
+def test_linear_warmup_ramps_from_base_to_scaled_then_stops():
+    warmup = LinearWarmup(base_lr=0.01, scaled_lr=0.04, warmup_steps=4, steps_per_epoch=3)
+    assert [warmup.lr_at(step) for step in range(5)] == pytest.approx([0.01, 0.0175, 0.025, 0.0325, 0.04])
+    assert warmup.lr_at(5) is None  # after the ramp nothing is assigned
+
+
+def test_linear_warmup_assigns_by_global_step():
+    class Optimizer:
+        class learning_rate:  # noqa: N801 - stands in for a tf.Variable
+            value = None
+
+            @classmethod
+            def assign(cls, value):
+                cls.value = value
+
+    class Model:
+        optimizer = Optimizer
+
+    warmup = LinearWarmup(0.1, 0.3, warmup_steps=4, steps_per_epoch=2)
+    warmup.set_model(Model)
+    warmup.on_epoch_begin(1)
+    warmup.on_train_batch_begin(1)  # global step 3 of the ramp's 4
+    assert Optimizer.learning_rate.value == pytest.approx(0.25)
+
+
+def test_first_epoch_reaching_the_target():
+    rows = [{"epoch": 1, "val_accuracy": 0.3}, {"epoch": 2, "val_accuracy": 0.6}, {"epoch": 3, "val_accuracy": 0.7}]
+    assert first_epoch_reaching(rows, 0.5) == 2
+    assert first_epoch_reaching(rows, 0.9) is None
+    assert first_epoch_reaching(rows, 0.0) is None
+    assert first_epoch_reaching([{"epoch": 1, "accuracy": 0.8}], 0.5) == 1  # no validation set
+
+
+class _FakeOptimizer:
+    learning_rate = 0.01
+
+
+class _FakeModel:
+    optimizer = _FakeOptimizer
+
+
+def test_epoch_metrics_record_the_target_epoch_across_a_resume(tmp_path):
+    writer = RunWriter(tmp_path, is_primary=True)
+    metrics = EpochMetrics(writer, 64, {"world_size": 1}, target_accuracy=0.5,
+                           previous=[{"epoch": 1, "val_accuracy": 0.6}])
+    metrics.set_model(_FakeModel)
+    metrics.on_epoch_begin(1)
+    metrics.on_train_batch_end(0)
+    metrics.on_epoch_end(1, {"loss": 1.0, "val_accuracy": 0.4})
+    row = writer.read_jsonl("metrics.jsonl")[0]
+    assert row["epoch"] == 2 and row["target_accuracy_epoch"] == 1
+
+
+def test_progress_log_prints_whole_lines_every_tenth_of_an_epoch(tmp_path, capsys):
+    log = ProgressLog(RunWriter(tmp_path, is_primary=True), epochs=3, global_batch_size=16, step_lines=True)
+    log.set_params({"steps": 20})
+    log.on_epoch_begin(0)
+    for batch in range(20):
+        log.on_train_batch_end(batch)
+    log.on_epoch_end(0, {"loss": 1.5, "accuracy": 0.25, "val_loss": 1.7})
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 10 and "\r" not in "".join(lines)
+    assert lines[0].startswith("epoch 1/3: 2/20 steps (10%)") and "images/s, ETA" in lines[0]
+    assert lines[-1].startswith("epoch 1/3: loss 1.5000 accuracy 0.2500 val_loss 1.7000")
+
+
+def test_progress_log_epoch_lines_only_and_silent_on_other_ranks(tmp_path, capsys):
+    for primary, expected in ((True, 1), (False, 0)):
+        log = ProgressLog(RunWriter(tmp_path, is_primary=primary), 1, 8, step_lines=False)
+        log.set_params({"steps": 30})
+        log.on_epoch_begin(0)
+        for batch in range(30):
+            log.on_train_batch_end(batch)
+        log.on_epoch_end(0, {"loss": 1.0})
+        assert len(capsys.readouterr().out.splitlines()) == expected
