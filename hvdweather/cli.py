@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import click
 
-from hvdweather.config import ConfigError, TrainConfig, load_config_file, make_config
+from hvdweather.config import ConfigError, TrainConfig, load_config_file, make_config, resume_config
 from hvdweather.errors import INPUT_ERRORS
 from hvdweather.geometry import WEATHER_CNN_MIN_IMAGE_SIZE
 
@@ -55,45 +55,73 @@ def _main(command: click.Command, prog: str) -> Callable[[], None]:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--config", "config_file", type=click.Path(dir_okay=False),
-              help="JSON or YAML file of the same fields (e.g. batch_size: 64); flags given here win.")
-@click.option("--data", help="Class-folder data set (WEAPD/ImageFolder layout: DATA/<class>/<image>), or a "
-              "directory written by hvdweather-prepare (decoded TFRecord shards).")
-@click.option("--out", help=f"Run directory for config, split, metrics, checkpoints, report. [{_D.out}]")
+              help="JSON or YAML file of the same fields (e.g. batch-size: 64); flags given here win.")
+@click.option("--data", help="[required] Class-folder data set (WEAPD/ImageFolder layout: DATA/<class>/<image>), "
+              "or a directory written by hvdweather-prepare (decoded TFRecord shards).")
+@click.option("--out", help=f"Run directory for config, split, metrics, checkpoints, report. [default: {_D.out}]")
+@click.option("--overwrite/--no-overwrite", default=None, help="Replace the run that --out already holds "
+              "(its files are removed first). [default: refuse]")
+@click.option("--resume/--no-resume", default=None, help="Continue the run in --out with its own config.json "
+              "and split; only --epochs, --verbose, --threads-per-worker, --cache-dir and --horovod-timeline "
+              "may change. [default: off]")
 @click.option("--strategy", type=click.Choice(["horovod", "mirrored"]),
               help="horovod: one process per worker (launch with horovodrun/mpirun); mirrored: "
-                   "one process with --replicas replicas. [horovod]")
-@click.option("--replicas", type=int, help=f"Mirrored only: replicas in the process. [{_D.replicas}]")
-@click.option("--epochs", type=int, help=f"Epochs to train. [{_D.epochs}]")
-@click.option("--batch-size", type=int, help="Batch size PER WORKER (as in the seeds); the global batch "
-              f"is this x workers and is printed at start. [{_D.batch_size}]")
+                   f"one process with --replicas replicas. [default: {_D.strategy}]")
+@click.option("--replicas", type=int, help=f"With --strategy mirrored: replicas in the process. "
+              f"[default: {_D.replicas}]")
+@click.option("--epochs", type=int, help=f"Epochs to train. [default: {_D.epochs}]")
+@click.option("--batch-size", "per_worker_batch_size", type=int, help="Batch size PER WORKER, as in the "
+              "reference PyTorch weather project; the global batch is this x workers and is printed at start. "
+              f"[default: {_D.per_worker_batch_size}]")
 @click.option("--lr", type=float, help=f"Base learning rate for one worker; multiplied by the number of "
-              f"workers. [{_D.lr}]")
-@click.option("--optimizer", type=click.Choice(["sgd", "adam"]), help="sgd (momentum) or adam. [sgd]")
-@click.option("--momentum", type=float, help=f"SGD momentum. [{_D.momentum}]")
-@click.option("--warmup-epochs", type=float, help=f"Epochs to ramp the LR up to base x workers; 0 = off. "
-              f"[{_D.warmup_epochs}]")
-@click.option("--seed", type=int, help=f"Seed for split, shuffle, augmentation and weights. [{_D.seed}]")
-@click.option("--image-size", type=int, help=f"Square input size in pixels (the CNN needs >= 253). "
-              f"[{_D.image_size}]")
-@click.option("--val-split", type=float, help=f"Fraction of each class for validation. [{_D.val_split}]")
-@click.option("--test-split", type=float, help=f"Fraction of each class for the test report. [{_D.test_split}]")
-@click.option("--augment/--no-augment", default=None, help="Random flip/brightness/contrast. [off]")
-@click.option("--cache-dir", help="Cache decoded images in files here instead of in memory.")
+              f"workers. [default: {_D.lr}]")
+@click.option("--optimizer", type=click.Choice(["sgd", "adam"]),
+              help=f"sgd (momentum) or adam. [default: {_D.optimizer}]")
+@click.option("--momentum", type=float, help=f"SGD momentum. [default: {_D.momentum}]")
+@click.option("--warmup-epochs", type=float, help="Epochs to ramp the LR from base to base x workers; 0 = "
+              f"off. [default: {_D.warmup_epochs}]")
+@click.option("--seed", type=int, help=f"Seed for split, shuffle, augmentation and weights. [default: {_D.seed}]")
+@click.option("--image-size", type=int, help="Square input size in pixels (the weather CNN has a minimum "
+              f"and says it). [default: {_D.image_size}]")
+@click.option("--val-split", type=float, help=f"Fraction of each class for validation. [default: {_D.val_split}]")
+@click.option("--test-split", type=float, help="Fraction of each class for the test report. "
+              f"[default: {_D.test_split}]")
+@click.option("--augment/--no-augment", default=None, help="Random flip/brightness/contrast. [default: off]")
+@click.option("--cache-dir", help="Cache decoded images in files here instead of in memory. [default: memory]")
 @click.option("--threads-per-worker", type=int, help="TensorFlow threads per worker; 0 = cores on the node "
-              "/ workers on the node. [0]")
-@click.option("--resume/--no-resume", default=None, help="Continue from last.keras in --out. [off]")
+              "/ workers on the node. [default: 0]")
 @click.option("--target-accuracy", type=float, help="Report the first epoch whose val accuracy reaches "
-              "this fraction. [off]")
+              "this fraction (metrics.jsonl and the last line). [default: off]")
 @click.option("--horovod-timeline", help="Write a Horovod timeline (chrome://tracing JSON) to this path.")
-@click.option("--verbose", type=click.IntRange(0, 2), help="0 silent, 1 progress bar, 2 a line per epoch. [1]")
+@click.option("--verbose", type=click.IntRange(0, 2), help="0: no progress lines; 1: progress (a bar in a "
+              "terminal, a line every ~10% of an epoch in a log file); 2: a line per epoch. The start line, "
+              f"warnings and the test report always print. [default: {_D.verbose}]")
 def train_command(config_file: str | None, **flags) -> None:
     """Train the weather CNN. Run alone, or as `horovodrun -np N hvdweather-train ...`."""
-    cfg = make_config(load_config_file(config_file) if config_file else {}, flags)
-    if not cfg.data:
-        raise ConfigError("--data is required: a folder of class folders (see hvdweather-data synth)")
+    cfg = train_config(config_file, flags)
     from hvdweather.train import train
 
     train(cfg)
+
+
+def train_config(config_file: str | None, flags: dict) -> TrainConfig:
+    """Defaults < --config file < flags; on --resume the run's own config.json is the base."""
+    file_values = load_config_file(config_file) if config_file else {}
+    cfg = make_config(file_values, flags)
+    if cfg.resume:
+        from pathlib import Path
+
+        from hvdweather.runfiles import read_json
+
+        record = read_json(Path(cfg.out) / "config.json")
+        if not record:
+            raise ConfigError(f"--resume: {cfg.out} holds no run to resume (no config.json); "
+                              "drop --resume to start a new run there")
+        given = set(file_values) | {name for name, value in flags.items() if value is not None}
+        cfg = resume_config(record["config"], cfg, given)
+    if not cfg.data:
+        raise ConfigError("--data is required: a folder of class folders (see hvdweather-data synth)")
+    return cfg
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -103,8 +131,10 @@ def data_group() -> None:
 
 @data_group.command("synth")
 @click.argument("out", type=click.Path(file_okay=False))
-@click.option("--images-per-class", type=click.IntRange(min=1), default=40, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--images-per-class", type=click.IntRange(min=1), default=40, show_default=True,
+              help="Images drawn for each of the 11 classes.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Random seed: the same seed writes the same bytes.")
 def synth_command(out: str, images_per_class: int, seed: int) -> None:
     """Write a procedurally drawn WEAPD-like data set (11 classes, JPEG+PNG) to OUT."""
     from hvdweather.data.synthetic import make_synthetic_dataset
@@ -122,25 +152,33 @@ def bench_group() -> None:
 @click.option("--data", required=True, type=click.Path(), help="Class-folder data set.")
 @click.option("--image-size", type=click.IntRange(min=8), default=256, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="Threads for the tf.data pipeline [all cores].")
+              help="Threads for the tf.data pipeline  [default: all cores]")
 @click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True)
-@click.option("--out", type=click.Path(file_okay=False), default=None, help="Write results.jsonl here.")
-def bench_pipeline_command(data: str, image_size: int, threads: int | None, repeats: int,
-                           out: str | None) -> None:
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Write pipeline.jsonl (one line per row), pipeline.md (the table) and machine.json here.")
+def bench_pipeline_command(**flags) -> None:
     """tf.data decode+resize throughput vs a sequential PIL loop; epoch 1 vs epoch 2 (cache)."""
-    from hvdweather.bench.pipeline import run_pipeline_bench
+    from hvdweather.bench.pipeline import PipelineSpec, run_pipeline_bench
+    from hvdweather.bench.spec import spec_from_flags
 
-    run_pipeline_bench(data, image_size, threads, repeats, out)
+    run_pipeline_bench(spec_from_flags(PipelineSpec, **flags))
 
 
+# Every benchmark: one click option per spec field (the parameter name is the field), then
+# spec_from_flags(Spec, **flags), which parses the comma lists and runs the spec's checks.
 @bench_group.command("scaling")
 @click.option("--data", required=True, help="Class-folder data set every run trains on.")
-@click.option("--strategies", default="horovod,mirrored", show_default=True, help="Comma-separated.")
-@click.option("--workers", default="1,2", show_default=True, help="Horovod processes / mirrored replicas.")
-@click.option("--batch-sizes", default="32,64,128", show_default=True, help="Per-worker batch sizes.")
+@click.option("--strategies", default="horovod,mirrored", show_default=True,
+              help="Comma-separated subset of horovod, mirrored, torch-ddp (PyTorch DDP reference; needs "
+                   "pip install -e .[torch]).")
+@click.option("--workers", default="1,2", show_default=True,
+              help="Horovod / torch-ddp processes, mirrored replicas.")
+@click.option("--batch-sizes", "per_worker_batch_sizes", default="32,64,128", show_default=True,
+              help="Per-worker batch sizes (global batch = this x workers).")
 @click.option("--epochs", type=int, default=4, show_default=True, help="Per run; epoch 1 (warm-up) is "
               "excluded from the timings, so use >= 2.")
-@click.option("--out", default="bench/scaling", show_default=True, help="Results, tables, plots, logs.")
+@click.option("--out", default="bench/scaling", show_default=True,
+              help="results.jsonl, scaling.csv/.md, epoch_time.png, speedup.png, machine.json, logs/, runs/.")
 @click.option("--image-size", type=int, default=256, show_default=True)
 @click.option("--threads-per-worker", type=int, default=0, show_default=True,
               help="TF threads per worker in every run; 0 = cores // max workers.")
@@ -148,17 +186,19 @@ def bench_pipeline_command(data: str, image_size: int, threads: int | None, repe
               help="Report epochs to reach this val accuracy; 0 = off.")
 @click.option("--timeline/--no-timeline", default=False, show_default=True,
               help="Horovod runs write OUT/timelines/<run>.json (profiling; adds overhead).")
-@click.option("--per-run-timeout", type=float, default=900, show_default=True,
+@click.option("--per-run-timeout", "per_run_timeout_s", type=float, default=900, show_default=True,
               help="Seconds before a run is killed and reported as timed out.")
 @click.option("--baseline/--no-baseline", default=True, show_default=True,
               help="Also run the plain single process on all cores.")
 @click.option("--seed", type=int, default=42, show_default=True)
-@click.option("--launcher", default="", help="horovodrun to use [the venv's].")
+@click.option("--launcher", default="", help="horovodrun to use  [default: the venv's]")
 def bench_scaling_command(**flags) -> None:
-    """Horovod vs mirrored over workers x batch sizes: each run its own process; tables and plots."""
-    from hvdweather.bench.scaling import run_scaling, spec_from_flags
+    """Horovod vs mirrored (vs PyTorch DDP) over workers x batch sizes: each run its own process; tables
+    and plots."""
+    from hvdweather.bench.scaling import ScalingSpec, run_scaling
+    from hvdweather.bench.spec import spec_from_flags
 
-    run_scaling(spec_from_flags(**flags))
+    run_scaling(spec_from_flags(ScalingSpec, **flags))
 
 
 @bench_group.command("collect")
@@ -170,14 +210,33 @@ def bench_collect_command(array_dir: str) -> None:
     collect_array(array_dir)
 
 
+@bench_group.command("layers")
+@click.option("--onednn", type=click.Choice(["on", "off", "default"]), default=None,
+              help="TF_ENABLE_ONEDNN_OPTS for the measuring process: on, off, or TensorFlow's default for "
+                   "this CPU [as this environment has it].")
+@click.option("--repeats", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Timed calls per layer (after 2 warm-up calls); the median is reported.")
+@click.option("--batch", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--image-size", type=click.IntRange(min=253), default=256, show_default=True)
+@click.option("--torch/--no-torch", "with_torch", default=True, show_default=True,
+              help="Also time PyTorch's layers when it is installed.")
+@click.option("--out", type=click.Path(file_okay=False), default="bench/layers", show_default=True)
+def bench_layers_command(onednn: str | None, repeats: int, batch: int, image_size: int, with_torch: bool,
+                         out: str) -> None:
+    """Per-layer forward+backward ms (one thread): TF reference vs package layer form, and PyTorch."""
+    from hvdweather.bench.layers import LayersBenchSpec, run_layers_bench
+
+    run_layers_bench(LayersBenchSpec(out, onednn, batch, repeats, image_size, with_torch))
+
+
 @bench_group.command("eda")
 @click.option("--data", required=True, type=click.Path(), help="Class-folder data set.")
 @click.option("--backends", default="sequential,multiprocessing,mpi", show_default=True,
-              help="Comma-separated; the sequential baseline always runs.")
+              help="Comma-separated EDA executors to time; the sequential baseline always runs.")
 @click.option("--workers", default="1,2,4", show_default=True,
               help="Comma-separated worker counts; above the core count is allowed and marked oversubscribed.")
 @click.option("--out", default="bench/eda", show_default=True, type=click.Path(file_okay=False),
-              help="results.jsonl, eda_scaling.csv/.md, eda_speedup.png, logs/, work/.")
+              help="results.jsonl, eda_scaling.csv/.md, eda_speedup.png, machine.json, logs/, work/.")
 @click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True, help="Runs per row; median.")
 @click.option("--image-size", type=click.IntRange(min=8), default=256, show_default=True,
               help="Prepare and training image size.")
@@ -185,19 +244,18 @@ def bench_collect_command(array_dir: str) -> None:
               help="Images for the kernel vs PIL per-channel histogram comparison.")
 @click.option("--train-epochs", type=click.IntRange(min=2), default=2, show_default=True,
               help="Epochs of the train-from-shards and train-from-folders runs.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
-              help="Per-worker batch of the training runs.")
+@click.option("--batch-size", "per_worker_batch_size", type=click.IntRange(min=1), default=16,
+              show_default=True, help="Per-worker batch of the training runs.")
 @click.option("--parts", default="scaling,kernel,train", show_default=True,
               help="Comma-separated subset of scaling (eda + prepare stages), kernel, train.")
-@click.option("--timeout", type=click.FloatRange(min=1), default=900, show_default=True,
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=1), default=900, show_default=True,
               help="Seconds before one run is killed (the benchmark then stops).")
-def bench_eda_command(data: str, backends: str, workers: str, parts: str, timeout: float, **flags) -> None:
-    """EDA and prepare scaling over backends x workers, histogram kernel vs PIL, train from shards."""
-    from hvdweather.bench.eda import BACKENDS, PARTS, EdaBenchSpec, parse_list, run_eda_bench
+def bench_eda_command(**flags) -> None:
+    """EDA and prepare scaling over executors x workers, histogram kernel vs PIL, train from shards."""
+    from hvdweather.bench.eda import EdaBenchSpec, run_eda_bench
+    from hvdweather.bench.spec import spec_from_flags
 
-    run_eda_bench(EdaBenchSpec(data=data, backends=parse_list(backends, "--backends", BACKENDS),
-                               workers=parse_list(workers, "--workers"),
-                               parts=parse_list(parts, "--parts", PARTS), timeout_s=timeout, **flags))
+    run_eda_bench(spec_from_flags(EdaBenchSpec, **flags))
 
 
 _EXECUTORS = ["sequential", "multiprocessing", "mpi"]
