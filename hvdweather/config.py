@@ -31,7 +31,7 @@ class TrainConfig:
     optimizer: str = "sgd"  # sgd (momentum 0.9) or adam
     momentum: float = 0.9  # sgd momentum
     warmup_epochs: float = 1.0  # epochs to ramp the LR from base to base x workers (0 disables)
-    seed: int = 42  # seeds split, shuffle, augmentation and weight initialisation
+    seed: int = 42  # random seed of the split, shuffle, augmentation and initial weights
     image_size: int = 256  # images are resized to image_size x image_size
     val_split: float = 0.15  # fraction of each class held out for validation
     test_split: float = 0.15  # fraction of each class held out for the final test report
