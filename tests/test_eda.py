@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from matplotlib.colors import to_rgb
 from PIL import Image
 
 from conftest import BIN, run_cli, run_mpirun
@@ -25,6 +26,7 @@ from hvdweather.eda.kernel import (
     pil_channel_histograms,
     rgb_histograms,
 )
+from hvdweather.eda.plots import plot_class_counts, plot_histograms, plot_image_sizes
 
 TABLES = ("histograms.npz", "histograms.csv", "class_counts.csv", "summary.json", "skipped.csv")
 PLOTS = ("histograms.png", "class_counts.png", "image_sizes.png")
@@ -209,3 +211,39 @@ def test_cores_on_the_node_under_mpirun_binding_each_rank_to_a_core(dirty_data, 
     run = json.loads((tmp_path / "summary.json").read_text())["run"]
     assert run["cores_on_node"] == os.cpu_count() and run["workers"] == ranks
     assert run["cores_per_rank"] == 1  # bound to one core: a per-rank fact, kept apart from the node's
+
+
+def test_count_axes_get_whole_number_ticks():
+    figure = plot_class_counts(np.array([3, 2, 1]), ("a", "b", "c"))
+    ticks = figure.axes[0].get_yticks()
+    assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks), ticks
+
+
+def test_image_sizes_give_each_class_a_distinct_colour_and_marker():
+    names = tuple(f"class{i}" for i in range(11))
+    labels = np.repeat(np.arange(11), 2)
+    figure = plot_image_sizes(np.arange(22) + 100, np.arange(22) + 200, labels, names)
+    qualitative = [to_rgb(f"C{i}") for i in range(10)]  # tab10: ten colours, no light/dark pairs
+    styles = []
+    for collection in figure.axes[0].collections:
+        colour = tuple(collection.get_facecolor()[0][:3])
+        assert any(np.allclose(colour, c) for c in qualitative), colour
+        styles.append((tuple(np.round(colour, 3)), collection.get_paths()[0].vertices.tobytes()))
+    assert len(styles) == 11 and len(set(styles)) == 11
+    assert len({colour for colour, _ in styles}) == 10  # the 11th class differs by its marker
+
+
+@pytest.mark.parametrize("classes", [11, 8])
+def test_histogram_legend_sits_with_the_panels(classes):
+    names = tuple(f"c{i}" for i in range(classes))
+    figure = plot_histograms(np.ones((classes, 3, 256), np.int64), names)
+    figure.canvas.draw()
+    legends = figure.legends + [ax.get_legend() for ax in figure.axes if ax.get_legend()]
+    assert len(legends) == 1
+    box = legends[0].get_window_extent()
+    panels = [ax for ax in figure.axes if ax.axison]
+    assert not any(box.overlaps(ax.get_window_extent()) for ax in panels)
+    grid_top = max(ax.get_tightbbox().y1 for ax in panels)  # with the panel titles
+    grid_bottom = min(ax.get_window_extent().y0 for ax in panels)
+    # in an empty panel of the grid or right on top of it: never in a corner below the x label
+    assert grid_bottom <= box.y0 <= grid_top + 10, (box, grid_bottom, grid_top)

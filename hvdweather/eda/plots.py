@@ -2,7 +2,9 @@
 
     histograms.png   a grid with one panel per class: its R, G and B histograms (fraction of pixels)
     class_counts.png images per class, bars sorted by count, with the mean drawn in: the imbalance
-    image_sizes.png  width vs height of every decoded image, coloured by class
+    image_sizes.png  width vs height of every decoded image, one colour and marker per class
+
+Counts (images, pixel values, pixels) are whole numbers, so their axes get integer ticks.
 """
 from __future__ import annotations
 
@@ -12,6 +14,9 @@ from pathlib import Path
 import numpy as np
 
 _CHANNEL_COLOURS = ("tab:red", "tab:green", "tab:blue")
+# A class's look in the scatter: tab10's ten distinct colours, and markers cycling at another period, so
+# the 11 WEAPD classes (or up to 70) each get their own colour-marker pair and neighbours differ in both.
+_CLASS_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 
 
 def _pyplot():
@@ -21,6 +26,18 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _integer_ticks(axis) -> None:
+    """Whole-number ticks only (no 0.5 images)."""
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True))
+
+
+def class_style(label: int) -> tuple[str, str]:
+    """(colour, marker) of class `label` in the scatter: distinct pairs for up to 70 classes."""
+    return f"C{label % 10}", _CLASS_MARKERS[label % len(_CLASS_MARKERS)]
 
 
 def plot_histograms(histograms: np.ndarray, class_names: tuple[str, ...]):
@@ -34,13 +51,21 @@ def plot_histograms(histograms: np.ndarray, class_names: tuple[str, ...]):
             total = counts.sum()
             ax.plot(counts / total if total else counts, color=colour, linewidth=0.9, label=channel)
         ax.set_title(name, fontsize=9)
+        ax.set_xticks([0, 64, 128, 192, 255])  # pixel values are whole numbers 0..255
         ax.tick_params(labelsize=7)
-    for ax in list(axes.flat)[len(class_names):]:
+    spare = list(axes.flat)[len(class_names):]
+    for ax in spare:
         ax.axis("off")
     figure.supxlabel("pixel value")
     figure.supylabel("fraction of the class's pixels")
-    figure.tight_layout()
-    figure.legend(*axes.flat[0].get_legend_handles_labels(), loc="lower right", fontsize=8, ncol=3)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    if spare:  # the legend goes in the grid itself, in the first empty panel, next to the curves it explains
+        spare[0].legend(handles, labels, loc="center", fontsize=9, title="channel", title_fontsize=9)
+        figure.tight_layout()
+    else:  # a full grid: one row above the panels
+        figure.tight_layout(rect=(0, 0, 1, 1 - 0.35 / figure.get_figheight()))
+        figure.legend(handles, labels, loc="upper center", fontsize=8, ncol=3, title="channel",
+                      title_fontsize=8, bbox_to_anchor=(0.5, 1.0), frameon=False)
     return figure
 
 
@@ -51,26 +76,30 @@ def plot_class_counts(counts: np.ndarray, class_names: tuple[str, ...]):
     figure, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(class_names) + 1), 3.4))
     bars = ax.bar([class_names[i] for i in order], counts[order], color="tab:blue")
     ax.bar_label(bars, fontsize=7)
-    ax.axhline(counts.mean(), color="grey", linestyle="--", linewidth=1, label=f"mean {counts.mean():.0f}")
+    ax.axhline(counts.mean(), color="grey", linestyle="--", linewidth=1)  # named in the title, not a legend
     ratio = counts.max() / max(1, counts.min())
-    ax.set_title(f"images per class (largest / smallest = {ratio:.2f})", fontsize=10)
+    ax.set_title(f"images per class (dashed: mean {counts.mean():.1f}; largest / smallest = {ratio:.2f})",
+                 fontsize=10)
     ax.set_ylabel("images")
+    _integer_ticks(ax.yaxis)
     plt.setp(ax.get_xticklabels(), rotation=45, ha="right", fontsize=8)
-    ax.legend(fontsize=8)
     figure.tight_layout()
     return figure
 
 
 def plot_image_sizes(widths: np.ndarray, heights: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...]):
-    """Width vs height of every decoded image, one colour per class."""
+    """Width vs height of every decoded image, one colour-marker pair per class (see `class_style`)."""
     plt = _pyplot()
     figure, ax = plt.subplots(figsize=(5.5, 4.5))
-    colours = plt.get_cmap("tab20")
     for label, name in enumerate(class_names):
         mine = labels == label
-        ax.scatter(widths[mine], heights[mine], s=6, alpha=0.6, color=colours(label % 20), label=name)
+        colour, marker = class_style(label)
+        ax.scatter(widths[mine], heights[mine], s=12, alpha=0.75, color=colour, marker=marker, label=name,
+                   linewidths=0)
     ax.set_xlabel("width (pixels)")
     ax.set_ylabel("height (pixels)")
+    _integer_ticks(ax.xaxis)
+    _integer_ticks(ax.yaxis)
     ax.set_title("image sizes", fontsize=10)
     ax.legend(fontsize=7, markerscale=2, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     figure.tight_layout()
