@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import sys
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -69,26 +70,42 @@ def _byte(raw: tf.Tensor, position: int) -> tf.Tensor:
 
 
 
-def decode_image(path: tf.Tensor, image_size: int) -> tf.Tensor:
-    """Read and decode one file to uint8 [image_size, image_size, 3] inside tf.data (or eagerly)."""
-    raw = tf.io.read_file(path)
+def _native_or(raw: tf.Tensor, image_size: int, other: Callable[[], tf.Tensor]) -> tf.Tensor:
+    """Plain JPEG and 8-bit PNG bytes by native ops; `other()` decodes every other file."""
     long_enough = tf.strings.length(raw) >= 32
 
-    def jpeg_or_pillow() -> tf.Tensor:
+    def jpeg_or_other() -> tf.Tensor:
         components = tf.io.extract_jpeg_shape(raw)[2]
         plain = tf.logical_or(components == 1, components == 3)
-        return tf.cond(plain, lambda: _jpeg(raw, image_size), lambda: _with_pillow(path, image_size))
+        return tf.cond(plain, lambda: _jpeg(raw, image_size), other)
 
-    def png_or_pillow() -> tf.Tensor:
+    def png_or_other() -> tf.Tensor:
         eight_bit = tf.logical_and(tf.strings.substr(raw, 0, 8) == _PNG_MAGIC, _byte(raw, 24) == b"\x08")
-        return tf.cond(eight_bit, lambda: _png(raw, image_size), lambda: _with_pillow(path, image_size))
+        return tf.cond(eight_bit, lambda: _png(raw, image_size), other)
 
     def by_content() -> tf.Tensor:
-        return tf.cond(tf.strings.substr(raw, 0, 3) == _JPEG_MAGIC, jpeg_or_pillow, png_or_pillow)
+        return tf.cond(tf.strings.substr(raw, 0, 3) == _JPEG_MAGIC, jpeg_or_other, png_or_other)
 
-    image = tf.cond(long_enough, by_content, lambda: _with_pillow(path, image_size))
+    image = tf.cond(long_enough, by_content, other)
     image.set_shape((image_size, image_size, 3))
     return image
+
+
+def decode_image(path: tf.Tensor, image_size: int) -> tf.Tensor:
+    """Read and decode one file to uint8 [image_size, image_size, 3] inside tf.data (or eagerly)."""
+    return _native_or(tf.io.read_file(path), image_size, lambda: _with_pillow(path, image_size))
+
+
+def decode_bytes(raw: tf.Tensor, image_size: int) -> tf.Tensor:
+    """Encoded image bytes to uint8 [image_size, image_size, 3] with TensorFlow ops only, so that a
+    SavedModel can hold it (hvdweather-export). Plain JPEG and 8-bit PNG give exactly `decode_image`'s
+    pixels. Every other file goes through `tf.io.decode_image` and the same resize instead of Pillow:
+    close to training's pixels, not identical (a CMYK JPEG differs by a few grey levels); a format
+    TensorFlow cannot read (WEBP) raises InvalidArgumentError."""
+    def any_format() -> tf.Tensor:
+        return _resize(tf.io.decode_image(raw, channels=3, dtype=tf.uint8, expand_animations=False), image_size)
+
+    return _native_or(raw, image_size, any_format)
 
 
 @functools.cache
