@@ -326,8 +326,66 @@ def prepare_command(data: str, out: str, image_size: int, executor: str | None, 
                 sys.stderr.isatty() if progress is None else progress)
 
 
+_CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+_CHECKPOINT = click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True,
+                           help="Which of the run's checkpoints: best (lowest val loss) or last.")
+
+
+@click.command(context_settings=_CONTEXT)
+@click.argument("model", type=click.Path())
+@click.argument("images", nargs=-1, type=click.Path())
+@click.option("--out", default="predictions.csv", show_default=True, type=click.Path(),
+              help="CSV: path, predicted_class, probability, topK_class/topK_probability..., error.")
+@click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Most probable classes listed per image (at most the model's classes).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Images per forward pass, per process.")
+@_CHECKPOINT
+@click.option("--grid", default="", type=click.Path(), help="Also write a contact sheet (PNG) of up to 64 "
+              "images with their predicted class and probability.")
+def predict_command(model: str, images: tuple[str, ...], out: str, top_k: int, batch_size: int, checkpoint: str,
+                    grid: str) -> None:
+    """Class probabilities for IMAGES (files and/or folders, searched recursively) with MODEL (a run
+    directory, or a .keras file in one). Run alone, or as `horovodrun -np N hvdweather-predict ...`."""
+    from hvdweather.predict import run_predict
+
+    run_predict(model, list(images), out, top_k, batch_size, checkpoint, grid)
+
+
+@click.command(context_settings=_CONTEXT)
+@click.argument("run_dir", type=click.Path())
+@_CHECKPOINT
+@click.option("--data", default="", type=click.Path(), help="A labelled class-folder set (class names "
+              "matched by name) instead of the run's own test split (split.csv).")
+@click.option("--out", default="", type=click.Path(file_okay=False),
+              help="Report folder. [default: RUN_DIR/eval-<test|data name>-<checkpoint>]")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Images per forward pass, per process. [default: the run's --batch-size]")
+def evaluate_command(run_dir: str, checkpoint: str, data: str, out: str, batch_size: int | None) -> None:
+    """Re-evaluate a run: classification report, confusion matrix, top-k accuracy, misclassified.png,
+    examples.png and predictions.csv. Run alone, or under horovodrun / mpirun."""
+    from hvdweather.predict import run_evaluate
+
+    run_evaluate(run_dir, checkpoint, data, out, batch_size or 0)
+
+
+@click.command(context_settings=_CONTEXT)
+@click.argument("run_dir", type=click.Path())
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Export folder; the SavedModel goes to OUT/<version>/ (1, or the next free number).")
+@_CHECKPOINT
+def export_command(run_dir: str, out: str, checkpoint: str) -> None:
+    """A TF SavedModel for TF Serving: encoded JPEG/PNG bytes in, class probabilities and names out."""
+    from hvdweather.export import run_export
+
+    run_export(run_dir, out, checkpoint)
+
+
 train_main = _main(train_command, "hvdweather-train")
 data_main = _main(data_group, "hvdweather-data")
 bench_main = _main(bench_group, "hvdweather-bench")
 eda_main = _main(eda_command, "hvdweather-eda")
 prepare_main = _main(prepare_command, "hvdweather-prepare")
+predict_main = _main(predict_command, "hvdweather-predict")
+evaluate_main = _main(evaluate_command, "hvdweather-evaluate")
+export_main = _main(export_command, "hvdweather-export")

@@ -8,8 +8,20 @@ import json
 import pytest
 
 from conftest import run_cli
-from hvdweather.bench.eda import parse_list, scaling_markdown, scaling_summary
+from hvdweather.bench.eda import REFERENCE, EdaBenchSpec
+from hvdweather.bench.eda_report import (
+    kernel_markdown,
+    plot_speedup,
+    scaling_markdown,
+    scaling_summary,
+    train_markdown,
+    write_tables,
+)
+from hvdweather.bench.spec import spec_from_flags
 from hvdweather.config import ConfigError
+
+MACHINE = {"host": "h", "cores": 2, "cpu_model": "Test CPU", "cpu_flags": ["avx2"], "mpi": "Open MPI 4.1.4",
+           "versions": {"tensorflow": "2.15.1", "horovod": "0.28.1"}, "date": "today"}
 
 
 def fake_rows() -> list[dict]:
@@ -34,11 +46,51 @@ def test_scaling_summary_uses_medians_against_sequential():
     assert "| mpi | 4 | 4.00 | 2.75 | 0.69 | oversubscribed |" in markdown
 
 
-@pytest.mark.parametrize("text, allowed", [("0,2", None), ("a", None), ("2,2", None), ("", None),
-                                           ("mpi,dask", ("sequential", "mpi"))])
-def test_parse_list_rejects_bad_values(text, allowed):
-    with pytest.raises(ConfigError, match="--flag"):
-        parse_list(text, "--flag", allowed)
+def test_kernel_table_compares_with_the_reference_kernel():
+    rows = [{"part": "kernel", "method": method, "scope": "decode + histogram", "repeat": r, "time_s": t,
+             "images": 10, "same_result": True}
+            for r in range(3) for method, t in ((REFERENCE, 0.2 + r / 100), ("ours", 0.1))]
+    text = kernel_markdown(rows)
+    assert "same totals as the reference kernel: yes" in text
+    assert f"| ours | decode + histogram | 0.100 | 10.00 | {0.21 / 0.1:.2f} |" in text
+
+
+def test_train_table_compares_epoch_1_with_epoch_2():
+    rows = [{"part": "train", "source": "prepare", "time_s": 5.0, "workers": 2},
+            {"part": "train", "source": "shards", "epoch": 1, "train_time_s": 3.0},
+            {"part": "train", "source": "shards", "epoch": 2, "train_time_s": 2.0}]
+    text = train_markdown(rows)
+    assert "prepare: 5.00 s on 2 workers" in text and "| prepared shards | 3.00 | 2.00 | 1.50 | 1.00 |" in text
+    assert "class folders" not in text  # no folder rows, no row
+
+
+def test_tables_name_the_machine_and_the_plot_has_whole_worker_ticks(tmp_path):
+    import matplotlib.pyplot as plt
+    from matplotlib.image import imread
+
+    text = write_tables(EdaBenchSpec(data="/d", out=str(tmp_path)), fake_rows(), 99, MACHINE)
+    assert text.splitlines()[0] == "Machine: h, 2 cores (Test CPU; flags: avx2); TensorFlow 2.15.1, " \
+                                   "Horovod 0.28.1, Open MPI 4.1.4; today."
+    assert (tmp_path / "eda_scaling.md").read_text() == text and imread(tmp_path / "eda_speedup.png").size
+    figure = plot_speedup(scaling_summary(fake_rows()))
+    ticks = [list(ax.get_xticks()) for ax in figure.axes]
+    plt.close(figure)
+    assert ticks == [[1, 2, 4]]  # measured worker counts (and the 2 cores): never 1.5 workers
+
+
+@pytest.mark.parametrize("flags, message", [
+    ({"workers": "0,2"}, "--workers"), ({"backends": "mpi,dask"}, "--backends"), ({"parts": "train,x"}, "--parts"),
+    ({"per_worker_batch_size": 0}, "--batch-size"), ({"image_size": 64}, "--image-size"),
+    ({"train_epochs": 1}, "--train-epochs"), ({"repeats": 0}, "--repeats")])
+def test_bad_flags_are_config_errors_naming_the_flag(tiny_data, tmp_path, flags, message):
+    with pytest.raises(ConfigError, match=message):
+        spec_from_flags(EdaBenchSpec, data=str(tiny_data), out=str(tmp_path), **flags)
+
+
+def test_small_image_size_is_fine_without_training(tiny_data, tmp_path):
+    spec = spec_from_flags(EdaBenchSpec, data=str(tiny_data), out=str(tmp_path), image_size=64,
+                           parts="scaling,kernel", backends="sequential")
+    assert spec.parts == ("scaling", "kernel") and spec.backends == ("sequential",)
 
 
 @pytest.mark.multiprocess

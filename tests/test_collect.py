@@ -77,3 +77,23 @@ def test_bad_array_directory_is_one_line_error(tmp_path: Path, capsys: pytest.Ca
     assert run_command(bench_group, "hvdweather-bench", ["collect", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith("hvdweather-bench: error:") and "not a directory" in err
+
+
+@pytest.mark.parametrize("key", ["batch_size", "per_worker_batch_size"])
+def test_old_and_new_config_batch_keys_both_collect(tmp_path: Path, key: str) -> None:
+    """Runs written before the config field's rename say batch_size; both must be read, and checked."""
+    for task, workers in ((0, 1), (1, 2)):
+        run = write_task(tmp_path, task, workers, 0)
+        config = json.loads((run / "config.json").read_text())
+        config["config"][key] = 8 if workers == 1 else 16  # the 2-worker task ran at the wrong batch
+        (run / "config.json").write_text(json.dumps(config))
+    results = collect_array(tmp_path)
+    assert [r["status"] for r in results] == ["ok", "failed"]
+    assert "config.json says per-worker batch 16, expected 8" in results[1]["error"]
+
+
+def test_machine_header_says_when_cpu_flags_were_not_recorded(tmp_path: Path) -> None:
+    write_task(tmp_path, 0, 1, 0)
+    collect_array(tmp_path)
+    assert "flags unknown" in (tmp_path / "scaling.md").read_text()
+    assert json.loads((tmp_path / "machine.json").read_text())["cpu_flags"] is None

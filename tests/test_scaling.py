@@ -4,31 +4,37 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from pathlib import Path
 
 import pytest
 
 from conftest import run_cli
+from hvdweather.bench import scaling
 from hvdweather.bench.scaling import (
     BASELINE,
-    CSV_COLUMNS,
     RunSpec,
     ScalingSpec,
-    add_derived,
     build_command,
+    execute_run,
+    plan_runs,
+    summarize_metrics,
+)
+from hvdweather.bench.scaling_report import (
+    CSV_COLUMNS,
+    add_derived,
     markdown_report,
     pivot_table,
-    plan_runs,
     plot_epoch_time,
     plot_speedup,
-    spec_from_flags,
-    summarize_metrics,
     write_csv,
 )
+from hvdweather.bench.spec import spec_from_flags
 from hvdweather.config import ConfigError
 
-MACHINE = {"host": "h", "cores": 2, "cpu_model": "Test CPU", "mpi": "mpirun (Open MPI) 4.1.4",
-           "versions": {"tensorflow": "2.15.1", "horovod": "0.28.1"}, "date": "today"}
+MACHINE = {"host": "h", "cores": 2, "cpu_model": "Test CPU", "cpu_flags": ["avx2", "avx512f"],
+           "mpi": "mpirun (Open MPI) 4.1.4", "versions": {"tensorflow": "2.15.1", "horovod": "0.28.1"},
+           "date": "today"}
 
 
 def line(strategy: str, workers: int, batch: int, images_per_s: float, train_time_s: float,
@@ -102,7 +108,7 @@ def test_pivot_table_is_shaped_like_the_seeds(results):
 def test_markdown_report_names_the_machine_and_failed_logs(results):
     spec = ScalingSpec(data="/data", out="/bench", epochs=3)
     text = markdown_report(add_derived(results), MACHINE, spec)
-    assert "2 cores (Test CPU)" in text and "TensorFlow 2.15.1" in text and "Horovod 0.28.1" in text
+    assert "2 cores (Test CPU;" in text and "TensorFlow 2.15.1" in text and "Horovod 0.28.1" in text
     assert "Open MPI" in text
     for title in ("Median epoch time", "Speed-up vs 1 worker", "Efficiency", "Horovod / mirrored",
                   "single process on all cores", "Epochs to val accuracy"):
@@ -140,6 +146,50 @@ def test_plots_skip_failed_runs_and_draw_the_ideal_line(results):
     plt.close(figure)
 
 
+def with_torch_ddp(results: list[dict]) -> list[dict]:
+    return results + [line("torch-ddp", 1, 32, 80.0, 3.5), line("torch-ddp", 2, 32, 120.0, 2.6),
+                      line("torch-ddp", 1, 64, 90.0, 3.4), line("torch-ddp", 2, 64, 0, 0, status="failed")]
+
+
+def test_three_strategies_compare_against_torch_ddp(results):
+    rows = by_run(add_derived(with_torch_ddp(results)))
+    assert rows["horovod-w2-b32"]["vs_torch_ddp"] == pytest.approx(190.0 / 120.0)
+    assert rows["mirrored-w1-b32"]["vs_torch_ddp"] == pytest.approx(95.0 / 80.0)
+    assert rows["torch-ddp-w2-b32"]["speedup"] == pytest.approx(120.0 / 80.0)
+    assert rows["mirrored-w2-b64"]["vs_torch_ddp"] is None  # its torch-ddp pair failed
+    assert rows["single-w1-b32"]["vs_torch_ddp"] is None  # the baseline has no pair
+    text = markdown_report(list(rows.values()), MACHINE, ScalingSpec(data="/data", epochs=3))
+    assert text.startswith("# Scaling benchmark: Horovod vs MirroredStrategy vs PyTorch DDP")
+    section = text.split("## Images/s vs torch-ddp")[1].split("##")[0]
+    assert f"| horovod x 2 | {190 / 120:.2f} | failed |" in section
+    assert "| torch-ddp x 2 | 1.00 | failed |" in section
+    assert "| torch-ddp x 2 | 1.50 |" in text.split("## Speed-up vs 1 worker")[1].split("##")[0]
+
+
+def test_no_torch_ddp_section_without_torch_ddp_runs(results):
+    text = markdown_report(add_derived(results), MACHINE, ScalingSpec(data="/data", epochs=3))
+    assert "vs torch-ddp" not in text and "PyTorch" not in text
+
+
+def test_markdown_header_names_cpu_model_and_flags(results):
+    text = markdown_report(add_derived(results), MACHINE, ScalingSpec(data="/data", epochs=3))
+    header = text.splitlines()[2]
+    assert header.startswith("Machine: h, 2 cores (Test CPU; flags: avx2, avx512f)")
+
+
+def test_plots_draw_every_strategy_with_whole_worker_ticks(results):
+    import matplotlib.pyplot as plt
+
+    rows = add_derived(with_torch_ddp(results) + [line("horovod", 4, 32, 300.0, 1.0)])
+    for figure in (plot_epoch_time(rows), plot_speedup(rows)):
+        figure.canvas.draw()
+        for ax in figure.axes:
+            assert list(ax.get_xticks()) == [1, 2, 4]  # measured counts only: no 1.5 or 2.5 workers
+        labels = {li.get_label() for ax in figure.axes for li in ax.lines}
+        assert {"torch-ddp", "torch-ddp, bs 32"} & labels
+        plt.close(figure)
+
+
 def test_summarize_excludes_the_warmup_epoch():
     rows = [{"epoch": 1, "epoch_time_s": 30.0, "train_time_s": 29.0, "images_per_s": 5.0, "val_accuracy": 0.2},
             {"epoch": 2, "epoch_time_s": 3.0, "train_time_s": 2.0, "images_per_s": 50.0, "val_accuracy": 0.6},
@@ -154,7 +204,7 @@ def test_summarize_excludes_the_warmup_epoch():
 
 
 def test_plan_gives_every_worker_the_same_threads(tiny_data, tmp_path):
-    spec = ScalingSpec(data=str(tiny_data), out=str(tmp_path), workers=(1, 2, 4), batch_sizes=(8, 16))
+    spec = ScalingSpec(data=str(tiny_data), out=str(tmp_path), workers=(1, 2, 4), per_worker_batch_sizes=(8, 16))
     runs = plan_runs(spec, cores=8)
     scaling = [r for r in runs if r.strategy != BASELINE]
     assert len(scaling) == 2 * 3 * 2 and {r.threads_per_worker for r in scaling} == {8 // 4}
@@ -172,20 +222,98 @@ def test_commands_per_strategy(tiny_data, tmp_path):
     single = build_command(spec, RunSpec(BASELINE, 1, 8, 4))
     assert "--strategy" not in single and single[single.index("--threads-per-worker") + 1] == "4"
     assert not any(arg.startswith("--timeline") for arg in mirrored + single)
+    for command in (horovod, mirrored, single):  # train refuses an --out holding a run without it
+        assert "--overwrite" in command and command[command.index("--batch-size") + 1] == "8"
+    torch = build_command(spec, RunSpec("torch-ddp", 2, 8, 1))
+    assert torch[1:3] == ["-m", "hvdweather.bench.torch_ddp"]
+    flags = dict(zip(torch[3::2], torch[4::2]))
+    assert flags == {"--data": str(tiny_data), "--out": str(tmp_path / "runs" / "torch-ddp-w2-b8"),
+                     "--workers": "2", "--batch-size": "8", "--epochs": "4", "--image-size": "256",
+                     "--seed": "42", "--threads-per-worker": "1"}
 
 
-FLAGS = {"strategies": "horovod,mirrored", "workers": "1,2", "batch_sizes": "8", "per_run_timeout": 60.0}
+def test_a_rerun_keeps_the_old_run_directory_for_train_to_replace(tiny_data, tmp_path, monkeypatch):
+    """The benchmark no longer deletes run directories itself: train's --overwrite clears them."""
+    spec = ScalingSpec(data=str(tiny_data), out=str(tmp_path), epochs=1)
+    run = RunSpec("mirrored", 1, 8, 1)
+    old = tmp_path / "runs" / run.name
+    old.mkdir(parents=True)
+    (old / "metrics.jsonl").write_text("")
+    seen = []
+
+    def fake_launch(command: list[str], log: Path, timeout_s: float) -> tuple[int, float]:
+        seen.append(old.exists())
+        log.write_text("hvdweather-train: error: stopped by the test\n")
+        return 1, 0.1
+
+    monkeypatch.setattr(scaling, "launch", fake_launch)
+    result = execute_run(spec, run, cores=2)
+    assert result["status"] == "failed" and result["error"] == "hvdweather-train: error: stopped by the test"
+    assert seen == [True]
+
+
+FAKE_TRAIN = """
+import json, sys
+from pathlib import Path
+out, workers, epochs = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+out.mkdir(parents=True, exist_ok=True)
+rows = [{"epoch": e, "epoch_time_s": 2.0, "train_time_s": 1.5, "images_per_s": 50.0 * workers,
+         "val_accuracy": 0.6, "world_size": workers, "strategy": "torch-ddp"} for e in range(1, epochs + 1)]
+(out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\\n" for r in rows))
+(out / "config.json").write_text(json.dumps({"config": {"per_worker_batch_size": 8}}))
+"""
+
+
+def test_a_strategy_is_one_command_builder(tiny_data, tmp_path, monkeypatch):
+    """A stand-in for the torch-ddp module: the runner's command builder decides what runs."""
+    def fake_command(spec, run):
+        return [sys.executable, "-c", FAKE_TRAIN, str(tmp_path / "runs" / run.name), str(run.workers),
+                str(spec.epochs)]
+
+    monkeypatch.setitem(scaling.RUNNERS, "torch-ddp", scaling.Runner(fake_command, False, "torch-ddp"))
+    spec = spec_from_flags(ScalingSpec, **{**FLAGS, "strategies": "torch-ddp,horovod", "data": str(tiny_data),
+                                           "out": str(tmp_path), "epochs": 3})
+    line = execute_run(spec, RunSpec("torch-ddp", 2, 8, 1), cores=2)
+    assert line["status"] == "ok", line
+    assert line["images_per_s"] == 100.0 and line["processes"] == 2 and line["epochs_to_target"] == 1
+    wrong_batch = execute_run(spec, RunSpec("torch-ddp", 2, 16, 1), cores=2)
+    assert wrong_batch["status"] == "failed" and "per-worker batch 8, expected 16" in wrong_batch["error"]
+
+
+def test_torch_ddp_without_torch_fails_its_row_in_one_line(tiny_data, tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
+    monkeypatch.setattr(scaling, "launch", lambda *a: pytest.fail("launched a torch-ddp run without torch"))
+    spec = ScalingSpec(data=str(tiny_data), out=str(tmp_path), strategies=("torch-ddp",))
+    line = execute_run(spec, RunSpec("torch-ddp", 2, 8, 1), cores=2)
+    assert line["status"] == "failed" and "pip install -e .[torch]" in line["error"]
+    assert "\n" not in line["error"] and Path(line["log"]).read_text().strip() == line["error"]
+
+
+@pytest.mark.parametrize("config", [{"config": {"per_worker_batch_size": 32}}, {"config": {"batch_size": 32}}])
+def test_config_json_batch_is_checked_under_the_old_and_new_key(tmp_path, config):
+    rows = [{"epoch": 1, "world_size": 2, "strategy": "horovod"}]
+    assert scaling.check_metrics(rows, RunSpec("horovod", 2, 32, 1), 1, config) == ""
+    assert "per-worker batch 32, expected 64" in scaling.check_metrics(rows, RunSpec("horovod", 2, 64, 1), 1,
+                                                                       config)
+
+
+FLAGS = {"strategies": "horovod,mirrored", "workers": "1,2", "per_worker_batch_sizes": "8",
+         "per_run_timeout_s": 60.0}
 
 
 @pytest.mark.parametrize("flags, message", [
-    ({"workers": "1,x"}, "--workers"), ({"workers": "1,1"}, "--workers"), ({"batch_sizes": "0"}, "--batch-sizes"),
-    ({"strategies": "horovod,ddp"}, "--strategies"), ({"epochs": 0}, "--epochs"),
+    ({"workers": "1,x"}, "--workers"), ({"workers": "1,1"}, "--workers"),
+    ({"per_worker_batch_sizes": "0"}, "--batch-sizes"), ({"strategies": "horovod,ddp"}, "--strategies"),
+    ({"strategies": "horovod,horovod"}, "--strategies"), ({"epochs": 0}, "--epochs"),
     ({"image_size": 64}, "--image-size"), ({"launcher": "/no/such/horovodrun"}, "--launcher"),
-    ({"target_accuracy": 2.0}, "--target-accuracy"), ({"per_run_timeout": 0}, "--per-run-timeout"),
+    ({"target_accuracy": 2.0}, "--target-accuracy"), ({"per_run_timeout_s": 0}, "--per-run-timeout"),
     ({"threads_per_worker": -1}, "--threads-per-worker")])
 def test_bad_flag_values_are_config_errors(tiny_data, tmp_path, flags, message):
     with pytest.raises(ConfigError, match=message):
-        spec_from_flags(**{**FLAGS, "data": str(tiny_data), "out": str(tmp_path), **flags})
+        spec_from_flags(ScalingSpec, **{**FLAGS, "data": str(tiny_data), "out": str(tmp_path), **flags})
 
 
 @pytest.mark.timeout(120)
@@ -202,7 +330,7 @@ def test_bad_data_dir_fails_before_any_run(tmp_path):
     from hvdweather.data.discovery import DataError
 
     with pytest.raises(DataError, match="--data"):
-        spec_from_flags(**FLAGS, data=str(tmp_path / "missing"), out=str(tmp_path / "b"))
+        spec_from_flags(ScalingSpec, **FLAGS, data=str(tmp_path / "missing"), out=str(tmp_path / "b"))
 
 
 def _read_results(out: Path) -> list[dict]:

@@ -1,6 +1,6 @@
 """Collect the run directories of a SLURM scaling array (jobs/slurm/scaling_array.sbatch) into the scaling
 benchmark's outputs: results.jsonl, scaling.csv, scaling.md and the plots, built by the same functions
-as `hvdweather-bench scaling` (hvdweather.bench.scaling), so both give the same tables.
+as `hvdweather-bench scaling` (hvdweather.bench.scaling_report), so both give the same tables.
 
     python -m hvdweather.bench.collect runs/scaling-1234
     sbatch --dependency=afterany:1234 jobs/slurm/scaling_collect.sbatch runs/scaling-1234
@@ -16,23 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hvdweather.config import ConfigError
-
-
-def read_json(path: Path) -> dict[str, Any] | None:
-    """A JSON file's object, or None when it is absent or cut short (a task killed while writing)."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """metrics.jsonl rows (none if absent). Not writers.read_jsonl: that module imports TensorFlow, which
-    would make a seconds-long collection step wait for TensorFlow to load."""
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+from hvdweather.bench.machine import write_machine
+from hvdweather.bench.scaling import RunSpec, ScalingSpec, cell_line, finish_line, read_complete_json
+from hvdweather.errors import ConfigError
 
 
 def task_records(array_dir: Path) -> list[dict[str, Any]]:
@@ -42,7 +28,7 @@ def task_records(array_dir: Path) -> list[dict[str, Any]]:
                           "(runs/scaling-JOBID)")
     records = []
     for job_file in sorted(array_dir.glob("runs/*/job.json")):
-        record = read_json(job_file)
+        record = read_complete_json(job_file)
         if record and "scaling" in record:
             records.append({**record, "run_dir": str(job_file.parent)})
     if not records:
@@ -53,8 +39,6 @@ def task_records(array_dir: Path) -> list[dict[str, Any]]:
 
 def result_line(record: dict[str, Any], epochs: int, target_accuracy: float) -> dict[str, Any]:
     """One results.jsonl line, in the scaling benchmark's format, for one array task."""
-    from hvdweather.bench.scaling import RunSpec, cell_line, finish_line
-
     cell, slurm = record["scaling"], record.get("scheduler", {})
     run = RunSpec("horovod", cell["workers"], cell["per_worker_batch_size"], cell["threads_per_worker"])
     code = record.get("exit_status")
@@ -63,18 +47,15 @@ def result_line(record: dict[str, Any], epochs: int, target_accuracy: float) -> 
             "log": slurm.get("output_file") or record["run_dir"], "run_dir": record["run_dir"],
             "command": record.get("command_line"), "host": ",".join(record.get("hosts", [])),
             "array_task": cell.get("array_task")}
-    rows = read_metrics(Path(record["run_dir"]) / "metrics.jsonl")
     if code is None:
         problem = "no exit status in job.json: the task is still running or was killed"
     else:
         problem = f"exit status {code}; see {line['log']}" if code != 0 else ""
-    return finish_line(line, problem, rows, run, epochs, target_accuracy)
+    return finish_line(line, problem, Path(record["run_dir"]), run, epochs, target_accuracy)
 
 
 def missing_line(workers: int, batch: int, threads: int, epochs: int) -> dict[str, Any]:
     """A row for a grid cell that left no run directory."""
-    from hvdweather.bench.scaling import RunSpec, cell_line
-
     return {**cell_line(RunSpec("horovod", workers, batch, threads), epochs), "returncode": None, "wall_s": None,
             "cores": None, "log": "-", "run_dir": None, "command": None, "status": "missing",
             "error": "no run directory: the array task was cancelled, is queued, or was not submitted "
@@ -84,7 +65,7 @@ def missing_line(workers: int, batch: int, threads: int, epochs: int) -> dict[st
 def run_settings(records: list[dict[str, Any]]) -> dict[str, Any]:
     """data, epochs, image size, seed and target accuracy, from the first task's config.json."""
     for record in records:
-        config = (read_json(Path(record["run_dir"]) / "config.json") or {}).get("config")
+        config = (read_complete_json(Path(record["run_dir"]) / "config.json") or {}).get("config")
         if config:
             return {k: config[k] for k in ("data", "epochs", "image_size", "seed", "target_accuracy")}
     raise ConfigError(f"no task of {records[0]['scaling'].get('array_dir')} wrote config.json: every task "
@@ -99,7 +80,9 @@ def machine_of(records: list[dict[str, Any]]) -> dict[str, Any]:
     hosts = sorted({h for r in records for h in r.get("hosts", [])})
     cores = max(int(r.get("scheduler", {}).get("SLURM_NTASKS", 1)) * int(r.get("scheduler", {}).get(
         "SLURM_CPUS_PER_TASK", 1)) for r in records)
+    # cpu_flags: None (printed as unknown) when the task's record predates recording them.
     return {"host": ",".join(hosts), "cores": cores, "cpu_model": first.get("cpu_model") or "unknown",
+            "cpu_flags": first.get("cpu_flags"),
             "mpi": versions.get("openmpi", "unknown"), "versions": versions,
             "date": first.get("started", time.strftime("%Y-%m-%d %H:%M:%S %Z")),
             "slurm_array_job_id": first.get("scheduler", {}).get("SLURM_ARRAY_JOB_ID")}
@@ -107,7 +90,7 @@ def machine_of(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 def collect_array(array_dir: str | Path) -> list[dict[str, Any]]:
     """Write results.jsonl, machine.json and the benchmark's tables and plots into ARRAY; print the tables."""
-    from hvdweather.bench.scaling import ScalingSpec, write_outputs
+    from hvdweather.bench.scaling_report import write_outputs  # matplotlib: only once the inputs are good
 
     array_dir = Path(array_dir)
     records = task_records(array_dir)
@@ -119,10 +102,11 @@ def collect_array(array_dir: str | Path) -> list[dict[str, Any]]:
                if (w, b) in by_cell else missing_line(w, b, cell["threads_per_worker"], settings["epochs"])
                for w, b in grid]
     machine = machine_of(records)
-    (array_dir / "machine.json").write_text(json.dumps(machine, indent=2) + "\n")
+    write_machine(array_dir, machine)
     (array_dir / "results.jsonl").write_text("".join(json.dumps(line) + "\n" for line in results))
     spec = ScalingSpec(data=settings["data"], out=str(array_dir), strategies=("horovod",),
-                       workers=tuple(cell["grid_workers"]), batch_sizes=tuple(cell["grid_batch_sizes"]),
+                       workers=tuple(cell["grid_workers"]),
+                       per_worker_batch_sizes=tuple(cell["grid_batch_sizes"]),
                        epochs=settings["epochs"], image_size=settings["image_size"],
                        threads_per_worker=cell["threads_per_worker"],
                        target_accuracy=settings["target_accuracy"], baseline=False, seed=settings["seed"])

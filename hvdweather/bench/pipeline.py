@@ -1,10 +1,12 @@
-"""Input-pipeline benchmark: tf.data parallel decode+resize vs sequential loops, and the cache.
+"""Input-pipeline benchmark, measuring part: tf.data parallel decode+resize vs sequential loops, and the
+cache. The table is built by hvdweather.bench.pipeline_report.
 
     hvdweather-bench pipeline --data DIR [--image-size 256 --threads N --repeats 3 --out DIR]
 
 Rows (one JSON line each): a plain sequential PIL loop (what a user writes first), the training
 pipeline's decode stage (native TF decode, reduced-scale JPEG) on 1 thread and on N threads without
 cache, and a cached pipeline's epoch 1 (decode + fill) and epoch 2 (served from the uint8 cache).
+Written to --out (if given): pipeline.jsonl (the rows), pipeline.md (the table) and machine.json.
 """
 from __future__ import annotations
 
@@ -12,18 +14,43 @@ import json
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from hvdweather.bench.machine import machine_info, write_machine
+from hvdweather.bench.spec import make_out_dir
 from hvdweather.data.discovery import DataError, discover, find_unreadable
-from hvdweather.distributed import available_cores
+from hvdweather.errors import ConfigError
+from hvdweather.host import available_cores
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    """What `hvdweather-bench pipeline` runs; one field per flag."""
+
+    data: str  # class-folder data set
+    out: str = ""  # pipeline.jsonl, pipeline.md and machine.json go here ("" = print only)
+    image_size: int = 256  # decode + resize target, as in training
+    threads: int = 0  # tf.data threads of the parallel rows (0 = all cores)
+    repeats: int = 3  # passes per row; the table shows the median
+
+    def check(self) -> None:
+        """Everything that can fail in seconds, before the first pass."""
+        for flag, value, least in (("--image-size", self.image_size, 1), ("--repeats", self.repeats, 1),
+                                   ("--threads", self.threads, 0)):
+            if value < least:
+                raise ConfigError(f"{flag} must be an integer >= {least}, got {value}")
+        discover(self.data)  # DataError names --data
+        if self.out:
+            make_out_dir(self.out)
 
 
 def naive_pil_loop(paths: list[str], image_size: int) -> int:
-    """What the seeds and most scripts do: open, convert, resize, one file after another."""
+    """What the reference PyTorch project and most scripts do: open, convert, resize, one file after another."""
     for path in paths:
         with Image.open(path) as image:
             np.asarray(image.convert("RGB").resize((image_size, image_size), Image.BILINEAR))
@@ -93,31 +120,24 @@ def measure(paths: list[str], image_size: int, threads: int, repeats: int) -> li
     return rows
 
 
-def format_table(rows: list[dict[str, Any]]) -> str:
-    """Markdown table of the rows, speed-ups against the naive loop measured in the same run."""
-    lines = ["| method | seconds | images/s | speed-up vs naive loop |", "|---|---:|---:|---:|"]
-    for row in rows:
-        lines.append(f"| {row['method']} | {row['seconds']:.2f} | {row['images_per_s']:.0f} "
-                     f"| {row['speedup_vs_naive']:.2f}x |")
-    return "\n".join(lines)
+def run_pipeline_bench(spec: PipelineSpec) -> list[dict[str, Any]]:
+    """Measure, print the table, and write pipeline.jsonl, pipeline.md and machine.json under --out if given."""
+    from hvdweather.bench.pipeline_report import markdown_report
 
-
-def run_pipeline_bench(data: str, image_size: int = 256, threads: int | None = None, repeats: int = 3,
-                       out: str | None = None) -> list[dict[str, Any]]:
-    """Measure, print the table, and write results.jsonl under `out` if given."""
-    catalog = discover(data)
-    threads = threads or available_cores()
+    spec.check()
+    catalog = discover(spec.data)
+    threads = spec.threads or available_cores()
     bad = find_unreadable(catalog.paths, threads)
     paths = [p for p in catalog.paths if p not in bad]
     if not paths:
-        raise DataError(f"--data {data}: no readable images")
-    rows = measure(paths, image_size, threads, repeats)
-    table = format_table(rows)
-    print(f"{len(paths)} images from {data} at {image_size}x{image_size}, {available_cores()} cores, "
-          f"median of {repeats}; {len(bad)} unreadable skipped\n{table}")
-    if out:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        with open(Path(out) / "pipeline.jsonl", "w") as handle:
+        raise DataError(f"--data {spec.data}: no readable images")
+    rows = measure(paths, spec.image_size, threads, spec.repeats)
+    machine = machine_info()
+    text = markdown_report(rows, machine, spec.data, len(bad))
+    print(text)
+    if spec.out:
+        with open(Path(spec.out) / "pipeline.jsonl", "w") as handle:
             handle.writelines(json.dumps(row) + "\n" for row in rows)
-        (Path(out) / "pipeline.md").write_text(table + "\n")
+        (Path(spec.out) / "pipeline.md").write_text(text)
+        write_machine(spec.out, machine)
     return rows
