@@ -90,15 +90,75 @@ def plot_curves(rows: list[dict[str, Any]]):
 
 
 def write_report(writer: RunWriter, y_true: np.ndarray, y_pred: np.ndarray, class_names: tuple[str, ...],
-                 metrics_rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """Write report/: classification_report.{csv,txt}, confusion_matrix.{csv,png}, curves.png."""
+                 metrics_rows: list[dict[str, Any]] | None, folder: str = "report") -> pd.DataFrame:
+    """Write classification_report.{csv,txt}, confusion_matrix.{csv,png} and, unless `metrics_rows` is
+    None (re-evaluation has no training curves), curves.png into `folder` ("" = the writer's directory)."""
     frame = classification_frame(y_true, y_pred, class_names)
     matrix = confusion_matrix(y_true, y_pred, labels=list(range(len(class_names))))
     cm = pd.DataFrame(matrix, index=list(class_names), columns=list(class_names))
     cm.index.name = "true\\predicted"
-    writer.write_text("report/classification_report.csv", frame.to_csv(float_format="%.4f"))
-    writer.write_text("report/classification_report.txt", format_report(frame))
-    writer.write_text("report/confusion_matrix.csv", cm.to_csv())
-    writer.save_figure("report/confusion_matrix.png", lambda: plot_confusion(matrix, class_names))
-    writer.save_figure("report/curves.png", lambda: plot_curves(metrics_rows))
+    prefix = f"{folder}/" if folder else ""
+    writer.write_text(f"{prefix}classification_report.csv", frame.to_csv(float_format="%.4f"))
+    writer.write_text(f"{prefix}classification_report.txt", format_report(frame))
+    writer.write_text(f"{prefix}confusion_matrix.csv", cm.to_csv())
+    writer.save_figure(f"{prefix}confusion_matrix.png", lambda: plot_confusion(matrix, class_names))
+    if metrics_rows is not None:
+        writer.save_figure(f"{prefix}curves.png", lambda: plot_curves(metrics_rows))
     return frame
+
+
+def top_k_accuracies(y_true: np.ndarray, probabilities: np.ndarray, ks: list[int]) -> dict[int, float]:
+    """Fraction of images whose true class is among the k most probable, for each k (ImageNet's top-5)."""
+    ranked = np.argsort(-probabilities, axis=1, kind="stable")
+    hits = ranked == np.asarray(y_true)[:, None]
+    return {k: float(hits[:, :k].any(axis=1).mean()) if len(y_true) else 0.0 for k in ks}
+
+
+def confident_mistakes(y_true: np.ndarray, probabilities: np.ndarray, limit: int = 32) -> list[int]:
+    """Indices of wrong predictions, the most confident first: the errors most worth looking at."""
+    predicted = probabilities.argmax(axis=1)
+    wrong = np.flatnonzero(predicted != y_true)
+    order = np.argsort(-probabilities[wrong, predicted[wrong]], kind="stable")
+    return [int(i) for i in wrong[order][:limit]]
+
+
+def examples_per_class(y_true: np.ndarray, probabilities: np.ndarray,
+                       num_classes: int) -> list[tuple[int | None, int | None]]:
+    """Per true class: (most confident correct index, most confident wrong index); None where there is none."""
+    predicted = probabilities.argmax(axis=1)
+    confidence = probabilities.max(axis=1)
+    pairs = []
+    for label in range(num_classes):
+        picks = []
+        for correct in (True, False):
+            members = np.flatnonzero((y_true == label) & ((predicted == label) == correct))
+            picks.append(int(members[np.argmax(confidence[members])]) if len(members) else None)
+        pairs.append((picks[0], picks[1]))
+    return pairs
+
+
+def _thumbnail(path: str, size: int = 128) -> np.ndarray:
+    from hvdweather.data.decode import load_rgb
+
+    try:  # squashed to a square, as the model saw it
+        return load_rgb(path, size)
+    except Exception:  # a file that cannot be shown still gets its caption
+        return np.full((size, size, 3), 255, np.uint8)
+
+
+def plot_contact_sheet(tiles: list[tuple[str | None, str, bool | None]], title: str, columns: int = 8):
+    """A grid of images, each captioned; `tiles` = (path or None for an empty cell, caption, correct?).
+    Captions are green for correct, red for wrong, black when unknown."""
+    columns = max(1, min(columns, len(tiles)))
+    rows = max(1, -(-len(tiles) // columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(2.1 * columns, 2.4 * rows), squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, (path, caption, correct) in zip(axes.flat, tiles):
+        if path:
+            axis.imshow(_thumbnail(path))
+        colour = {True: "darkgreen", False: "firebrick"}.get(correct, "black")
+        axis.set_title(caption, fontsize=7, color=colour)
+    figure.tight_layout()
+    figure.suptitle(title, y=1.0 + 0.25 / rows, va="bottom")  # above the first row's captions
+    return figure

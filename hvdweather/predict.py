@@ -1,0 +1,327 @@
+"""Use a trained run: class probabilities for image files, alone or under Horovod.
+
+    hvdweather-predict runs/one photos/ extra.jpg --out predictions.csv --top-k 3
+    horovodrun -np 2 hvdweather-predict runs/one photos/ --out predictions.csv   # same CSV, same order
+
+MODEL is a run directory (its best.keras, or --checkpoint last) or one of its .keras files; class names
+and image size come from the run's config.json, nothing else, so a run directory copied to another
+machine works. Files are decoded, resized and normalised by the training pipeline's own functions
+(`decode_tf.decode_image`, `pipeline.normalize`), so training and prediction cannot drift apart.
+Each rank decode-checks and predicts every shard_count-th file; the primary writes one CSV in input order.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from hvdweather.data.discovery import IMAGE_EXTENSIONS, Catalog
+from hvdweather.data.pipeline import eval_pipeline
+from hvdweather.data.source import FolderSource, Source
+from hvdweather.distributed import TrainingBackend
+from hvdweather.errors import ConfigError, DataError, check_output_dir
+from hvdweather.runfiles import read_json
+from hvdweather.writers import RunWriter
+
+CHECKPOINTS = ("best", "last")
+
+
+@dataclass(frozen=True)
+class RunModel:
+    """A checkpoint and the facts from its run's config.json that inference needs."""
+
+    checkpoint: Path
+    class_names: tuple[str, ...]
+    image_size: int
+    per_worker_batch_size: int  # the run's batch: evaluation reuses it, so it batches as training did
+
+
+def resolve_model(model: str | Path, checkpoint: str = "best", label: str = "MODEL") -> RunModel:
+    """The checkpoint file and config facts of a run directory or of a .keras file inside one."""
+    path = Path(model)
+    if not path.exists():
+        raise DataError(f"{label} {path}: not found; pass a run directory written by hvdweather-train "
+                        "(config.json + best.keras) or one of its .keras files")
+    run_dir, keras_file = (path, path / f"{checkpoint}.keras") if path.is_dir() else (path.parent, path)
+    if not keras_file.is_file():
+        raise DataError(f"{label} {path}: no {keras_file.name} in it; pass a run directory written by "
+                        "hvdweather-train, or --checkpoint last if only last.keras exists")
+    record = read_json(run_dir / "config.json")
+    if not record or "class_names" not in record or "image_size" not in record.get("config", {}):
+        raise DataError(f"{label} {path}: {run_dir / 'config.json'} is missing or has no class_names/image_size; "
+                        "keep the run's config.json next to its .keras files")
+    cfg = record["config"]
+    return RunModel(keras_file, tuple(record["class_names"]), int(cfg["image_size"]),
+                    int(cfg.get("per_worker_batch_size", 32)))
+
+
+def load_keras(run_model: RunModel) -> tf.keras.Model:
+    """The checkpoint as a Keras model, for inference only (no optimizer state)."""
+    import hvdweather.model  # noqa: F401 - registers the model's own Keras layers before loading
+
+    return tf.keras.models.load_model(run_model.checkpoint, compile=False)
+
+
+def _is_image_name(name: str) -> bool:
+    # The training discovery rules: hidden/underscore names skipped, image extensions in any case.
+    return not name.startswith((".", "_")) and Path(name).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def find_images(inputs: list[str] | tuple[str, ...], label: str = "IMAGES") -> list[str]:
+    """Files as given, and every image below each folder (sorted), in argument order, without repeats."""
+    if not inputs:
+        raise DataError(f"{label}: give at least one image file or folder")
+    found: list[str] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_file():
+            found.append(str(path))
+        elif path.is_dir():
+            images = sorted(os.path.join(d, f) for d, dirs, files in os.walk(path)
+                            for f in files if _is_image_name(f) and _visible_path(path, d))
+            if not images:
+                raise DataError(f"{label} {path}: no images found in it or below it "
+                                f"({', '.join(sorted(IMAGE_EXTENSIONS))})")
+            found.extend(images)
+        else:
+            raise DataError(f"{label} {path}: not found; pass image files or folders of images")
+    return list(dict.fromkeys(found))
+
+
+def _visible_path(root: Path, folder: str) -> bool:
+    relative = Path(folder).relative_to(root).parts
+    return not any(part.startswith((".", "_")) for part in relative)
+
+
+def check_top_k(top_k: int, class_names: tuple[str, ...]) -> None:
+    if not 1 <= top_k <= len(class_names):
+        raise ConfigError(f"--top-k {top_k}: the model knows {len(class_names)} classes; "
+                          f"pass 1 to {len(class_names)}")
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Per input file, in input order: class probabilities (NaN row when unreadable) and the reason."""
+
+    paths: tuple[str, ...]
+    probabilities: np.ndarray  # [files, classes] float32 softmax of the logits
+    reasons: tuple[str, ...]  # '' for a predicted file, else why it could not be read
+
+    @property
+    def readable(self) -> np.ndarray:
+        return np.array([not r for r in self.reasons], bool)
+
+
+def loose_files(paths: list[str] | tuple[str, ...], class_names: tuple[str, ...]) -> Source:
+    """A data source over files with no labels: the same check and decoder as training's class folders."""
+    return FolderSource(Catalog("", class_names, tuple(paths), (0,) * len(paths)))
+
+
+def _predict_local(model: tf.keras.Model, source: Source, paths: list[str], image_size: int,
+                   batch_size: int, threads: int) -> np.ndarray:
+    if not paths:
+        return np.zeros((0, model.output_shape[-1]), np.float32)
+    decoded = source.decoded(tuple(paths), (0,) * len(paths), image_size)
+    batches = [tf.nn.softmax(model(images, training=False)).numpy()
+               for images, _ in eval_pipeline(decoded, batch_size, threads=threads)]
+    return np.concatenate(batches).astype(np.float32)
+
+
+def predict_sharded(model: tf.keras.Model, source: Source, paths: list[str] | tuple[str, ...],
+                    image_size: int, batch_size: int, backend: TrainingBackend) -> Predictions:
+    """Every rank checks and predicts its shard (every shard_count-th file); all ranks get the whole
+    result back in input order."""
+    threads = backend.runtime.threads
+    mine = list(range(backend.shard_index, len(paths), backend.shard_count))
+    bad = source.unreadable(tuple(paths[i] for i in mine), threads)
+    good = [i for i in mine if paths[i] not in bad]
+    probs = _predict_local(model, source, [paths[i] for i in good], image_size, batch_size, threads)
+    parts = backend.allgather_object((good, probs, {i: bad[paths[i]] for i in mine if paths[i] in bad}))
+    result = np.full((len(paths), model.output_shape[-1]), np.nan, np.float32)
+    reasons = [""] * len(paths)
+    for indices, part_probs, part_bad in parts:
+        result[indices] = part_probs
+        for index, reason in part_bad.items():
+            reasons[index] = reason
+    return Predictions(tuple(paths), result, tuple(reasons))
+
+
+def prediction_rows(predictions: Predictions, class_names: tuple[str, ...], top_k: int) -> tuple[list, list]:
+    """CSV header and rows: path, predicted class, its probability, the top-k pairs, and the error."""
+    header = ["path", "predicted_class", "probability"]
+    for k in range(1, top_k + 1):
+        header += [f"top{k}_class", f"top{k}_probability"]
+    rows = []
+    for path, probs, reason in zip(predictions.paths, predictions.probabilities, predictions.reasons):
+        if reason:
+            rows.append([path, "", ""] + ["", ""] * top_k + [reason])
+            continue
+        order = np.argsort(-probs, kind="stable")[:top_k]
+        pairs = [cell for i in order for cell in (class_names[i], f"{probs[i]:.8f}")]
+        rows.append([path, class_names[order[0]], f"{probs[order[0]]:.8f}", *pairs, ""])
+    return header + ["error"], rows
+
+
+def check_out_file(out: str | Path, flag: str = "--out") -> Path:
+    """The output file's folder exists (or is made) and is writable, before any long work."""
+    out = Path(out)
+    if out.is_dir():
+        raise ConfigError(f"{flag} {out}: is a directory; pass a file name such as {out / 'predictions.csv'}")
+    check_output_dir(out.parent if str(out.parent) else Path("."), flag)
+    return out
+
+
+def _caption(path: str, name: str, probability: float) -> str:
+    return f"{Path(path).name[:22]}\n{name} {probability:.2f}"
+
+
+def plot_grid(predictions: Predictions, class_names: tuple[str, ...], limit: int = 64):
+    """The --grid contact sheet: up to `limit` predicted images with their class and probability."""
+    from hvdweather.evaluate import plot_contact_sheet
+
+    tiles = []
+    for path, probs, reason in list(zip(predictions.paths, predictions.probabilities, predictions.reasons))[:limit]:
+        best = int(np.argmax(probs)) if not reason else 0
+        tiles.append((path, f"{Path(path).name[:22]}\nunreadable" if reason
+                      else _caption(path, class_names[best], float(probs[best])), None))
+    return plot_contact_sheet(tiles, f"Predictions ({len(tiles)} of {len(predictions.paths)} images)")
+
+
+def run_predict(model: str, images: list[str], out: str, top_k: int, batch_size: int, checkpoint: str = "best",
+                grid: str = "") -> Predictions:
+    """hvdweather-predict: the cheap checks, then every rank predicts its shard; one CSV on the primary."""
+    from hvdweather.distributed import make_backend
+
+    run_model = resolve_model(model, checkpoint)
+    check_top_k(top_k, run_model.class_names)
+    paths = find_images(images)
+    out_file = check_out_file(out)
+    grid_file = check_out_file(grid, "--grid") if grid else None
+    backend = make_backend("horovod", threads_per_worker=0)  # Horovod when launched so; else one process
+    primary = backend.runtime.is_primary
+    predictions = predict_sharded(load_keras(run_model), loose_files(paths, run_model.class_names), paths,
+                                  run_model.image_size, batch_size, backend)
+    header, rows = prediction_rows(predictions, run_model.class_names, top_k)
+    writer = RunWriter(out_file.parent, primary)
+    writer.write_csv(out_file.name, header, rows)
+    if grid_file:
+        RunWriter(grid_file.parent, primary).save_figure(grid_file.name,
+                                                         lambda: plot_grid(predictions, run_model.class_names))
+    bad = len(paths) - int(predictions.readable.sum())
+    writer.log(f"predicted {len(paths) - bad} of {len(paths)} image(s) with {run_model.checkpoint}; "
+               f"{bad} unreadable (in the CSV with the reason, no prediction); wrote {out_file}")
+    return predictions
+
+
+@dataclass(frozen=True)
+class LabelledSet:
+    """Files with true labels indexed by the model's class names, and a name for the eval folder."""
+
+    name: str
+    paths: tuple[str, ...]
+    labels: tuple[int, ...]
+
+
+def run_test_split(run_dir: Path, class_names: tuple[str, ...]) -> LabelledSet:
+    """The test subset of the run's own split.csv: the images the training report was computed on."""
+    from hvdweather.data.split import read_split
+
+    split_file = run_dir / "split.csv"
+    if not split_file.is_file():
+        raise DataError(f"RUN_DIR {run_dir}: no split.csv; pass --data DIR (a labelled class-folder set)")
+    split = read_split(split_file, class_names)
+    if not split.size("test"):
+        raise DataError(f"RUN_DIR {run_dir}: the run has no test images (trained with --test-split 0); "
+                        "pass --data DIR (a labelled class-folder set)")
+    return LabelledSet("test", split.paths["test"], split.labels["test"])
+
+
+def labelled_folders(data: str, run_model: RunModel) -> LabelledSet:
+    """Another labelled set (class folders or a prepared directory), its classes matched by name."""
+    from hvdweather.data.source import open_source
+
+    catalog = open_source(data, run_model.image_size, "--data").catalog
+    known = run_model.class_names
+    unknown = [name for name in catalog.class_names if name not in known]
+    if unknown:
+        raise DataError(f"--data {data}: class folder(s) {', '.join(unknown[:4])} not known to the model "
+                        f"(it knows {', '.join(known)}); remove or rename them")
+    labels = tuple(known.index(catalog.class_names[label]) for label in catalog.labels)
+    return LabelledSet(Path(data).resolve().name, catalog.paths, labels)
+
+
+def evaluation_outputs(writer: RunWriter, labelled: LabelledSet, predictions: Predictions,
+                       class_names: tuple[str, ...]) -> tuple[float, dict[int, float]]:
+    """report files, predictions.csv, top-k accuracy, misclassified.png, examples.png, skipped.csv."""
+    from hvdweather.evaluate import top_k_accuracies, write_report
+
+    ok = predictions.readable
+    paths = [p for p, good in zip(labelled.paths, ok) if good]
+    y_true, probs = np.asarray(labelled.labels)[ok], predictions.probabilities[ok]
+    frame = write_report(writer, y_true, probs.argmax(axis=1), class_names, None, folder="")
+    header, rows = prediction_rows(predictions, class_names, len(class_names))
+    truth = [class_names[label] for label in labelled.labels]
+    writer.write_csv("predictions.csv", ["true_class", *header], [[t, *row] for t, row in zip(truth, rows)])
+    top_k = top_k_accuracies(y_true, probs, list(range(1, min(5, len(class_names)) + 1)))
+    writer.write_csv("top_k_accuracy.csv", ["k", "accuracy", "images"], [[k, f"{a:.6f}", len(y_true)]
+                                                                         for k, a in top_k.items()])
+    writer.write_csv("skipped.csv", ["path", "reason"], [[p, r] for p, r in zip(labelled.paths, predictions.reasons)
+                                                         if r])
+    writer.save_figure("misclassified.png", lambda: _mistakes_sheet(paths, y_true, probs, class_names))
+    writer.save_figure("examples.png", lambda: _examples_sheet(paths, y_true, probs, class_names))
+    return float(frame.loc["accuracy", "f1"]), top_k
+
+
+def _mistakes_sheet(paths: list[str], y_true: np.ndarray, probs: np.ndarray, class_names: tuple[str, ...]):
+    from hvdweather.evaluate import confident_mistakes, plot_contact_sheet
+
+    tiles = []
+    for i in confident_mistakes(y_true, probs):
+        predicted = int(probs[i].argmax())
+        tiles.append((paths[i], f"true {class_names[y_true[i]]} ({probs[i, y_true[i]]:.2f})\n"
+                                f"pred {class_names[predicted]} ({probs[i, predicted]:.2f})", False))
+    return plot_contact_sheet(tiles or [(None, "no mistakes", True)], "Most confident mistakes")
+
+
+def _examples_sheet(paths: list[str], y_true: np.ndarray, probs: np.ndarray, class_names: tuple[str, ...]):
+    from hvdweather.evaluate import examples_per_class, plot_contact_sheet
+
+    tiles = []
+    for label, picks in enumerate(examples_per_class(y_true, probs, len(class_names))):
+        for index, correct in zip(picks, (True, False)):
+            if index is None:
+                tiles.append((None, f"{class_names[label]}: no {'correct' if correct else 'wrong'} example", None))
+            else:
+                predicted = int(probs[index].argmax())
+                tiles.append((paths[index], f"true {class_names[label]}\npred {class_names[predicted]} "
+                                            f"({probs[index, predicted]:.2f})", correct))
+    return plot_contact_sheet(tiles, "A correct and a wrong example per class", columns=4)
+
+
+def run_evaluate(run_dir: str, checkpoint: str = "best", data: str = "", out: str = "",
+                 batch_size: int = 0) -> float:
+    """hvdweather-evaluate: the run's test split (or --data) predicted by every rank, reported by the primary."""
+    from hvdweather.distributed import make_backend
+
+    run_path = Path(run_dir)
+    if run_path.exists() and not run_path.is_dir():
+        raise DataError(f"RUN_DIR {run_path}: not a directory; pass the run directory hvdweather-train wrote")
+    run_model = resolve_model(run_path, checkpoint, "RUN_DIR")
+    labelled = labelled_folders(data, run_model) if data else run_test_split(run_path, run_model.class_names)
+    out_dir = Path(out) if out else run_path / f"eval-{labelled.name}-{checkpoint}"
+    check_output_dir(out_dir)
+    backend = make_backend("horovod", threads_per_worker=0)  # Horovod when launched so; else one process
+    writer = RunWriter(out_dir, backend.runtime.is_primary)
+    # The run's own batch by default: the test split is then batched exactly as the training report did.
+    batch = batch_size or run_model.per_worker_batch_size
+    predictions = predict_sharded(load_keras(run_model), loose_files(labelled.paths, run_model.class_names),
+                                  labelled.paths, run_model.image_size, batch, backend)
+    accuracy, top_k = evaluation_outputs(writer, labelled, predictions, run_model.class_names)
+    bad = len(labelled.paths) - int(predictions.readable.sum())
+    writer.log(f"accuracy {accuracy:.4f} on {len(labelled.paths) - bad} image(s) of {labelled.name} with "
+               f"{run_model.checkpoint.name}; " + ", ".join(f"top-{k} {a:.4f}" for k, a in top_k.items())
+               + (f"; {bad} unreadable (skipped.csv)" if bad else "") + f"; report in {out_dir}")
+    return accuracy
