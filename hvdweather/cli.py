@@ -229,6 +229,26 @@ def bench_layers_command(onednn: str | None, repeats: int, batch: int, image_siz
     run_layers_bench(LayersBenchSpec(out, onednn, batch, repeats, image_size, with_torch))
 
 
+@bench_group.command("inference")
+@click.argument("model", type=click.Path())
+@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
+@click.option("--batch-sizes", default="1,8,32,128", show_default=True, help="Comma-separated batch sizes.")
+@click.option("--threads", default="1,all", show_default=True,
+              help="Comma-separated TensorFlow thread counts, each timed in its own process; all = every core.")
+@click.option("--repeats", type=int, default=20, show_default=True,
+              help="Timed calls per batch size (median); single-image latency takes 5x as many.")
+@click.option("--out", default="", type=click.Path(file_okay=False),
+              help="Write inference.jsonl and inference.md here. [default: print only]")
+def bench_inference_command(model: str, checkpoint: str, batch_sizes: str, threads: str, repeats: int,
+                            out: str) -> None:
+    """Images/s per batch size and single-image latency p50/p95: the Keras model (decoded pixels) vs the
+    exported SavedModel (encoded JPEG bytes), on one thread and on all cores. MODEL: a run directory."""
+    from hvdweather.bench.inference import InferenceSpec, parse_counts, run_inference_bench
+
+    run_inference_bench(InferenceSpec(model, checkpoint, parse_counts(batch_sizes, "--batch-sizes"),
+                                      parse_counts(threads, "--threads", allow_all=True), repeats, out))
+
+
 @bench_group.command("eda")
 @click.option("--data", required=True, type=click.Path(), help="Class-folder data set.")
 @click.option("--backends", default="sequential,multiprocessing,mpi", show_default=True,
