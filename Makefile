@@ -30,6 +30,8 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PIP) install -q "tensorflow-cpu==2.15.*"
 	@$(PY) -c "import horovod.tensorflow" 2>/dev/null \
 		|| $(HOROVOD_ENV) $(PIP) install -q --no-build-isolation horovod==0.28.1
+	@# PyTorch for the torch-ddp tests: the CPU wheel kept on disk here (other versions pull a CUDA build)
+	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e ".[test]"
 	@touch $(STAMP)
 
