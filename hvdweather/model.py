@@ -1,34 +1,161 @@
-"""Pure model builders: the seeds' weather CNN, ported from PyTorch to Keras, logits out."""
+"""Pure model builders: the reference PyTorch weather project's CNN in Keras, logits out.
+
+Every speed choice sits in `build_weather_cnn` and `BatchNormTanh`, each with the gain it measured
+(`hvdweather-bench layers`, one thread, batch 32, forward + backward; docs/benchmarks.md, "Speed vs
+PyTorch DDP"). The function class is the reference's: Conv -> BatchNorm -> tanh -> AvgPool x 4 ->
+Dropout -> Dense 84 tanh -> Dense.
+"""
 from __future__ import annotations
 
 import tensorflow as tf
 
-# (filters, kernel, pool) per conv block of the seeds' ConvolutionalModel; pool 0 = no pooling.
-_BLOCKS = ((6, 4, 5), (16, 5, 2), (32, 8, 4), (120, 4, 0))
+from hvdweather.geometry import WEATHER_CNN_BLOCKS, WEATHER_CNN_MIN_IMAGE_SIZE
 
 
-def min_image_size() -> int:
-    """The smallest square input for which every valid conv and pool still has a pixel to work on."""
-    size = 1
-    for _, kernel, pool in reversed(_BLOCKS):
-        size = size * max(pool, 1) + kernel - 1
-    return size
+def _rows(x: tf.Tensor) -> tf.Tensor:
+    """NHWC as rows of W*C values, reshaped outside XLA (free there; inside XLA the reshape back cost a
+    copy, +17 ms on block 1). XLA vectorises along the long rows: with the 6 channels of block 1 as
+    the minor dimension its broadcasts ran ~1.3x slower."""
+    return tf.reshape(x, [-1, x.shape[-2] * x.shape[-1]])
+
+
+def _per_column(v: tf.Tensor, rows: tf.Tensor) -> tf.Tensor:
+    """A per-channel vector repeated for every pixel of a row of `_rows(x)`."""
+    return tf.tile(v, [rows.shape[-1] // v.shape[0]])
+
+
+def _channel_sums(rows: tf.Tensor, channels: int) -> tf.Tensor:
+    """Per-channel sums of `_rows(x)`: down the rows first (vectorised), then over one row's pixels."""
+    return tf.reduce_sum(tf.reshape(tf.reduce_sum(rows, 0), [-1, channels]), 0)
+
+
+# XLA compiles these four small functions only, on `_rows` views: per-channel statistics, then one
+# elementwise pass, for the forward and for the backward of BatchNorm + tanh. Never put AvgPool (or the
+# whole model) under jit_compile: XLA spent over 6 minutes constant-folding an AvgPool gradient once,
+# and the whole CNN jitted was ~3x slower.
+@tf.function(jit_compile=True)
+def _moments(rows: tf.Tensor, channels: int) -> tuple[tf.Tensor, tf.Tensor]:
+    count = tf.cast(tf.shape(rows)[0] * (rows.shape[-1] // channels), rows.dtype)
+    mean = _channel_sums(rows, channels) / count
+    centred = rows - _per_column(mean, rows)
+    return mean, _channel_sums(centred * centred, channels) / count  # two-pass: no E[x^2]-mean^2 cancellation
+
+
+@tf.function(jit_compile=True)
+def _scale_shift_tanh(rows: tf.Tensor, scale: tf.Tensor, shift: tf.Tensor) -> tf.Tensor:
+    return tf.tanh(rows * _per_column(scale, rows) + _per_column(shift, rows))
+
+
+@tf.function(jit_compile=True)
+def _grad_sums(rows, y, dy, mean, inv_std):
+    """d_beta and d_gamma of tanh(BN(x)): per-channel sums of g and g * x_hat, g = dy * tanh'."""
+    g = dy * (1.0 - tf.square(y))
+    x_hat = (rows - _per_column(mean, rows)) * _per_column(inv_std, rows)
+    return _channel_sums(g, mean.shape[0]), _channel_sums(g * x_hat, mean.shape[0])
+
+
+@tf.function(jit_compile=True)
+def _grad_input(rows, y, dy, mean, inv_std, gamma, d_beta, d_gamma):
+    """d_x of tanh(BN(x)) in training mode (batch statistics), in closed form: one elementwise pass."""
+    count = tf.cast(tf.size(rows) // mean.shape[0], rows.dtype)
+    g = dy * (1.0 - tf.square(y))
+    x_hat = (rows - _per_column(mean, rows)) * _per_column(inv_std, rows)
+    return _per_column(gamma * inv_std, rows) * (g - _per_column(d_beta / count, rows)
+                                                 - x_hat * _per_column(d_gamma / count, rows))
+
+
+def _bn_tanh_train(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: float):
+    """tanh(BatchNorm(x)) with batch statistics; returns (output, batch mean, batch variance)."""
+    mean, variance = _moments(_rows(x), x.shape[-1])
+    inv_std = tf.math.rsqrt(variance + epsilon)
+
+    @tf.custom_gradient
+    def bn_tanh(x, gamma, beta):
+        scale = gamma * inv_std
+        rows, y = _rows(x), _scale_shift_tanh(_rows(x), scale, beta - mean * scale)
+
+        def grad(dy):
+            d_beta, d_gamma = _grad_sums(rows, y, _rows(dy), mean, inv_std)
+            d_x = _grad_input(rows, y, _rows(dy), mean, inv_std, gamma, d_beta, d_gamma)
+            return tf.reshape(d_x, tf.shape(x)), d_gamma, d_beta
+
+        return tf.reshape(y, tf.shape(x)), grad
+
+    return bn_tanh(x, gamma, beta), mean, variance
+
+
+def _bn_tanh_infer(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, mean: tf.Tensor, variance: tf.Tensor,
+                   epsilon: float) -> tf.Tensor:
+    scale = gamma * tf.math.rsqrt(variance + epsilon)
+    return tf.reshape(_scale_shift_tanh(_rows(x), scale, beta - mean * scale), tf.shape(x))
+
+
+@tf.keras.utils.register_keras_serializable(package="hvdweather")
+class BatchNormTanh(tf.keras.layers.Layer):
+    """BatchNormalization then tanh, as one XLA-compiled kernel (channels last).
+
+    Same maths and variables as `BatchNormalization(epsilon, momentum)` + `Activation("tanh")`:
+    gamma/beta trainable, moving mean/variance not (so Horovod's BN-statistics averaging sees them).
+    """
+
+    def __init__(self, epsilon: float = 1e-5, momentum: float = 0.9, **kwargs):
+        super().__init__(**kwargs)
+        self.epsilon = float(epsilon)
+        self.momentum = float(momentum)
+
+    def build(self, input_shape) -> None:
+        channels = (int(input_shape[-1]),)
+        self.gamma = self.add_weight(name="gamma", shape=channels, initializer="ones")
+        self.beta = self.add_weight(name="beta", shape=channels, initializer="zeros")
+        self.moving_mean = self.add_weight(name="moving_mean", shape=channels, initializer="zeros",
+                                           trainable=False)
+        self.moving_variance = self.add_weight(name="moving_variance", shape=channels, initializer="ones",
+                                               trainable=False)
+        super().build(input_shape)
+
+    def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+        if not training:  # Keras passes a Python bool from fit/evaluate/predict
+            return _bn_tanh_infer(inputs, self.gamma, self.beta, self.moving_mean, self.moving_variance,
+                                  self.epsilon)
+        outputs, mean, variance = _bn_tanh_train(inputs, self.gamma, self.beta, self.epsilon)
+        count = tf.cast(tf.size(inputs) // inputs.shape[-1], variance.dtype)
+        unbiased = variance * count / tf.maximum(count - 1.0, 1.0)  # as Keras's and PyTorch's moving variance
+        self.moving_mean.assign(self.momentum * self.moving_mean + (1.0 - self.momentum) * mean)
+        self.moving_variance.assign(self.momentum * self.moving_variance + (1.0 - self.momentum) * unbiased)
+        return outputs
+
+    def get_config(self) -> dict:
+        return super().get_config() | {"epsilon": self.epsilon, "momentum": self.momentum}
+
+
+# BatchNormTanh (XLA) on a block's activations when they have at least this many pixels per channel:
+# block 1 at 256 px (253x253x6) only. There it measured 1.43x faster than Keras's BN + tanh (oneDNN on,
+# forward + backward); on block 2 (46x46x16) it was 0.27x: four XLA launches cost more than the work.
+_XLA_BN_MIN_PIXELS = 128 * 128
 
 
 def build_weather_cnn(num_classes: int, image_size: int = 256) -> tf.keras.Model:
-    """Conv-BN-tanh-AvgPool x4 -> Dropout -> Dense 84 tanh -> Dense logits (108,517 params at 256/11)."""
-    if image_size < min_image_size():
+    """Conv-BN-tanh-AvgPool x4 -> Dropout -> Dense 84 tanh -> Dense logits.
+
+    108,343 trainable parameters at 256 px / 11 classes: the reference's 108,517 less its 174 conv
+    biases (6 + 16 + 32 + 120), which BatchNorm's mean subtraction cancels (their gradient is zero).
+    """
+    if image_size < WEATHER_CNN_MIN_IMAGE_SIZE:
         raise ValueError(f"--image-size {image_size} is too small for the weather CNN: "
-                         f"its conv/pool stack needs at least {min_image_size()} pixels")
+                         f"its conv/pool stack needs at least {WEATHER_CNN_MIN_IMAGE_SIZE} pixels")
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
     inputs = tf.keras.Input((image_size, image_size, 3), name="image")
     x = inputs
-    for filters, kernel, pool in _BLOCKS:
-        x = tf.keras.layers.Conv2D(filters, kernel)(x)
+    for filters, kernel, pool in WEATHER_CNN_BLOCKS:
+        # No conv bias: BatchNorm subtracts the batch mean, so a bias would be trained to nothing.
+        x = tf.keras.layers.Conv2D(filters, kernel, use_bias=False)(x)
         # PyTorch BatchNorm2d defaults: eps 1e-5, running-average momentum 0.1 (Keras: 1 - 0.1).
-        x = tf.keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9)(x)
-        x = tf.keras.layers.Activation("tanh")(x)
+        if x.shape[1] * x.shape[2] >= _XLA_BN_MIN_PIXELS:
+            x = BatchNormTanh(epsilon=1e-5, momentum=0.9)(x)
+        else:
+            x = tf.keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9)(x)
+            x = tf.keras.layers.Activation("tanh")(x)
         if pool:
             x = tf.keras.layers.AveragePooling2D(pool)(x)
     x = tf.keras.layers.Flatten()(x)

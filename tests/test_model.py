@@ -1,19 +1,24 @@
-"""The weather CNN: the seeds' parameter count, logits out, sizes it refuses."""
+"""The weather CNN: the reference's function with fewer parameters, logits out, sizes it refuses, and the
+fused BatchNorm + tanh layer against Keras's own BatchNormalization + tanh."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from hvdweather.model import build_weather_cnn, min_image_size
+from hvdweather.geometry import WEATHER_CNN_BLOCKS, WEATHER_CNN_MIN_IMAGE_SIZE
+from hvdweather.model import BatchNormTanh, build_weather_cnn
+
+REFERENCE_PARAMETERS = 108_517  # the reference PyTorch weather project's CNN at 256 px, 11 classes
 
 
 def _trainable(model: tf.keras.Model) -> int:
     return sum(int(np.prod(v.shape)) for v in model.trainable_variables)
 
 
-def test_seed_parameter_count():
-    assert _trainable(build_weather_cnn(11, 256)) == 108_517
+def test_parameter_count_is_the_reference_less_the_conv_biases():
+    conv_biases = sum(filters for filters, _, _ in WEATHER_CNN_BLOCKS)  # 174, cancelled by BatchNorm
+    assert _trainable(build_weather_cnn(11, 256)) == REFERENCE_PARAMETERS - conv_biases
 
 
 def test_logits_shape_and_no_softmax():
@@ -24,7 +29,7 @@ def test_logits_shape_and_no_softmax():
 
 
 def test_minimum_size_is_the_exact_limit():
-    assert min_image_size() == 253
+    assert WEATHER_CNN_MIN_IMAGE_SIZE == 253
     build_weather_cnn(3, 253)
     with pytest.raises(ValueError, match="--image-size 252 is too small"):
         build_weather_cnn(3, 252)
@@ -36,3 +41,49 @@ def test_builder_is_pure():
     tf.keras.utils.set_random_seed(0)
     b = build_weather_cnn(4, 256).get_weights()
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def _keras_bn_tanh(fused: BatchNormTanh, shape: tuple[int, ...]) -> tf.keras.Sequential:
+    """Keras's BatchNormalization + tanh holding the fused layer's weights."""
+    reference = tf.keras.Sequential([tf.keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9),
+                                     tf.keras.layers.Activation("tanh")])
+    reference.build(shape)
+    reference.layers[0].set_weights([w.numpy() for w in (fused.gamma, fused.beta, fused.moving_mean,
+                                                         fused.moving_variance)])
+    return reference
+
+
+@pytest.mark.parametrize("shape", [(4, 17, 13, 6), (3, 1, 1, 120)])
+def test_fused_bn_tanh_matches_keras_forward_backward_and_statistics(shape):
+    tf.keras.utils.set_random_seed(1)
+    x = tf.random.normal(shape) * 3.0 + 1.5
+    dy = tf.random.normal(shape)
+    fused = BatchNormTanh(epsilon=1e-5, momentum=0.9)
+    fused.build(shape)
+    fused.gamma.assign(tf.random.uniform(shape[-1:], 0.5, 1.5))
+    fused.beta.assign(tf.random.normal(shape[-1:]))
+    reference = _keras_bn_tanh(fused, shape)
+    grads = []
+    for layer, weights in ((fused, [fused.gamma, fused.beta]), (reference, reference.layers[0].trainable_weights)):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+        grads.append((y, *tape.gradient(y, [x, *weights], output_gradients=dy)))
+    for ours, theirs in zip(*grads):
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=2e-4, atol=2e-5)
+    np.testing.assert_allclose(fused.moving_mean.numpy(), reference.layers[0].moving_mean.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(fused.moving_variance.numpy(), reference.layers[0].moving_variance.numpy(),
+                               rtol=1e-5)
+    np.testing.assert_allclose(fused(x, training=False).numpy(), reference(x, training=False).numpy(),
+                               rtol=2e-4, atol=2e-5)
+
+
+def test_saved_model_loads_and_predicts_the_same(tmp_path):
+    model = build_weather_cnn(3, 253)
+    model.compile(optimizer="sgd", loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(tf.random.uniform((4, 253, 253, 3)), tf.constant([0, 1, 2, 0]), epochs=1, verbose=0)  # moves BN stats
+    model.save(tmp_path / "x.keras")
+    loaded = tf.keras.models.load_model(tmp_path / "x.keras")
+    x = tf.random.uniform((2, 253, 253, 3))
+    np.testing.assert_allclose(loaded(x, training=False).numpy(), model(x, training=False).numpy(), rtol=1e-6)
+    assert any(isinstance(layer, BatchNormTanh) for layer in loaded.layers)
