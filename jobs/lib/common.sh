@@ -126,6 +126,9 @@ hvdw_srun_prefix() {  # NTASKS: fill HVDW_LAUNCH with srun; pmix, as Debian's Op
   # Since Slurm 22.05 srun no longer inherits sbatch's --cpus-per-task: without this, each rank of a
   # -c 8 job would be confined to 1 CPU wherever task/affinity or cgroups bind tasks.
   if [[ -n ${SLURM_CPUS_PER_TASK:-} ]]; then HVDW_LAUNCH+=("--cpus-per-task=$SLURM_CPUS_PER_TASK"); fi
+  if [[ -n ${HVDW_NETWORK_INTERFACE:-} ]]; then  # srun has no -mca: OpenMPI reads the same from the environment
+    export OMPI_MCA_btl_tcp_if_include=$HVDW_NETWORK_INTERFACE OMPI_MCA_oob_tcp_if_include=$HVDW_NETWORK_INTERFACE
+  fi
 }
 
 hvdw_mpirun_prefix() {  # NP [HOSTFILE]: fill HVDW_LAUNCH with mpirun and Horovod's documented flags
@@ -135,6 +138,11 @@ hvdw_mpirun_prefix() {  # NP [HOSTFILE]: fill HVDW_LAUNCH with mpirun and Horovo
   # before the next host, forward the environment, and avoid the openib BTL (fork() trouble).
   HVDW_LAUNCH+=(-bind-to none -map-by slot -x LD_LIBRARY_PATH -x PATH -x TF_CPP_MIN_LOG_LEVEL
                 -mca pml ob1 -mca btl '^openib')
+  # Nodes with several interfaces (ethernet and InfiniBand, a private cluster network): MPI's data (btl)
+  # and mpirun's own control channel (oob) both on the one named, e.g. HVDW_NETWORK_INTERFACE=ib0.
+  if [[ -n ${HVDW_NETWORK_INTERFACE:-} ]]; then
+    HVDW_LAUNCH+=(-mca btl_tcp_if_include "$HVDW_NETWORK_INTERFACE" -mca oob_tcp_if_include "$HVDW_NETWORK_INTERFACE")
+  fi
   if (( EUID == 0 )); then HVDW_LAUNCH+=(--allow-run-as-root); fi
 }
 

@@ -13,11 +13,13 @@
 #   HVDW_RUNS         where run directories go [runs]; this job writes $HVDW_RUNS/train-horovod-<time>-<pid>
 #   HVDW_EPOCHS [10]  HVDW_BATCH_SIZE (per worker) [32]  HVDW_LR (one worker's; scaled by workers) [0.01]
 #   HVDW_IMAGE_SIZE [256]  HVDW_THREADS  TensorFlow threads per rank [0: the host's cores / its ranks]
+#   HVDW_NETWORK_INTERFACE  the interface ranks talk over, e.g. ib0 [OpenMPI's choice: all but loopback]
 #   HVDW_DRY_RUN=1    check inputs, write the run record and print the command, but launch nothing
 #   HVDWEATHER_VENV   venv to use [<repo>/.venv if present, else PATH]; same path on every host
 #
 # Several hosts need: passwordless ssh from this host to the others, the repository (or the venv) and
 # the data at the same paths on all of them (a shared file system), and the same OpenMPI version.
+# ssh options (a key, a port) go in ~/.ssh/config or OMPI_MCA_plm_rsh_args="-i KEY -p PORT".
 set -euo pipefail
 
 # ===================== SITE SECTION: modules / environment (edit for your machines) =====================
