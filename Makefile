@@ -17,7 +17,7 @@ export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM ?= 1
 HOROVOD_ENV := CMAKE_POLICY_VERSION_MINIMUM=3.5 HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITHOUT_PYTORCH=1 \
 	HOROVOD_WITHOUT_MXNET=1 HOROVOD_WITH_MPI=1 HOROVOD_WITH_GLOO=1 MAKEFLAGS=-j2
 
-.PHONY: install install-slurm demo test test-fast bench lint clean
+.PHONY: install install-slurm install-multihost install-spark demo test test-fast bench lint clean
 
 install: $(STAMP)
 
@@ -40,11 +40,11 @@ demo: install
 	$(VENV)/bin/horovodrun -np $(NP) $(VENV)/bin/hvdweather-train --data $(DEMO_DIR)/data \
 		--out $(DEMO_DIR)/run --epochs 6 --batch-size 16 --verbose 2
 
-test: install install-slurm
+test: install install-slurm install-multihost install-spark
 	$(PY) -m pytest -q
 
 test-fast: install
-	$(PY) -m pytest -q -m "not multiprocess and not slurm"
+	$(PY) -m pytest -q -m "not multiprocess and not slurm and not multihost and not spark"
 
 lint: install
 	$(VENV)/bin/ruff check hvdweather tests
@@ -59,3 +59,18 @@ install-slurm:
 		&& command -v munged >/dev/null || { log=$$(mktemp); apt-get update -qq >$$log 2>&1 \
 		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 		slurmctld slurmd slurm-client munge >>$$log 2>&1 || { cat $$log; exit 1; }; rm -f $$log; }
+
+# The multi-host tests (tests/test_multihost.py) start one sshd per network-namespace host themselves,
+# from a temporary directory: only Debian's package is needed (no service is enabled or started here).
+install-multihost:
+	@test -x /usr/sbin/sshd || { log=$$(mktemp); apt-get update -qq >$$log 2>&1 \
+		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+		openssh-server >>$$log 2>&1 || { cat $$log; exit 1; }; rm -f $$log; }
+
+# The Spark executor (tests/test_spark.py): PySpark, the optional `spark` extra; Java 17 is in the image.
+# Not part of `make install`: the core package runs without it.
+install-spark: $(VENV)/.hvdweather-spark
+
+$(VENV)/.hvdweather-spark: $(STAMP) setup.cfg
+	$(PIP) install -q -e ".[spark]"
+	@touch $@
