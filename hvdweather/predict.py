@@ -7,7 +7,8 @@ MODEL is a run directory (its best.keras, or --checkpoint last) or one of its .k
 and image size come from the run's config.json, nothing else, so a run directory copied to another
 machine works. Files are decoded, resized and normalised by the training pipeline's own functions
 (`decode_tf.decode_image`, `pipeline.normalize`), so training and prediction cannot drift apart.
-Each rank decode-checks and predicts every shard_count-th file; the primary writes one CSV in input order.
+Files are cut into batches in input order; rank r decode-checks and predicts batches r, r + N, ...; the
+primary writes one CSV in input order.
 """
 from __future__ import annotations
 
@@ -120,25 +121,36 @@ def loose_files(paths: list[str] | tuple[str, ...], class_names: tuple[str, ...]
     return FolderSource(Catalog("", class_names, tuple(paths), (0,) * len(paths)))
 
 
-def _predict_local(model: tf.keras.Model, source: Source, paths: list[str], image_size: int,
-                   batch_size: int, threads: int) -> np.ndarray:
+def _predict_local(model: tf.keras.Model, source: Source, batches: list[list[str]], image_size: int,
+                   threads: int) -> np.ndarray:
+    """Softmax probabilities of each given batch of readable files, each batch one forward pass."""
+    paths = [path for batch in batches for path in batch]
     if not paths:
         return np.zeros((0, model.output_shape[-1]), np.float32)
-    decoded = source.decoded(tuple(paths), (0,) * len(paths), image_size)
-    batches = [tf.nn.softmax(model(images, training=False)).numpy()
-               for images, _ in eval_pipeline(decoded, batch_size, threads=threads)]
-    return np.concatenate(batches).astype(np.float32)
+    # Decoded and normalised one by one by the training pipeline, then stacked into exactly the batches
+    # given: a batch's numbers depend on its members, so the same batches give the same bits.
+    images = iter(eval_pipeline(source.decoded(tuple(paths), (0,) * len(paths), image_size), 1, threads=threads))
+    parts = []
+    for batch in batches:
+        if batch:
+            pixels = tf.concat([next(images)[0] for _ in batch], axis=0)
+            parts.append(tf.nn.softmax(model(pixels, training=False)).numpy())
+    return np.concatenate(parts).astype(np.float32)
 
 
 def predict_sharded(model: tf.keras.Model, source: Source, paths: list[str] | tuple[str, ...],
                     image_size: int, batch_size: int, backend: TrainingBackend) -> Predictions:
-    """Every rank checks and predicts its shard (every shard_count-th file); all ranks get the whole
-    result back in input order."""
+    """Files are cut into batches in input order and rank r predicts batches r, r + N, ...; all ranks get
+    the whole result back in input order. Every batch holds the same files (less unreadable ones) as in a
+    one-process run, so N ranks write the same probabilities as one process."""
     threads = backend.runtime.threads
-    mine = list(range(backend.shard_index, len(paths), backend.shard_count))
+    blocks = [list(range(s, min(s + batch_size, len(paths)))) for s in range(0, len(paths), batch_size)]
+    my_blocks = blocks[backend.shard_index::backend.shard_count]
+    mine = [i for block in my_blocks for i in block]
     bad = source.unreadable(tuple(paths[i] for i in mine), threads)
-    good = [i for i in mine if paths[i] not in bad]
-    probs = _predict_local(model, source, [paths[i] for i in good], image_size, batch_size, threads)
+    good_blocks = [[i for i in block if paths[i] not in bad] for block in my_blocks]
+    probs = _predict_local(model, source, [[paths[i] for i in block] for block in good_blocks], image_size, threads)
+    good = [i for block in good_blocks for i in block]
     parts = backend.allgather_object((good, probs, {i: bad[paths[i]] for i in mine if paths[i] in bad}))
     result = np.full((len(paths), model.output_shape[-1]), np.nan, np.float32)
     reasons = [""] * len(paths)
