@@ -137,8 +137,8 @@ _XLA_BN_MIN_PIXELS = 128 * 128
 def build_weather_cnn(num_classes: int, image_size: int = 256) -> tf.keras.Model:
     """Conv-BN-tanh-AvgPool x4 -> Dropout -> Dense 84 tanh -> Dense logits.
 
-    108,343 trainable parameters at 256 px / 11 classes: the reference's 108,517 less its 174 conv
-    biases (6 + 16 + 32 + 120), which BatchNorm's mean subtraction cancels (their gradient is zero).
+    108,511 trainable parameters at 256 px / 11 classes: the reference's 108,517 less conv1's 6 biases,
+    which BatchNorm's mean subtraction cancels (their gradient is zero).
     """
     if image_size < WEATHER_CNN_MIN_IMAGE_SIZE:
         raise ValueError(f"--image-size {image_size} is too small for the weather CNN: "
@@ -148,10 +148,15 @@ def build_weather_cnn(num_classes: int, image_size: int = 256) -> tf.keras.Model
     inputs = tf.keras.Input((image_size, image_size, 3), name="image")
     x = inputs
     for filters, kernel, pool in WEATHER_CNN_BLOCKS:
-        # No conv bias: BatchNorm subtracts the batch mean, so a bias would be trained to nothing.
-        x = tf.keras.layers.Conv2D(filters, kernel, use_bias=False)(x)
+        side = x.shape[1] - kernel + 1
+        fused = side * side >= _XLA_BN_MIN_PIXELS
+        # No conv bias before BatchNormTanh: BatchNorm subtracts the batch mean, so a bias would be trained
+        # to nothing (conv1 fwd+bwd 1.04-1.29x without). Blocks 2-4 keep theirs: a bias-free Conv2D before
+        # Keras's BatchNormalization + tanh is fused by TF 2.15's graph optimiser into one oneDNN op that
+        # fails at run time ("Fusion is not implemented: [FusedBatchNorm,Tanh]", evaluate/predict).
+        x = tf.keras.layers.Conv2D(filters, kernel, use_bias=not fused)(x)
         # PyTorch BatchNorm2d defaults: eps 1e-5, running-average momentum 0.1 (Keras: 1 - 0.1).
-        if x.shape[1] * x.shape[2] >= _XLA_BN_MIN_PIXELS:
+        if fused:
             x = BatchNormTanh(epsilon=1e-5, momentum=0.9)(x)
         else:
             x = tf.keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9)(x)
