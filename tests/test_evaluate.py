@@ -46,3 +46,21 @@ def test_text_table_has_a_line_per_row(frame):
 def test_a_class_never_predicted_scores_zero_without_warning():
     frame = classification_frame(np.array([0, 1]), np.array([0, 0]), ("a", "b"))
     assert frame.loc["b", "precision"] == 0 and frame.loc["b", "recall"] == 0
+
+
+def test_top_k_accuracy_against_hand_counts():
+    from hvdweather.evaluate import top_k_accuracies
+
+    probs = np.array([[0.6, 0.3, 0.1], [0.2, 0.5, 0.3], [0.1, 0.2, 0.7], [0.5, 0.1, 0.4]])
+    y_true = np.array([0, 2, 0, 1])
+    # ranks of the true class: 1st, 2nd, 3rd, 3rd
+    assert top_k_accuracies(y_true, probs, [1, 2, 3]) == {1: 0.25, 2: 0.5, 3: 1.0}
+
+
+def test_mistakes_and_examples_pick_the_most_confident():
+    from hvdweather.evaluate import confident_mistakes, examples_per_class
+
+    probs = np.array([[0.9, 0.1], [0.4, 0.6], [0.2, 0.8], [0.7, 0.3], [0.55, 0.45]])
+    y_true = np.array([0, 0, 0, 1, 1])
+    assert confident_mistakes(y_true, probs) == [2, 3, 1, 4]  # wrong ones by predicted probability
+    assert examples_per_class(y_true, probs, 2) == [(0, 2), (None, 3)]
