@@ -278,15 +278,19 @@ def bench_eda_command(**flags) -> None:
     run_eda_bench(spec_from_flags(EdaBenchSpec, **flags))
 
 
-_EXECUTORS = ["sequential", "multiprocessing", "mpi"]
+_EXECUTORS = ["sequential", "multiprocessing", "mpi", "spark"]
 _WORKERS_HELP = ("multiprocessing: pool processes [default: all cores]; mpi: ranks come from mpirun -np "
-                 "(leave this out); sequential: 1")
+                 "(leave this out); spark: local[N] threads, or the chunking for --spark-master [default: all "
+                 "cores, or the cluster's parallelism]; sequential: 1")
 
 
 def _executor_options(prog: str) -> Callable[[Callable], Callable]:
     """--executor (how the EDA / prepare work is spread over processes) and --workers; --backend is the
     flag's old name, kept hidden so existing scripts and job files still run."""
     def decorate(command: Callable) -> Callable:
+        command = click.option("--spark-master", default=None, metavar="URL",
+                               help="--executor spark only: Spark master URL, e.g. spark://head:7077 or "
+                                    "local[4]. [default: local[--workers]]")(command)
         command = click.option("--workers", type=click.IntRange(min=1), default=None, help=_WORKERS_HELP)(command)
         command = click.option("--backend", "old_backend", type=click.Choice(_EXECUTORS), default=None,
                                hidden=True, help="Old name of --executor.")(command)
@@ -296,7 +300,8 @@ def _executor_options(prog: str) -> Callable[[Callable], Callable]:
     return decorate
 
 
-def _make_executor(executor: str | None, old_backend: str | None, workers: int | None):
+def _make_executor(executor: str | None, old_backend: str | None, workers: int | None,
+                   spark_master: str | None = None):
     """The executor named by --executor, or by its old name --backend (the two must agree when both are given)."""
     from hvdweather.eda.executors import launcher_rank, make_executor
 
@@ -305,7 +310,7 @@ def _make_executor(executor: str | None, old_backend: str | None, workers: int |
                                "old name of --executor: pass only --executor")
     if old_backend is not None and launcher_rank() == 0:
         print("note: --backend is now called --executor; --backend still works", file=sys.stderr, flush=True)
-    return make_executor(executor or old_backend or "sequential", workers)
+    return make_executor(executor or old_backend or "sequential", workers, spark_master)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -317,11 +322,11 @@ def _make_executor(executor: str | None, old_backend: str | None, workers: int |
 @click.option("--progress/--no-progress", default=None, help="Progress line on stderr. "
               "[default: when stderr is a terminal]")
 def eda_command(data: str, out: str, executor: str | None, old_backend: str | None, workers: int | None,
-                plots: bool, progress: bool | None) -> None:
+                spark_master: str | None, plots: bool, progress: bool | None) -> None:
     """Per-class RGB histograms, counts, sizes, formats and mean/std of the class folders in DATA."""
     from hvdweather.eda.analyse import run_eda
 
-    run_eda(data, out, _make_executor(executor, old_backend, workers), plots,
+    run_eda(data, out, _make_executor(executor, old_backend, workers, spark_master), plots,
             sys.stderr.isatty() if progress is None else progress)
 
 
@@ -338,11 +343,13 @@ def eda_command(data: str, out: str, executor: str | None, old_backend: str | No
 @click.option("--progress/--no-progress", default=None, help="Progress line on stderr. "
               "[default: when stderr is a terminal]")
 def prepare_command(data: str, out: str, image_size: int, executor: str | None, old_backend: str | None,
-                    workers: int | None, images_per_shard: int, progress: bool | None) -> None:
+                    workers: int | None, spark_master: str | None, images_per_shard: int,
+                    progress: bool | None) -> None:
     """Decode, convert to RGB and resize every image of DATA once, into sharded TFRecords."""
     from hvdweather.data.prepare import run_prepare
 
-    run_prepare(data, out, image_size, _make_executor(executor, old_backend, workers), images_per_shard,
+    run_prepare(data, out, image_size, _make_executor(executor, old_backend, workers, spark_master),
+                images_per_shard,
                 sys.stderr.isatty() if progress is None else progress)
 
 

@@ -1,4 +1,4 @@
-"""Three executors: ways to spread chunks of images over CPU processes, behind the same few hooks.
+"""Four executors: ways to spread chunks of images over CPU processes, behind the same few hooks.
 
 Not to be confused with the training backends (Horovod / Mirrored in `hvdweather.distributed`): an
 executor only runs the EDA's and prepare's per-image work.
@@ -6,13 +6,15 @@ executor only runs the EDA's and prepare's per-image work.
     hvdweather-eda DATA --out DIR --executor sequential
     hvdweather-eda DATA --out DIR --executor multiprocessing --workers 4
     mpirun -np 4 hvdweather-eda DATA --out DIR --executor mpi
+    hvdweather-eda DATA --out DIR --executor spark [--spark-master URL]   (hvdweather.eda.spark)
 
 The hooks: `share(make)` (the primary computes something, e.g. the file list, and every process gets
 it, or the same error), `map(fn, tasks, progress)` (run this process's share of the tasks),
 `sum_arrays(arrays)` and `gather(obj)` (combine on the primary; other MPI ranks get None), and
 `progress(...)` (one display, the primary's). Work is split by image, never by class folder: 11
 folders of unequal size leave workers idle, while `balanced_chunks` gives every chunk the same number
-of images (+-1) and a mix of all classes. mpi4py is imported only by the mpi executor.
+of images (+-1) and a mix of all classes. mpi4py is imported only by the mpi executor, PySpark only by
+the spark executor.
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ import numpy as np
 from hvdweather.config import ConfigError
 from hvdweather.host import available_cores
 
-EXECUTORS = ("sequential", "multiprocessing", "mpi")
+EXECUTORS = ("sequential", "multiprocessing", "mpi", "spark")
 CHUNKS_PER_WORKER = 8  # enough that the last chunks leave little idle time, few enough to be cheap
 MIN_CHUNK_IMAGES = 8
 
@@ -212,10 +214,17 @@ class MpiExecutor(SequentialExecutor):
         self.comm.Abort(1)
 
 
-def make_executor(name: str, workers: int | None = None) -> SequentialExecutor:
-    """The executor called `name`; `workers` defaults to all cores (multiprocessing) or mpirun's -np."""
+def make_executor(name: str, workers: int | None = None, spark_master: str | None = None) -> SequentialExecutor:
+    """The executor called `name`; `workers` defaults to all cores (multiprocessing, spark's local mode),
+    mpirun's -np, or the Spark cluster's default parallelism (`spark_master`: spark only)."""
     if workers is not None and workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
+    if spark_master is not None and name != "spark":
+        raise ConfigError(f"--spark-master is for --executor spark, not {name}")
+    if name == "spark":
+        from hvdweather.eda.spark import SparkExecutor  # PySpark is an optional extra: imported only here
+
+        return SparkExecutor(workers, spark_master)
     if name == "sequential":
         if workers not in (None, 1):
             raise ConfigError(f"--workers {workers}: the sequential executor runs in one process; "
