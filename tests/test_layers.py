@@ -52,3 +52,16 @@ def test_table_ratios_come_from_the_rows():
     assert "Test CPU; flags: avx2; TensorFlow oneDNN off" in table
     assert "| conv1 | 30.0 | 20.0 | 1.50x | 40.0 | 2.00x |" in table
     assert "| AvgPool 5 | 8.0 | 8.0 | 1.00x |  |  |" in table
+
+
+def test_package_form_follows_the_model():
+    from hvdweather.bench.layers import _tf_layer
+    from hvdweather.model import BatchNormTanh
+
+    big, small = stages(256)[1], stages(256)[4]  # BN+tanh of blocks 1 and 2
+    assert isinstance(_tf_layer(big, "package"), BatchNormTanh)
+    assert not isinstance(_tf_layer(small, "package"), BatchNormTanh)
+    assert not isinstance(_tf_layer(big, "reference"), BatchNormTanh)
+    conv1, conv2 = stages(256)[0], stages(256)[3]
+    assert not _tf_layer(conv1, "package").use_bias and _tf_layer(conv2, "package").use_bias
+    assert _tf_layer(conv1, "reference").use_bias

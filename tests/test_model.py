@@ -2,6 +2,8 @@
 fused BatchNorm + tanh layer against Keras's own BatchNormalization + tanh."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -91,3 +93,14 @@ def test_saved_model_loads_and_predicts_the_same(tmp_path):
     x = tf.random.uniform((2, 253, 253, 3))
     np.testing.assert_allclose(loaded(x, training=False).numpy(), model(x, training=False).numpy(), rtol=1e-6)
     assert any(isinstance(layer, BatchNormTanh) for layer in loaded.layers)
+
+
+def test_fast_cpu_allocator_leaves_an_explicit_choice(monkeypatch):
+    from hvdweather.model import use_fast_cpu_allocator
+
+    monkeypatch.delenv("TF_CPU_ALLOCATOR_USE_BFC", raising=False)
+    use_fast_cpu_allocator()
+    assert os.environ["TF_CPU_ALLOCATOR_USE_BFC"] == "true"
+    monkeypatch.setenv("TF_CPU_ALLOCATOR_USE_BFC", "false")
+    use_fast_cpu_allocator()
+    assert os.environ["TF_CPU_ALLOCATOR_USE_BFC"] == "false"

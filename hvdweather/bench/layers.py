@@ -5,9 +5,10 @@ package's form (`hvdweather.model`), next to PyTorch when it is installed.
     hvdweather-bench layers                      # oneDNN as this environment has it
     hvdweather-bench layers --onednn off         # TF_ENABLE_ONEDNN_OPTS=0: what AVX2-only CPUs get
 
-TensorFlow reads TF_ENABLE_ONEDNN_OPTS once, at import, and PyTorch and TensorFlow should not share a
-process's thread pools: so each framework is measured in its own subprocess
-(`python -m hvdweather.bench.layers --worker tensorflow|torch`), which prints one JSON line per layer.
+TensorFlow reads TF_ENABLE_ONEDNN_OPTS once, at import, its CPU allocator is process-wide, and PyTorch
+and TensorFlow should not share a process's thread pools: so each framework and TF form is measured in
+its own subprocess (`python -m hvdweather.bench.layers --worker tensorflow|torch [--form package]`),
+which prints one JSON line per layer.
 """
 from __future__ import annotations
 
@@ -96,13 +97,15 @@ def _tf_layer(stage: Stage, form: str):
     """The Keras layer (or model) of one stage in the reference or the package's form."""
     import tensorflow as tf
 
-    from hvdweather.model import BatchNormTanh, build_weather_cnn
+    from hvdweather.model import BatchNormTanh, build_weather_cnn, fuses_bn_tanh
 
     reference = form == "reference"
-    if stage.kind == "conv":
-        return tf.keras.layers.Conv2D(stage.filters, stage.kernel, use_bias=reference)
+    height, width = stage.input_hwc[:2]
+    if stage.kind == "conv":  # the package drops the bias where BatchNormTanh follows
+        out = (height - stage.kernel + 1, width - stage.kernel + 1)
+        return tf.keras.layers.Conv2D(stage.filters, stage.kernel, use_bias=reference or not fuses_bn_tanh(*out))
     if stage.kind == "bn_tanh":
-        if reference:
+        if reference or not fuses_bn_tanh(height, width):
             return tf.keras.Sequential([tf.keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9),
                                         tf.keras.layers.Activation("tanh")])
         return BatchNormTanh(epsilon=1e-5, momentum=0.9)
@@ -131,21 +134,25 @@ def measure_tf(stage: Stage, form: str, batch: int, repeats: int) -> dict:
     return _timed(lambda: [g.numpy() for g in step()], repeats)
 
 
-def run_tf_worker(batch: int, repeats: int, image_size: int) -> None:
-    """Print one JSON line per stage and form, TensorFlow on one thread."""
+def run_tf_worker(batch: int, repeats: int, image_size: int, form: str) -> None:
+    """Print one JSON line per stage in one form, TensorFlow on one thread. The package form runs with
+    the package's process settings (its CPU allocator), so each form is its own process."""
     import tensorflow as tf
     from tensorflow.python.util import _pywrap_util_port  # whether oneDNN kernels are in use
 
+    from hvdweather.model import use_fast_cpu_allocator
+
+    if form == "package":
+        use_fast_cpu_allocator()
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     onednn = bool(_pywrap_util_port.IsMklEnabled())
     for stage in stages(image_size):
-        for form in ("reference", "package"):
-            if stage.kind == "pool" and form == "package":
-                continue  # the same layer in both forms
-            row = {"framework": "tensorflow", "form": form, "layer": stage.name, "kind": stage.kind,
-                   "onednn": onednn, "batch": batch, "threads": 1}
-            print(json.dumps(row | measure_tf(stage, form, batch, repeats)), flush=True)
+        if stage.kind == "pool" and form == "package":
+            continue  # the same layer in both forms
+        row = {"framework": "tensorflow", "form": form, "layer": stage.name, "kind": stage.kind,
+               "onednn": onednn, "batch": batch, "threads": 1}
+        print(json.dumps(row | measure_tf(stage, form, batch, repeats)), flush=True)
 
 
 def _torch_layer(stage: Stage):
@@ -206,9 +213,10 @@ def _child_env(onednn: str | None) -> dict[str, str]:
     return env
 
 
-def _run_worker(framework: str, env: dict[str, str], batch: int, repeats: int, image_size: int) -> list[dict]:
+def _run_worker(framework: str, env: dict[str, str], batch: int, repeats: int, image_size: int,
+                form: str = "reference") -> list[dict]:
     command = [sys.executable, "-m", "hvdweather.bench.layers", "--worker", framework, "--batch", str(batch),
-               "--repeats", str(repeats), "--image-size", str(image_size)]
+               "--repeats", str(repeats), "--image-size", str(image_size), "--form", form]
     done = subprocess.run(command, env=env, stdout=subprocess.PIPE, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{framework} layer measurement failed (exit {done.returncode}): {' '.join(command)}")
@@ -257,7 +265,8 @@ class LayersBenchSpec:
 def run_layers_bench(spec: LayersBenchSpec) -> list[dict]:
     """Measure TensorFlow (and PyTorch) in subprocesses; write JSON lines and the table; print the table."""
     env = _child_env(spec.onednn)
-    rows = _run_worker("tensorflow", env, spec.batch, spec.repeats, spec.image_size)
+    rows = [row for form in ("reference", "package")
+            for row in _run_worker("tensorflow", env, spec.batch, spec.repeats, spec.image_size, form)]
     if spec.torch and importlib.util.find_spec("torch") is not None:
         rows += _run_worker("torch", env, spec.batch, spec.repeats, spec.image_size)
     elif spec.torch:
@@ -282,9 +291,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=LayersBenchSpec.batch)
     parser.add_argument("--repeats", type=int, default=LayersBenchSpec.repeats)
     parser.add_argument("--image-size", type=int, default=LayersBenchSpec.image_size)
+    parser.add_argument("--form", choices=("reference", "package"), default="reference",
+                        help="TensorFlow's layer form (PyTorch is measured in the reference form).")
     args = parser.parse_args(argv)
-    worker = run_tf_worker if args.worker == "tensorflow" else run_torch_worker
-    worker(args.batch, args.repeats, args.image_size)
+    if args.worker == "tensorflow":
+        run_tf_worker(args.batch, args.repeats, args.image_size, args.form)
+    else:
+        run_torch_worker(args.batch, args.repeats, args.image_size)
 
 
 if __name__ == "__main__":
