@@ -12,6 +12,7 @@ from typing import Any
 
 import tensorflow as tf
 
+from hvdweather.resume import STATE_FILE, capture
 from hvdweather.writers import RunWriter
 
 
@@ -90,18 +91,20 @@ class EpochMetrics(tf.keras.callbacks.Callback):
 
 
 class Checkpoints(tf.keras.callbacks.Callback):
-    """last.keras every epoch; best.keras when val_loss (else loss) improves.
+    """last.keras every epoch; best.keras when val_loss (else loss) improves; then the resume state
+    (hvdweather.resume), so last.keras is never newer than what a resume continues from.
 
-    Files are written by the primary only (via the writer). Every rank keeps the best weights in
-    memory: the averaged val_loss is the same on all ranks, so all restore the same weights for the
+    Files are written atomically by the primary only (via the writer). Every rank keeps the best weights
+    in memory: the averaged val_loss is the same on all ranks, so all restore the same weights for the
     test report without reading a file another node wrote.
     """
 
-    def __init__(self, writer: RunWriter, best_loss: float = float("inf")):
+    def __init__(self, writer: RunWriter, best_loss: float = float("inf"), best_epoch: int = 0,
+                 best_weights: list | None = None):
         super().__init__()
         self.writer, self.best_loss = writer, best_loss
-        self.best_epoch = 0
-        self.best_weights: list | None = None
+        self.best_epoch = best_epoch
+        self.best_weights: list | None = best_weights
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
@@ -111,6 +114,8 @@ class Checkpoints(tf.keras.callbacks.Callback):
             self.best_loss, self.best_epoch = float(monitor), epoch + 1
             self.best_weights = self.model.get_weights()
             self.writer.save_model("best.keras", self.model)
+        self.writer.save_state(STATE_FILE, lambda: capture(self.model, epoch + 1, self.best_loss,
+                                                           self.best_epoch, self.best_weights))
 
 
 class ProgressLog(tf.keras.callbacks.Callback):

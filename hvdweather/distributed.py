@@ -67,7 +67,9 @@ class AverageBatchNormStatistics(tf.keras.callbacks.Callback):
         self.hvd_tf = hvd_tf
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        variables = self.model.non_trainable_variables  # same order on every rank
+        # Floating-point statistics only, same order on every rank (integer step counters are equal
+        # on all ranks already, and averaging would round them).
+        variables = [v for v in self.model.non_trainable_variables if v.dtype.is_floating]
         if batch + 1 != self.params.get("steps") or not variables:
             return
         averaged = self.hvd_tf.grouped_allreduce(variables, op=self.hvd_tf.Average)  # Horovod
@@ -115,9 +117,14 @@ class HorovodBackend:
         return self.hvd.DistributedOptimizer(optimizer)  # Horovod: allreduce-average the gradients
 
     def callbacks(self) -> list[tf.keras.callbacks.Callback]:
-        """Broadcast first, then metric averaging, so later callbacks read averaged metrics."""
+        """Metric averaging first, so later callbacks read averaged metrics.
+
+        No BroadcastGlobalVariablesCallback: train.py broadcasts rank 0's weights (or the resume state)
+        before the first step. Horovod's callback broadcasts again after step 1 of the first epoch *of
+        this process*, which copies rank 0's freshly updated BatchNorm moving statistics over the
+        others': a resumed run would then differ from the uninterrupted one.
+        """
         return [
-            self.hvd.callbacks.BroadcastGlobalVariablesCallback(0),  # Horovod: same start on all ranks
             self.hvd.callbacks.MetricAverageCallback(),  # Horovod: epoch metrics averaged over ranks
             AverageBatchNormStatistics(self.hvd_tf),  # Horovod: one set of BN statistics on all ranks
         ]

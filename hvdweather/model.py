@@ -12,6 +12,7 @@ import os
 import tensorflow as tf
 
 from hvdweather.geometry import WEATHER_CNN_BLOCKS, WEATHER_CNN_MIN_IMAGE_SIZE
+from hvdweather.layers import StepSeededDropout
 
 
 def use_fast_cpu_allocator() -> None:
@@ -184,7 +185,7 @@ def build_weather_cnn(num_classes: int, image_size: int = 256) -> tf.keras.Model
         if pool:
             x = tf.keras.layers.AveragePooling2D(pool)(x)
     x = tf.keras.layers.Flatten()(x)
-    x = tf.keras.layers.Dropout(0.32)(x)
+    x = StepSeededDropout(0.32)(x)  # masks a function of (seed, step): exact resume (hvdweather.resume)
     x = tf.keras.layers.Dense(84, activation="tanh")(x)
     logits = tf.keras.layers.Dense(num_classes, name="logits")(x)
     return tf.keras.Model(inputs, logits, name="weather_cnn")

@@ -23,7 +23,7 @@ def read_json(path: str | Path) -> Any:
 
 # What a training run writes into its directory (a new run removes exactly these with --overwrite).
 RUN_FILES = ("config.json", "split.csv", "skipped.csv", "shards.csv", "ranks.json", "metrics.jsonl",
-             "best.keras", "last.keras", "report")
+             "best.keras", "last.keras", "resume_state.pkl", "report")
 
 
 def run_files_in(run_dir: str | Path) -> list[str]:
@@ -43,3 +43,14 @@ def clear_run(run_dir: str | Path) -> None:
             shutil.rmtree(target, ignore_errors=True)  # another rank of this job may be removing it too
         else:
             target.unlink(missing_ok=True)
+
+
+def read_csv_rows(path: str | Path) -> list[dict[str, str]]:
+    """Rows of a CSV file with a header, as dicts; a missing file has none."""
+    import csv
+
+    path = Path(path)
+    if not path.exists():
+        return []
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))

@@ -29,7 +29,8 @@ from hvdweather.errors import check_output_dir
 from hvdweather.evaluate import format_report, predict_labels, write_report
 from hvdweather.host import versions
 from hvdweather.model import build_weather_cnn
-from hvdweather.runfiles import clear_run, run_files_in
+from hvdweather.resume import STATE_FILE, check_same_files, check_same_world, restore, start_element
+from hvdweather.runfiles import clear_run, read_csv_rows, read_json, run_files_in
 from hvdweather.writers import RunWriter
 
 
@@ -123,7 +124,8 @@ def cache_file(cfg: TrainConfig, train_paths: tuple[str, ...], shard_index: int)
 
 
 def make_datasets(cfg: TrainConfig, source: Source, split: Split, backend: TrainingBackend,
-                  plan: Plan) -> dict[str, tf.data.Dataset]:
+                  plan: Plan, epochs_done: int = 0) -> dict[str, tf.data.Dataset]:
+    """Train (infinite; a resumed run starts where the uninterrupted one was), val and test datasets."""
     shards = (backend.shard_count, backend.shard_index)
     threads = backend.runtime.threads
 
@@ -132,8 +134,9 @@ def make_datasets(cfg: TrainConfig, source: Source, split: Split, backend: Train
 
     cache = cache_file(cfg, split.paths["train"], backend.shard_index) if cfg.cache_dir else ""
     n_local = shard_size(split.size("train"), *shards)
+    start = start_element(epochs_done, plan.steps_per_epoch, plan.per_process_batch_size)
     datasets = {"train": train_pipeline(decoded("train"), n_local, plan.per_process_batch_size,
-                                        cfg.seed + backend.shard_index, cfg.augment, cache, threads)}
+                                        cfg.seed + backend.shard_index, cfg.augment, cache, threads, start)}
     for subset in ("val", "test"):
         if split.size(subset):
             datasets[subset] = eval_pipeline(decoded(subset), plan.per_process_batch_size,
@@ -162,45 +165,57 @@ def run_record(cfg: TrainConfig, runtime: Runtime, plan: Plan, split: Split) -> 
             "versions": versions(), "host": platform.node(), "command": sys.argv}
 
 
-def resume_point(cfg: TrainConfig, writer: RunWriter, backend: TrainingBackend,
-                 model: tf.keras.Model) -> tuple[int, float, list[dict[str, Any]]]:
-    """(epochs already done, best loss so far, their metrics rows) from the run directory; weights
-    from last.keras.
+def load_resume_state(cfg: TrainConfig, writer: RunWriter, backend: TrainingBackend) -> dict[str, Any] | None:
+    """The run's resume state on every rank (the primary reads it and broadcasts); None for a new run
+    or one killed before its first epoch ended."""
+    state = writer.read_state(STATE_FILE) if cfg.resume else None
+    return backend.broadcast_object(state)
 
-    The primary reads the files and broadcasts; every rank then holds rank 0's weights, so the very
-    first step is already synchronised (Horovod's broadcast callback only runs after that step).
-    """
-    state = (0, float("inf"))
-    rows = writer.read_jsonl("metrics.jsonl") if cfg.resume else []  # empty on other ranks
-    if rows and writer.path("last.keras").exists():
-        losses = [r.get("val_loss", r.get("loss")) for r in rows]
-        state = (len(rows), min((v for v in losses if v is not None), default=float("inf")))
-        model.load_weights(writer.path("last.keras"))
-    else:
-        rows = []
-    initial_epoch, best_loss = backend.broadcast_object(state)
-    backend.broadcast_weights(model)
-    return initial_epoch, best_loss, rows
+
+def check_resume(cfg: TrainConfig, writer: RunWriter, backend: TrainingBackend, catalog: Catalog,
+                 split: Split) -> None:
+    """A resume continues the same run: same world, same files (config: see config.resume_config)."""
+    rt = backend.runtime
+    record = backend.broadcast_object(read_json(writer.path("config.json")) if rt.is_primary else None) or {}
+    check_same_world(record, rt.strategy, rt.num_workers)
+    skipped = {row["path"] for row in read_csv_rows(writer.path("skipped.csv"))} if rt.is_primary else set()
+    problem = None
+    if rt.is_primary:
+        try:
+            check_same_files(catalog, set().union(*split.paths.values()), skipped, cfg.data)
+        except ConfigError as exc:
+            problem = str(exc)
+    problem = backend.broadcast_object(problem)  # every rank stops, not just the one that looked
+    if problem:
+        raise ConfigError(problem)
 
 
 def fit(cfg: TrainConfig, backend: TrainingBackend, writer: RunWriter, model: tf.keras.Model,
-        datasets: dict[str, tf.data.Dataset], plan: Plan) -> tuple[Checkpoints, EpochMetrics]:
+        datasets: dict[str, tf.data.Dataset], plan: Plan,
+        state: dict[str, Any] | None) -> tuple[Checkpoints, EpochMetrics]:
     """model.fit with the callbacks in Horovod's order: broadcast, average, warm-up, then readers."""
     rt = backend.runtime
-    initial_epoch, best_loss, previous = resume_point(cfg, writer, backend, model)
+    initial_epoch = state["epochs_done"] if state else 0
+    previous = writer.read_jsonl("metrics.jsonl")[:initial_epoch]
+    writer.write_jsonl("metrics.jsonl", previous)  # drop rows of an epoch whose checkpoint never landed
+    if state:
+        with backend.scope():  # the optimizer's slots are created here: mirrored ones under mirrored
+            restore(model, state)
+        writer.log(f"resuming after epoch {initial_epoch} (from {writer.path(STATE_FILE)})")
+    else:
+        backend.broadcast_weights(model)  # rank 0's initial weights before the first step
     world = {"world_size": rt.num_workers, "processes": rt.size, "strategy": rt.strategy,
              "global_batch_size": plan.global_batch_size}
     metrics = EpochMetrics(writer, plan.steps_per_epoch * plan.global_batch_size, world,
                            cfg.target_accuracy, previous)
-    checkpoints = Checkpoints(writer, best_loss)
+    checkpoints = Checkpoints(writer, *((state["best_loss"], state["best_epoch"], state["best_weights"])
+                                        if state else ()))
     callbacks = [*backend.callbacks(), *plan.lr_callbacks(), metrics, checkpoints]
     keras_verbose = writer.keras_verbose(cfg.verbose)
     if cfg.verbose and not keras_verbose:  # a log file, not a terminal: whole lines
         callbacks.append(ProgressLog(writer, cfg.epochs, plan.global_batch_size, step_lines=cfg.verbose == 1))
-    if initial_epoch >= cfg.epochs:
-        writer.log(f"already trained {initial_epoch} epoch(s) of {cfg.epochs}; nothing to resume")
     backend.trace_train_step(model, datasets["train"])
-    model.fit(datasets["train"], epochs=cfg.epochs, initial_epoch=min(initial_epoch, cfg.epochs),
+    model.fit(datasets["train"], epochs=cfg.epochs, initial_epoch=initial_epoch,
               steps_per_epoch=plan.steps_per_epoch, validation_data=datasets.get("val"),
               callbacks=callbacks, verbose=keras_verbose)
     return checkpoints, metrics
@@ -279,14 +294,21 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     writer = RunWriter(cfg.out, rt.is_primary)
     tf.keras.utils.set_random_seed(cfg.seed)  # same initial weights on every rank
     split = make_split(cfg, source, backend, writer)
+    if cfg.resume:
+        check_resume(cfg, writer, backend, source.catalog, split)
+    state = load_resume_state(cfg, writer, backend)
+    summary = {"run_dir": str(writer.run_dir), "test_accuracy": None, "world_size": rt.num_workers}
+    if state and state["epochs_done"] >= cfg.epochs:
+        writer.log(f"{cfg.out} already trained {state['epochs_done']} epoch(s) of --epochs {cfg.epochs}; "
+                   "nothing to resume (raise --epochs to train on)")
+        return summary
     plan = make_plan(cfg, split.size("train"), rt, backend.shard_count)
     writer.write_json("config.json", run_record(cfg, rt, plan, split))
     log_start(writer, rt, plan, split, source.catalog)
-    datasets = make_datasets(cfg, source, split, backend, plan)
+    datasets = make_datasets(cfg, source, split, backend, plan, state["epochs_done"] if state else 0)
     model = compile_model(cfg, backend, len(split.class_names), plan)
-    checkpoints, metrics = fit(cfg, backend, writer, model, datasets, plan)
+    checkpoints, metrics = fit(cfg, backend, writer, model, datasets, plan, state)
     frame = report(backend, writer, model, datasets, split, checkpoints)
     log_target(writer, cfg, metrics)
     record_ranks(backend, writer, model, split)
-    accuracy = None if frame is None else float(frame.loc["accuracy", "f1"])
-    return {"run_dir": str(writer.run_dir), "test_accuracy": accuracy, "world_size": rt.num_workers}
+    return summary | {"test_accuracy": None if frame is None else float(frame.loc["accuracy", "f1"])}

@@ -8,6 +8,8 @@ from __future__ import annotations
 import csv
 import functools
 import json
+import os
+import pickle
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -50,7 +52,24 @@ class RunWriter:
 
     @_primary_only
     def write_json(self, name: str, obj: Any) -> None:
-        self._target(name).write_text(json.dumps(obj, indent=2, default=str) + "\n")
+        self._atomic(name, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n"))
+
+    @_primary_only
+    def write_jsonl(self, name: str, rows: list[dict[str, Any]]) -> None:
+        """Replace a JSON-lines file as a whole (a resume cuts metrics.jsonl back to its checkpoint)."""
+        self._atomic(name, lambda tmp: tmp.write_text("".join(json.dumps(r, default=float) + "\n" for r in rows)))
+
+    @_primary_only
+    def save_state(self, name: str, make_state: Callable[[], Any]) -> None:
+        """Pickle `make_state()` (numpy arrays and numbers) atomically: the resume state of a run.
+        Built on the primary only, so other ranks do not copy their weights for nothing."""
+        state = make_state()
+        self._atomic(name, lambda tmp: tmp.write_bytes(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)))
+
+    def read_state(self, name: str) -> Any:
+        """The pickled state, or None when absent; other ranks get None (see broadcast_object)."""
+        path = self.path(name)
+        return pickle.loads(path.read_bytes()) if self.is_primary and path.is_file() else None
 
     @_primary_only
     def append_jsonl(self, name: str, row: dict[str, Any]) -> None:
@@ -88,7 +107,18 @@ class RunWriter:
 
     @_primary_only
     def save_model(self, name: str, model: tf.keras.Model) -> None:
-        model.save(self._target(name))
+        self._atomic(name, model.save)
+
+    def _atomic(self, name: str, write: Callable[[Path], Any]) -> None:
+        """Write to a temporary file beside the target, fsync it, then rename it over the target: a kill
+        at any moment leaves the old file or the new one, never half of one. The temporary name keeps
+        the suffix, because Keras picks the format from it."""
+        target = self._target(name)
+        tmp = target.with_name(f".{target.stem}.partial{target.suffix}")
+        write(tmp)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
 
     def _target(self, name: str) -> Path:
         target = self.run_dir / name

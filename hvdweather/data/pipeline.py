@@ -65,19 +65,25 @@ def _cache(ds: tf.data.Dataset, cache_path: str | None) -> tf.data.Dataset:
 
 
 def train_pipeline(decoded: tf.data.Dataset, n_local: int, per_process_batch_size: int, seed: int,
-                   augment_images: bool = False, cache_path: str | None = "", threads: int = 0) -> tf.data.Dataset:
+                   augment_images: bool = False, cache_path: str | None = "", threads: int = 0,
+                   start_element: int = 0) -> tf.data.Dataset:
     """Infinite training batches of `per_process_batch_size` (per worker x replicas in this process);
     `n_local` = this rank's shard size (the shuffle buffer holds it all).
 
     `cache_path`: "" caches in memory, a path caches in files, None disables caching (benchmarks).
+    `start_element`: skip this many elements of the shuffled stream, so a resumed run sees exactly the
+    batches the uninterrupted run saw from there on (the order is a function of the seed and the
+    position; skipping costs one pass per skipped epoch over cached images, no compute).
     """
     ds = _cache(decoded, cache_path)
     ds = ds.shuffle(max(1, n_local), seed=seed, reshuffle_each_iteration=True)
     ds = ds.repeat()
-    if augment_images:
-        ds = ds.enumerate().map(
+    if augment_images:  # indices before the skip: an element's augmentation seed is its stream position
+        ds = ds.enumerate().skip(start_element).map(
             lambda i, xy: (augment(xy[0], tf.stack([tf.constant(seed, tf.int64), i])), xy[1]),
             num_parallel_calls=AUTOTUNE)
+    else:
+        ds = ds.skip(start_element)
     ds = ds.batch(per_process_batch_size, drop_remainder=True)
     ds = ds.map(lambda x, y: (normalize(x), y), num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE).with_options(_options(threads))

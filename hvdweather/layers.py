@@ -1,0 +1,39 @@
+"""Keras layers of our own that the model builders share (registered, so checkpoints load after
+`import hvdweather.model`)."""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+
+@tf.keras.utils.register_keras_serializable(package="hvdweather")
+class StepSeededDropout(tf.keras.layers.Layer):
+    """Dropout whose mask is a pure function of (seed, training step), so a resumed run draws the same
+    masks as an uninterrupted one.
+
+    Keras's Dropout draws from a stateful kernel whose position is lost when the process ends: after a
+    resume its masks differ from the uninterrupted run's. Here the step is a (non-trainable, integer)
+    weight of the layer, saved and restored with the others. The seed is drawn once from numpy's RNG
+    (seeded by --seed through tf.keras.utils.set_random_seed) and stored in the layer's config.
+    """
+
+    def __init__(self, rate: float, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.rate = float(rate)
+        self.seed = int(np.random.randint(0, 2**31 - 1)) if seed is None else int(seed)
+
+    def build(self, input_shape) -> None:
+        # ONLY_FIRST_REPLICA: under MirroredStrategy every replica counts the same step.
+        self.step = self.add_weight(name="step", shape=(), dtype=tf.int64, initializer="zeros", trainable=False,
+                                    aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+        super().build(input_shape)
+
+    def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+        if not training or self.rate == 0:
+            return inputs
+        seed = tf.stack([tf.constant(self.seed, tf.int64), self.step.read_value()])
+        self.step.assign_add(1)
+        return tf.nn.experimental.stateless_dropout(inputs, self.rate, seed=seed)
+
+    def get_config(self) -> dict:
+        return super().get_config() | {"rate": self.rate, "seed": self.seed}
