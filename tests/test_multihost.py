@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import shutil
+import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from test_jobs import SlurmCluster, _assert_completed, _start_munged, _stop, _wait_idle, job_env
 
 from cluster import netns
 from conftest import BIN
@@ -127,3 +132,117 @@ def test_half_batch_gradients_averaged_across_hosts(hosts: netns.NamespaceHosts,
     for key in a.files:
         np.testing.assert_allclose(a[key], b[key], atol=1e-5, rtol=0)
     assert any(np.abs(a[key]).sum() > 0 for key in a.files)
+
+
+# ---------------------------------------------------------------- a 2-node SLURM cluster on the hosts
+
+
+SLURM_TOOLS = ("sbatch", "scontrol", "squeue", "scancel", "sinfo")
+
+
+def _slurm_shims(hosts: netns.NamespaceHosts, bin_dir: Path) -> None:
+    """sbatch, scontrol, ... that run inside hostA when called from outside the hosts (the test), and
+    directly inside a host (the jobs' own scontrol/srun calls): never from the root namespace."""
+    bin_dir.mkdir()
+    for tool in SLURM_TOOLS:
+        shim = bin_dir / tool
+        shim.write_text(f'#!/bin/sh\nif [ -n "$(ip netns identify $$)" ]; then exec /usr/bin/{tool} "$@"; fi\n'
+                        f'exec {shlex.join(hosts.prefix("hostA"))} /usr/bin/{tool} "$@"\n')
+        shim.chmod(0o755)
+
+
+def _two_node_conf(state: Path, munge_socket: Path, hosts: netns.NamespaceHosts) -> Path:
+    """slurm.conf: slurmctld on hostA, one slurmd per host (NodeName/NodeAddr), one partition of both.
+
+    Each node claims this machine's cores (`slurmd -C`), so the cluster has twice as many as the machine;
+    the jobs here ask for 1 CPU per task. Fixed ports are free: they are inside our own namespaces.
+    """
+    node = subprocess.run(["slurmd", "-C"], capture_output=True, text=True, check=True).stdout.split("\n")[0]
+    fields = dict(item.split("=", 1) for item in node.split())
+    hardware = " ".join(f"{k}={fields[k]}" for k in ("CPUs", "CoresPerSocket", "ThreadsPerCore", "RealMemory"))
+    lines = ["ClusterName=hvdwmulti", f"SlurmctldHost=hostA({hosts.host('hostA').address})",
+             "SlurmctldPort=6817", "SlurmdPort=6818", "SlurmUser=root", "AuthType=auth/munge",
+             "CredType=cred/munge", f"AuthInfo=socket={munge_socket}", f"StateSaveLocation={state}/ctld",
+             f"SlurmdSpoolDir={state}/d-%n", f"SlurmctldPidFile={state}/slurmctld.pid",
+             f"SlurmdPidFile={state}/slurmd-%n.pid", f"SlurmctldLogFile={state}/slurmctld.log",
+             f"SlurmdLogFile={state}/slurmd-%n.log", "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none",
+             "JobAcctGatherType=jobacct_gather/none", "AccountingStorageType=accounting_storage/none",
+             "JobCompType=jobcomp/none", "SelectType=select/cons_tres", "SelectTypeParameters=CR_Core",
+             "MpiDefault=none", "SchedulerParameters=batch_sched_delay=0", "MailProg=/bin/true",
+             "ReturnToService=2", "MinJobAge=600",
+             # Per node: srun --mpi=pmix makes /tmp/spmix_appdir_<uid>_<job>.<step> on each node, and both
+             # "nodes" share this machine's /tmp (the second one fails with "File exists").
+             f"TmpFS={state}/tmp-%n"]
+    lines += [f"NodeName={h.name} NodeAddr={h.address} Sockets={fields['SocketsPerBoard']} {hardware}"
+              for h in hosts.hosts]
+    lines.append(f"PartitionName=debug Nodes={','.join(hosts.names)} Default=YES MaxTime=INFINITE State=UP")
+    for sub in ("ctld", *(f"{kind}-{name}" for name in hosts.names for kind in ("d", "tmp"))):
+        (state / sub).mkdir(parents=True, exist_ok=True)
+    conf = state / "slurm.conf"
+    conf.write_text("\n".join(lines) + "\n")
+    return conf
+
+
+@pytest.fixture(scope="module")
+def slurm2(hosts: netns.NamespaceHosts, tmp_path_factory) -> Iterator[SlurmCluster]:
+    """munged (its socket is a file: every namespace reaches it), slurmctld in hostA, slurmd in hostA and
+    hostB; the SLURM commands reach them through the shims. Stopped by pid even when a test fails."""
+    munge_dir = Path(tempfile.mkdtemp(prefix="hvdw-munge-"))
+    state = tmp_path_factory.mktemp("slurm2")
+    pid_files = [state / "slurmd-hostA.pid", state / "slurmd-hostB.pid", state / "slurmctld.pid",
+                 munge_dir / "munged.pid"]
+    _slurm_shims(hosts, state / "bin")
+    cluster = SlurmCluster(state, job_env(PATH=f"{state / 'bin'}{os.pathsep}{os.environ['PATH']}"))
+    try:
+        conf = _two_node_conf(state, _start_munged(munge_dir), hosts)
+        cluster.env["SLURM_CONF"] = str(conf)
+        for host, daemon in (("hostA", ["slurmctld"]), ("hostA", ["slurmd", "-N", "hostA"]),
+                             ("hostB", ["slurmd", "-N", "hostB"])):
+            done = hosts.run(host, [*daemon, "-f", str(conf)], timeout=60, env=cluster.env, machine_sys=True)
+            assert done.returncode == 0, f"{daemon} on {host}: {done.stderr}"
+        _wait_idle(cluster.env, state)
+        yield cluster
+    finally:
+        if "SLURM_CONF" in cluster.env:
+            cluster.cancel_all()
+        _stop(pid_files)
+        shutil.rmtree(munge_dir, ignore_errors=True)
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(300)
+def test_sbatch_two_nodes_train_horovod(slurm2: SlurmCluster, hosts: netns.NamespaceHosts, data: Path,
+                                        tmp_path: Path) -> None:
+    before = hosts.interface_bytes("hostB")
+    job_id, code = slurm2.submit(REPO / "jobs" / "slurm" / "train_horovod.sbatch", *TRAIN,
+                                 sbatch=("-N2", "--ntasks-per-node=1", "-c1"), cwd=tmp_path, timeout=280,
+                                 env={"HVDW_DATA": str(data), "HVDW_NETWORK_INTERFACE": netns.INTERFACE})
+    _assert_completed(slurm2, job_id, code)
+    run = tmp_path / "runs" / f"train-horovod-{job_id}"
+    check_two_host_run(run, hosts, hosts.interface_bytes("hostB") - before)
+    record = json.loads((run / "job.json").read_text())
+    assert record["hosts"] == ["hostA", "hostB"] and record["ranks"] == 2
+    assert record["command"][:2] == ["srun", "--mpi=pmix"]
+    assert "OMPI_MCA_btl_tcp_if_include=hvd0" in (run / "env.txt").read_text()
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(200)
+def test_sbatch_two_nodes_eda_mpi(slurm2: SlurmCluster, data: Path, tmp_path: Path) -> None:
+    job_id, code = slurm2.submit(REPO / "jobs" / "slurm" / "eda_mpi.sbatch", "--no-plots",
+                                 sbatch=("-N2", "--ntasks-per-node=1"), cwd=tmp_path, timeout=180,
+                                 env={"HVDW_DATA": str(data), "HVDW_NETWORK_INTERFACE": netns.INTERFACE})
+    _assert_completed(slurm2, job_id, code)
+    run = tmp_path / "runs" / f"eda-mpi-{job_id}"
+    assert json.loads((run / "job.json").read_text())["hosts"] == ["hostA", "hostB"]
+    summary = json.loads((run / "summary.json").read_text())
+    assert (summary["run"]["executor"], summary["run"]["workers"]) == ("mpi", 2)
+    # The same sums as one process computing everything (integer sums: exact in any split).
+    from hvdweather.eda.analyse import run_eda
+    from hvdweather.eda.executors import SequentialExecutor
+
+    alone = run_eda(str(data), str(tmp_path / "alone"), SequentialExecutor(), plots=False, progress=False)
+    assert {k: v for k, v in summary.items() if k != "run"} == {k: v for k, v in alone.items() if k != "run"}
+    with np.load(run / "histograms.npz") as a, np.load(tmp_path / "alone" / "histograms.npz") as b:
+        for key in a.files:
+            np.testing.assert_array_equal(a[key], b[key])

@@ -45,7 +45,7 @@ SSH_PORT = 22  # each namespace has its own network stack, so the standard port 
 NETNS_PREFIX = "hvdwns"  # our namespaces are hvdwns<pid>-...: stale ones (dead pid) can be found and removed
 ETC_NETNS = Path("/etc/netns")
 ROOT_SSH = Path(pwd.getpwuid(0).pw_dir) / ".ssh"  # horovodrun's ssh writes known_hosts here
-TOOLS = ("ip", "unshare", "ssh", "ssh-keygen", "/usr/sbin/sshd")
+TOOLS = ("ip", "unshare", "nsenter", "ssh", "ssh-keygen", "/usr/sbin/sshd")
 
 
 @dataclass
@@ -85,17 +85,27 @@ class NamespaceHosts:
     def host(self, name: str) -> Host:
         return next(h for h in self.hosts if h.name == name)
 
-    def prefix(self, name: str) -> list[str]:
-        """Command prefix running a program inside host `name`: its network namespace and hostname."""
-        host = self.host(name)
-        return ["ip", "netns", "exec", host.netns, "unshare", "--uts", "sh", "-c",
-                'hostname "$0" && exec "$@"', host.name]
+    def prefix(self, name: str, machine_sys: bool = False) -> list[str]:
+        """Command prefix running a program inside host `name`: its network namespace and hostname.
 
-    def run(self, name: str, args: list[str], timeout: float, **kwargs) -> subprocess.CompletedProcess:
+        `ip netns exec` also mounts a fresh /sys, which has no /sys/fs/cgroup: slurmd's cgroup plugin
+        refuses to start there. machine_sys=True enters the network namespace with nsenter instead, keeps
+        the machine's /sys, and bind-mounts the host's /etc/hosts in a mount namespace of its own.
+        """
+        host = self.host(name)
+        if not machine_sys:
+            return ["ip", "netns", "exec", host.netns, "unshare", "--uts", "sh", "-c",
+                    'hostname "$0" && exec "$@"', host.name]
+        return ["nsenter", f"--net=/run/netns/{host.netns}", "unshare", "--uts", "--mount", "sh", "-c",
+                'mount --bind "$1" /etc/hosts && hostname "$0" && shift && exec "$@"', host.name,
+                str(ETC_NETNS / host.netns / "hosts")]
+
+    def run(self, name: str, args: list[str], timeout: float, machine_sys: bool = False,
+            **kwargs) -> subprocess.CompletedProcess:
         """Run `args` inside host `name`, output captured as text. On timeout the whole process group
         (launcher, ssh, local ranks) is killed before TimeoutExpired is raised, so nothing runs on;
         what a launcher started on other hosts is killed with their namespaces in `down`."""
-        with subprocess.Popen([*self.prefix(name), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        with subprocess.Popen([*self.prefix(name, machine_sys), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               stdin=subprocess.DEVNULL, text=True, start_new_session=True, **kwargs) as proc:
             try:
                 stdout, stderr = proc.communicate(timeout=timeout)
