@@ -211,19 +211,25 @@ def slurm2(hosts: netns.NamespaceHosts, tmp_path_factory) -> Iterator[SlurmClust
 
 @pytest.mark.slurm
 @pytest.mark.timeout(300)
-def test_sbatch_two_nodes_train_horovod(slurm2: SlurmCluster, hosts: netns.NamespaceHosts, data: Path,
-                                        tmp_path: Path) -> None:
+@pytest.mark.parametrize("launcher", ["srun", "mpirun"])
+def test_sbatch_two_nodes_train_horovod(launcher: str, slurm2: SlurmCluster, hosts: netns.NamespaceHosts,
+                                        data: Path, tmp_path: Path) -> None:
     before = hosts.interface_bytes("hostB")
     job_id, code = slurm2.submit(REPO / "jobs" / "slurm" / "train_horovod.sbatch", *TRAIN,
                                  sbatch=("-N2", "--ntasks-per-node=1", "-c1"), cwd=tmp_path, timeout=280,
-                                 env={"HVDW_DATA": str(data), "HVDW_NETWORK_INTERFACE": netns.INTERFACE})
+                                 env={"HVDW_DATA": str(data), "HVDW_NETWORK_INTERFACE": netns.INTERFACE,
+                                      "HVDW_LAUNCHER": launcher})
     _assert_completed(slurm2, job_id, code)
     run = tmp_path / "runs" / f"train-horovod-{job_id}"
     check_two_host_run(run, hosts, hosts.interface_bytes("hostB") - before)
     record = json.loads((run / "job.json").read_text())
     assert record["hosts"] == ["hostA", "hostB"] and record["ranks"] == 2
-    assert record["command"][:2] == ["srun", "--mpi=pmix"]
-    assert "OMPI_MCA_btl_tcp_if_include=hvd0" in (run / "env.txt").read_text()
+    if launcher == "srun":
+        assert record["command"][:2] == ["srun", "--mpi=pmix"]
+        assert "OMPI_MCA_btl_tcp_if_include=hvd0" in (run / "env.txt").read_text()
+    else:  # OpenMPI takes the nodes from the allocation and starts its daemons with srun
+        assert record["command"][:3] == ["mpirun", "-np", "2"] and "--hostfile" not in record["command"]
+        assert "-mca btl_tcp_if_include hvd0" in record["command_line"]
 
 
 @pytest.mark.slurm
