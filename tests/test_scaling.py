@@ -91,7 +91,7 @@ def test_failed_runs_give_no_derived_numbers(results):
     assert rows["mirrored-w2-b64"]["vs_baseline"] == pytest.approx(160.0 / 125.0)
 
 
-def test_pivot_table_is_shaped_like_the_seeds(results):
+def test_pivot_table_is_shaped_like_the_reference_projects_table(results):
     rows = add_derived(results)
     table = pivot_table(rows, "train_time_s", "{:.2f}").splitlines()
     assert table[0] == "| strategy x workers | bs 32 | bs 64 |"
