@@ -13,6 +13,7 @@ from typing import Any
 import tensorflow as tf
 
 from hvdweather.resume import STATE_FILE, capture
+from hvdweather.runfiles import first_epoch_reaching  # TF-free home; imported here by train
 from hvdweather.writers import RunWriter
 
 
@@ -43,17 +44,6 @@ class LinearWarmup(tf.keras.callbacks.Callback):
         lr = self.lr_at(self.epoch * self.steps_per_epoch + batch)
         if lr is not None:
             self.model.optimizer.learning_rate.assign(lr)
-
-
-def first_epoch_reaching(rows: list[dict[str, Any]], target: float) -> int | None:
-    """The first epoch whose val_accuracy (else accuracy) is >= target; None if none or target is 0."""
-    if target <= 0:
-        return None
-    for row in rows:
-        value = row.get("val_accuracy", row.get("accuracy"))
-        if value is not None and value >= target:
-            return int(row["epoch"])
-    return None
 
 
 class EpochMetrics(tf.keras.callbacks.Callback):

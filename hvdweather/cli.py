@@ -408,6 +408,22 @@ def export_command(run_dir: str, out: str, checkpoint: str) -> None:
     run_export(run_dir, out, checkpoint)
 
 
+@click.command(context_settings=_CONTEXT)
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path())
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Folder for compare.csv, compare.md, curves.png and test_accuracy.png.")
+@click.option("--target-accuracy", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="The epochs_to_target column: first epoch whose validation accuracy reaches this.")
+@click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True,
+              help="The top-k accuracy column (at most the number of classes).")
+def compare_command(run_dirs: tuple[str, ...], out: str, target_accuracy: float, top_k: int) -> None:
+    """One table of training runs: the settings that differ, best and last checkpoint metrics, epochs to a
+    target accuracy, images/s, wall time, world size; plus overlaid curves and a test-accuracy chart."""
+    from hvdweather.study.compare import compare_runs
+
+    compare_runs(list(run_dirs), out, target_accuracy, top_k)
+
+
 train_main = _main(train_command, "hvdweather-train")
 data_main = _main(data_group, "hvdweather-data")
 bench_main = _main(bench_group, "hvdweather-bench")
@@ -416,3 +432,4 @@ prepare_main = _main(prepare_command, "hvdweather-prepare")
 predict_main = _main(predict_command, "hvdweather-predict")
 evaluate_main = _main(evaluate_command, "hvdweather-evaluate")
 export_main = _main(export_command, "hvdweather-export")
+compare_main = _main(compare_command, "hvdweather-compare")

@@ -28,6 +28,18 @@ def predict_labels(model: tf.keras.Model, dataset: tf.data.Dataset) -> tuple[np.
     return np.concatenate(y_true).astype(np.int64), np.concatenate(y_pred).astype(np.int64)
 
 
+def predict_probabilities(model: tf.keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """True labels and softmax probabilities over one pass of a finite (images, labels) dataset: top-k
+    accuracy needs the whole distribution, not only the argmax."""
+    y_true, probabilities = [], []
+    for images, labels in dataset:
+        probabilities.append(tf.nn.softmax(model(images, training=False)).numpy())
+        y_true.append(labels.numpy())
+    if not y_true:
+        return np.zeros(0, np.int64), np.zeros((0, model.output_shape[-1]), np.float32)
+    return np.concatenate(y_true).astype(np.int64), np.concatenate(probabilities).astype(np.float32)
+
+
 def classification_frame(y_true: np.ndarray, y_pred: np.ndarray, class_names: tuple[str, ...]) -> pd.DataFrame:
     """Per-class precision/recall/F1/support, then accuracy, macro and weighted averages."""
     labels = list(range(len(class_names)))
@@ -105,6 +117,21 @@ def write_report(writer: RunWriter, y_true: np.ndarray, y_pred: np.ndarray, clas
     if metrics_rows is not None:
         writer.save_figure(f"{prefix}curves.png", lambda: plot_curves(metrics_rows))
     return frame
+
+
+def write_checkpoint_report(writer: RunWriter, y_true: np.ndarray, probabilities: np.ndarray,
+                            class_names: tuple[str, ...], metrics_rows: list[dict[str, Any]] | None, folder: str,
+                            epoch: int | None) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """write_report plus top_k_accuracy.csv for one checkpoint's test predictions; returns the frame and
+    the checkpoint's section of report/test_metrics.json (what hvdweather-compare tabulates)."""
+    frame = write_report(writer, y_true, probabilities.argmax(axis=1), class_names, metrics_rows, folder)
+    top_k = top_k_accuracies(y_true, probabilities, list(range(1, min(5, len(class_names)) + 1)))
+    writer.write_csv(f"{folder}/top_k_accuracy.csv", ["k", "accuracy", "images"],
+                     [[k, f"{a:.6f}", len(y_true)] for k, a in top_k.items()])
+    section = {"epoch": epoch, "test_images": int(len(y_true)), "test_accuracy": float(frame.loc["accuracy", "f1"]),
+               "macro_f1": float(frame.loc["macro avg", "f1"]), "weighted_f1": float(frame.loc["weighted avg", "f1"]),
+               "top_k_accuracy": {str(k): a for k, a in top_k.items()}}
+    return frame, section
 
 
 def top_k_accuracies(y_true: np.ndarray, probabilities: np.ndarray, ks: list[int]) -> dict[int, float]:

@@ -21,6 +21,17 @@ def read_json(path: str | Path) -> Any:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def first_epoch_reaching(rows: list[dict[str, Any]], target: float) -> int | None:
+    """The first epoch whose val_accuracy (else accuracy) is >= target; None if none or target is 0."""
+    if target <= 0:
+        return None
+    for row in rows:
+        value = row.get("val_accuracy", row.get("accuracy"))
+        if value is not None and value >= target:
+            return int(row["epoch"])
+    return None
+
+
 # What a training run writes into its directory (a new run removes exactly these with --overwrite).
 RUN_FILES = ("config.json", "split.csv", "skipped.csv", "shards.csv", "ranks.json", "metrics.jsonl",
              "best.keras", "last.keras", "resume_state.pkl", "report")

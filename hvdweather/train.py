@@ -26,7 +26,7 @@ from hvdweather.data.source import Source, open_source
 from hvdweather.data.split import Split, read_split, stratified_split, write_split
 from hvdweather.distributed import Runtime, TrainingBackend, make_backend
 from hvdweather.errors import check_output_dir
-from hvdweather.evaluate import format_report, predict_labels, write_report
+from hvdweather.evaluate import format_report, predict_probabilities, write_checkpoint_report
 from hvdweather.host import versions
 from hvdweather.model import build_weather_cnn
 from hvdweather.resume import STATE_FILE, check_same_files, check_same_world, restore, start_element
@@ -245,21 +245,36 @@ def record_ranks(backend: TrainingBackend, writer: RunWriter, model: tf.keras.Mo
                                      | {"n_train_files": len(g["train_files"])} for g in gathered])
 
 
+def gather_test(backend: TrainingBackend, model: tf.keras.Model,
+                dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Every rank predicts its test shard; all ranks get the whole (labels, probabilities) back."""
+    parts = backend.allgather_object(predict_probabilities(model, dataset))
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
 def report(backend: TrainingBackend, writer: RunWriter, model: tf.keras.Model,
-           datasets: dict[str, tf.data.Dataset], split: Split, checkpoints: Checkpoints):
-    """Gather every rank's test predictions (best weights) and write report/ on the primary."""
-    if checkpoints.best_weights is not None:
-        model.set_weights(checkpoints.best_weights)
+           datasets: dict[str, tf.data.Dataset], split: Split, checkpoints: Checkpoints, last_epoch: int):
+    """Test metrics of the last weights (report/last/) and of the best (report/, as before), both in
+    report/test_metrics.json: the CIFAR-10 lab's "best model vs last model". Ends with the best weights."""
+    best_is_last = checkpoints.best_weights is None or checkpoints.best_epoch == last_epoch
     if "test" not in datasets:
+        if not best_is_last:
+            model.set_weights(checkpoints.best_weights)
         return None
-    y_true, y_pred = predict_labels(model, datasets["test"])
-    parts = backend.allgather_object((y_true, y_pred))
-    y_true = np.concatenate([p[0] for p in parts])
-    y_pred = np.concatenate([p[1] for p in parts])
-    frame = write_report(writer, y_true, y_pred, split.class_names, writer.read_jsonl("metrics.jsonl"))
+    rows = writer.read_jsonl("metrics.jsonl")
+    y_true, probabilities = gather_test(backend, model, datasets["test"])  # the weights fit ended with
+    _, last = write_checkpoint_report(writer, y_true, probabilities, split.class_names, None, "report/last",
+                                      last_epoch)
+    if not best_is_last:  # else the best weights are the last ones: no second pass
+        model.set_weights(checkpoints.best_weights)
+        y_true, probabilities = gather_test(backend, model, datasets["test"])
+    frame, best = write_checkpoint_report(writer, y_true, probabilities, split.class_names, rows, "report",
+                                          checkpoints.best_epoch or last_epoch)
+    writer.write_json("report/test_metrics.json", {"best": best, "last": last})
     writer.log(format_report(frame))
-    writer.log(f"test accuracy {frame.loc['accuracy', 'f1']:.4f} on {len(y_true)} images "
-               f"(best epoch {checkpoints.best_epoch or 'resumed'}); report in {writer.path('report')}")
+    writer.log(f"test accuracy {best['test_accuracy']:.4f} on {len(y_true)} images "
+               f"(best epoch {checkpoints.best_epoch or 'resumed'}); last epoch {last_epoch}: "
+               f"{last['test_accuracy']:.4f}; report in {writer.path('report')}")
     return frame
 
 
@@ -308,7 +323,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     datasets = make_datasets(cfg, source, split, backend, plan, state["epochs_done"] if state else 0)
     model = compile_model(cfg, backend, len(split.class_names), plan)
     checkpoints, metrics = fit(cfg, backend, writer, model, datasets, plan, state)
-    frame = report(backend, writer, model, datasets, split, checkpoints)
+    # The last epoch trained: early stopping may end before --epochs (the same on every rank).
+    frame = report(backend, writer, model, datasets, split, checkpoints, metrics.rows[-1]["epoch"])
     log_target(writer, cfg, metrics)
     record_ranks(backend, writer, model, split)
     return summary | {"test_accuracy": None if frame is None else float(frame.loc["accuracy", "f1"])}

@@ -158,3 +158,29 @@ def test_training_with_a_file_cache(tmp_path, tiny_data):
                      "--verbose", "0", "--val-split", "0.15", timeout=280)
     assert result.returncode == 0, result.stderr[-2000:]
     assert any(p.name.startswith("train-256px-rank0-") for p in (tmp_path / "cache").iterdir())
+
+
+@pytest.mark.timeout(300)
+def test_report_holds_best_and_last_checkpoint_test_metrics(trained, tmp_path):
+    """report/test_metrics.json: a best and a last section, each agreeing with its own report files; the
+    last section is what hvdweather-evaluate --checkpoint last computes from last.keras."""
+    run, result = trained
+    sections = json.loads((run / "report" / "test_metrics.json").read_text())
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert sections["last"]["epoch"] == 2
+    assert sections["best"]["epoch"] == min(rows, key=lambda r: r["val_loss"])["epoch"]
+    for name, folder in (("best", run / "report"), ("last", run / "report" / "last")):
+        with open(folder / "classification_report.csv") as handle:
+            report = {row["class"]: row for row in csv.DictReader(handle)}
+        section = sections[name]
+        assert section["test_accuracy"] == pytest.approx(float(report["accuracy"]["f1"]), abs=1e-4)
+        assert section["macro_f1"] == pytest.approx(float(report["macro avg"]["f1"]), abs=1e-4)
+        assert section["top_k_accuracy"]["1"] == pytest.approx(section["test_accuracy"])
+        assert section["top_k_accuracy"]["3"] == 1.0  # 3 classes: the true one is always among the top 3
+        assert section["test_images"] == int(report["accuracy"]["support"])
+    assert "last epoch 2:" in result.stdout
+    evaluated = run_cli("hvdweather-evaluate", str(run), "--checkpoint", "last", "--out", str(tmp_path / "e"),
+                        timeout=200)
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    assert ((tmp_path / "e" / "classification_report.csv").read_text()
+            == (run / "report" / "last" / "classification_report.csv").read_text())
