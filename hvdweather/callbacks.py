@@ -68,8 +68,9 @@ class EpochMetrics(tf.keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
         train_time_s = self.last_batch_end - self.start
-        row = {"epoch": epoch + 1, **{k: float(logs[k]) for k in
-                                      ("loss", "accuracy", "val_loss", "val_accuracy") if k in logs},
+        row = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()  # top-k too (--top-k)
+                                      if k in ("loss", "accuracy", "val_loss", "val_accuracy")
+                                      or k.endswith("_accuracy")},
                "lr": float(tf.keras.backend.get_value(self.model.optimizer.learning_rate)),
                "epoch_time_s": time.perf_counter() - self.start, "train_time_s": train_time_s,
                "images_per_s": self.images_per_epoch / train_time_s if train_time_s > 0 else 0.0,
@@ -138,3 +139,65 @@ class ProgressLog(tf.keras.callbacks.Callback):
         values = " ".join(f"{k} {float(v):.4f}" for k, v in (logs or {}).items()
                           if k in ("loss", "accuracy", "val_loss", "val_accuracy"))
         self.writer.log(f"epoch {epoch + 1}/{self.epochs}: {values} ({time.perf_counter() - self.start:.1f} s)")
+
+
+class PlannedLR(tf.keras.callbacks.Callback):
+    """Assign the LR that `lr_at(global step)` (train.Plan: warm-up, schedule, fine-tuning factor) gives,
+    before each batch. A pure function of the step, so a resumed run gets the uninterrupted run's LRs;
+    it assigns only when the value changes, so a flat stretch costs no op per step."""
+
+    def __init__(self, lr_at, steps_per_epoch: int):
+        super().__init__()
+        self.lr_at, self.steps_per_epoch = lr_at, steps_per_epoch
+        self.epoch = 0
+        self.last: float | None = None
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch = epoch
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.last = None  # a recompiled model (fine-tuning) has a new optimizer: assign afresh
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        lr = self.lr_at(self.epoch * self.steps_per_epoch + batch)
+        if lr != self.last:
+            self.model.optimizer.learning_rate.assign(lr)
+            self.last = lr
+
+
+def epochs_without_improvement(rows: list[dict[str, Any]]) -> tuple[float, int]:
+    """(best val_loss, else loss) and how many epochs since it, from metrics rows: what early stopping
+    needs to continue a resumed run exactly as the uninterrupted one."""
+    best, wait = float("inf"), 0
+    for row in rows:
+        value = row.get("val_loss", row.get("loss"))
+        if value is not None and value < best:
+            best, wait = value, 0
+        else:
+            wait += 1
+    return best, wait
+
+
+class EarlyStop(tf.keras.callbacks.Callback):
+    """Stop after `patience` epochs without a better val_loss (else loss). Place it after Horovod's
+    metric averaging: every rank then reads the same averaged value and stops at the same epoch, so
+    none is left waiting in an allreduce."""
+
+    def __init__(self, patience: int, previous: list[dict[str, Any]] | None = None):
+        super().__init__()
+        self.patience = patience
+        self.best, self.wait = epochs_without_improvement(previous or [])
+        self.stopped_epoch = 0
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        value = logs.get("val_loss", logs.get("loss"))
+        if value is None:
+            return
+        if value < self.best:
+            self.best, self.wait = float(value), 0
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            self.stopped_epoch = epoch + 1
+            self.model.stop_training = True

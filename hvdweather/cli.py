@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import click
 
-from hvdweather.config import ConfigError, TrainConfig, load_config_file, make_config, resume_config
+from hvdweather.config import CHOICES, ConfigError, TrainConfig, load_config_file, make_config, resume_config
 from hvdweather.errors import INPUT_ERRORS
 from hvdweather.geometry import WEATHER_CNN_MIN_IMAGE_SIZE
 
@@ -53,6 +53,45 @@ def _main(command: click.Command, prog: str) -> Callable[[], None]:
     return entry
 
 
+def experiment_options(command: Callable) -> Callable:
+    """The model zoo's, the training knobs' and Horovod's options (issue 9), one per TrainConfig field."""
+    options = [
+        click.option("--model", type=click.Choice(CHOICES["model"]), help="Network: the weather CNN (min 253 "
+                     "px), ResNet-18/34, MobileNetV2, EfficientNet-B0, ViT-Tiny/16 (others from 32 px). "
+                     f"[default: {_D.model}]"),
+        click.option("--weights", help="none, imagenet (mobilenet_v2/efficientnet_b0; downloads) or a local "
+                     ".weights.h5/.h5/.keras file. [default: none]"),
+        click.option("--freeze-backbone-epochs", type=int, help="Train only the head this many epochs, then "
+                     "everything at --fine-tune-lr-factor x the LR. [default: 0]"),
+        click.option("--fine-tune-lr-factor", type=float, help=f"[default: {_D.fine_tune_lr_factor}]"),
+        click.option("--normalize", type=click.Choice(CHOICES["normalize"]), help="Input mean/std: none "
+                     "([0, 1]), imagenet, or dataset (the training split's, stored in config.json). [default: none]"),
+        click.option("--stats", help="With --normalize dataset: an hvdweather-eda summary.json to read mean/std from."),
+        click.option("--lr-schedule", type=click.Choice(CHOICES["lr_schedule"]), help="After the warm-up, from "
+                     "the scaled LR: constant, step, cosine (to 0 at the last epoch). [default: constant]"),
+        click.option("--lr-decay-epochs", help="Step schedule: epochs at whose start the LR decays, e.g. 30,60."),
+        click.option("--lr-decay-factor", type=float, help=f"Step schedule factor. [default: {_D.lr_decay_factor}]"),
+        click.option("--weight-decay", type=float, help="Decoupled weight decay (all optimizers). [default: 0]"),
+        click.option("--label-smoothing", type=float, help="Cross-entropy label smoothing. [default: 0]"),
+        click.option("--class-weights", type=click.Choice(CHOICES["class_weights"]),
+                     help="balanced: loss weight n / (classes x n_class). [default: none]"),
+        click.option("--early-stopping", type=int, help="Stop after this many epochs without a better "
+                     "val_loss (all ranks at the same epoch). [default: 0 = off]"),
+        click.option("--top-k", type=int, help="Top-k accuracy in metrics.jsonl. [default: 3 with >= 5 classes]"),
+        click.option("--fp16-allreduce/--no-fp16-allreduce", default=None,
+                     help="Horovod: compress gradients to float16 for the allreduce."),
+        click.option("--backward-passes-per-step", type=int, help="Horovod: batches accumulated locally per "
+                     "update (global batch x this). [default: 1]"),
+        click.option("--adasum/--no-adasum", default=None, help="Horovod: Adasum instead of averaging (LR not "
+                     "scaled by workers)."),
+        click.option("--autotune/--no-autotune", default=None, help="Horovod: autotune fusion/cycle time."),
+        click.option("--autotune-log", help="Horovod: CSV log of autotune's trials (needs --autotune)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--config", "config_file", type=click.Path(dir_okay=False),
               help="JSON or YAML file of the same fields (e.g. batch-size: 64); flags given here win.")
@@ -75,8 +114,8 @@ def _main(command: click.Command, prog: str) -> Callable[[], None]:
               f"[default: {_D.per_worker_batch_size}]")
 @click.option("--lr", type=float, help=f"Base learning rate for one worker; multiplied by the number of "
               f"workers. [default: {_D.lr}]")
-@click.option("--optimizer", type=click.Choice(["sgd", "adam"]),
-              help=f"sgd (momentum) or adam. [default: {_D.optimizer}]")
+@click.option("--optimizer", type=click.Choice(CHOICES["optimizer"]),
+              help=f"sgd (momentum), adam, adamw or rmsprop. [default: {_D.optimizer}]")
 @click.option("--momentum", type=float, help=f"SGD momentum. [default: {_D.momentum}]")
 @click.option("--warmup-epochs", type=float, help="Epochs to ramp the LR from base to base x workers; 0 = "
               f"off. [default: {_D.warmup_epochs}]")
@@ -86,7 +125,10 @@ def _main(command: click.Command, prog: str) -> Callable[[], None]:
 @click.option("--val-split", type=float, help=f"Fraction of each class for validation. [default: {_D.val_split}]")
 @click.option("--test-split", type=float, help="Fraction of each class for the test report. "
               f"[default: {_D.test_split}]")
-@click.option("--augment/--no-augment", default=None, help="Random flip/brightness/contrast. [default: off]")
+@click.option("--augment", is_flag=False, flag_value="standard", type=click.Choice(CHOICES["augment"]),
+              help="none; flip; flip_crop (+ random crop after padding, as in the CIFAR-10 lab); standard "
+                   "(+ brightness, contrast, small rotation). A bare --augment means standard. [default: none]")
+@click.option("--no-augment", "no_augment", is_flag=True, default=None, help="Same as --augment none.")
 @click.option("--cache-dir", help="Cache decoded images in files here instead of in memory. [default: memory]")
 @click.option("--threads-per-worker", type=int, help="TensorFlow threads per worker; 0 = cores on the node "
               "/ workers on the node. [default: 0]")
@@ -96,8 +138,11 @@ def _main(command: click.Command, prog: str) -> Callable[[], None]:
 @click.option("--verbose", type=click.IntRange(0, 2), help="0: no progress lines; 1: progress (a bar in a "
               "terminal, a line every ~10% of an epoch in a log file); 2: a line per epoch. The start line, "
               f"warnings and the test report always print. [default: {_D.verbose}]")
-def train_command(config_file: str | None, **flags) -> None:
-    """Train the weather CNN. Run alone, or as `horovodrun -np N hvdweather-train ...`."""
+@experiment_options
+def train_command(config_file: str | None, no_augment: bool | None = None, **flags) -> None:
+    """Train the weather CNN or another --model. Run alone, or as `horovodrun -np N hvdweather-train ...`."""
+    if no_augment:  # the old --no-augment: an alias, not a field of its own
+        flags["augment"] = "none"
     cfg = train_config(config_file, flags)
     from hvdweather.train import train
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from hvdweather.errors import ConfigError
-from hvdweather.geometry import WEATHER_CNN_MIN_IMAGE_SIZE
+from hvdweather.geometry import MODEL_GEOMETRY, image_size_problem
 
 __all__ = ["ConfigError", "TrainConfig", "flag_name", "load_config_file", "make_config", "resume_config",
            "validate"]
@@ -28,14 +28,16 @@ class TrainConfig:
     epochs: int = 10  # passes over the training shard
     per_worker_batch_size: int = 32  # flag --batch-size; global batch = this x workers
     lr: float = 0.01  # base learning rate for one worker; scaled by the number of workers
-    optimizer: str = "sgd"  # sgd (momentum 0.9) or adam
+    optimizer: str = "sgd"  # sgd (momentum), adam, adamw (decoupled weight decay) or rmsprop
     momentum: float = 0.9  # sgd momentum
     warmup_epochs: float = 1.0  # epochs to ramp the LR from base to base x workers (0 disables)
     seed: int = 42  # random seed of the split, shuffle, augmentation and initial weights
     image_size: int = 256  # images are resized to image_size x image_size
     val_split: float = 0.15  # fraction of each class held out for validation
     test_split: float = 0.15  # fraction of each class held out for the final test report
-    augment: bool = False  # random flips/brightness/contrast on training images
+    # none, flip, flip_crop (flip + random crop after padding) or standard (flip_crop + brightness,
+    # contrast, small rotation); true/false (the old --augment/--no-augment) mean standard/none
+    augment: str = "none"
     cache_dir: str = ""  # cache decoded uint8 images in files under this directory ("" = in memory)
     threads_per_worker: int = 0  # TF intra-op threads per worker (0 = cores / workers on this node)
     resume: bool = False  # continue the run in --out from last.keras, with its config.json and split
@@ -45,8 +47,29 @@ class TrainConfig:
     # flag for its own --timeline-filename (argparse prefix matching) even after the command.
     horovod_timeline: str = ""
     verbose: int = 1  # 0 no progress, 1 progress (bar in a terminal, lines in a log), 2 a line per epoch
+    model: str = "weather_cnn"  # a name of hvdweather.geometry.MODEL_GEOMETRY (the zoo)
+    weights: str = "none"  # initial weights: none (random), imagenet (keras.applications models) or a file
+    freeze_backbone_epochs: int = 0  # train only the head for this many epochs, then everything
+    fine_tune_lr_factor: float = 0.1  # LR multiplier once the backbone is unfrozen
+    normalize: str = "none"  # input scaling after [0, 1]: none, imagenet (its mean/std) or dataset (training split's)
+    stats: str = ""  # an hvdweather-eda summary.json of the same files: --normalize dataset reads mean/std there
+    lr_schedule: str = "constant"  # after the warm-up: constant, step (x lr_decay_factor at lr_decay_epochs), cosine
+    lr_decay_epochs: str = ""  # step schedule: comma-separated epochs at whose start the LR decays, e.g. "30,60"
+    lr_decay_factor: float = 0.1  # step schedule: LR multiplier at each decay epoch
+    weight_decay: float = 0.0  # sgd/adam/rmsprop: L2 on weights via the optimizer; adamw: decoupled decay
+    label_smoothing: float = 0.0  # cross-entropy target: 1 - this on the class, this / classes spread on all
+    class_weights: str = "none"  # none or balanced (loss weight n / (classes x n_class) per class)
+    early_stopping: int = 0  # stop after this many epochs without a better val_loss (0 = off)
+    top_k: int = 0  # also report top-k accuracy (0 = 3 when there are >= 5 classes, else off)
+    fp16_allreduce: bool = False  # Horovod: compress gradients to float16 for the allreduce
+    backward_passes_per_step: int = 1  # Horovod: batches whose gradients are summed locally per update
+    adasum: bool = False  # Horovod: combine gradients with Adasum instead of averaging
+    autotune: bool = False  # Horovod: let Horovod tune its fusion buffer and cycle time
+    autotune_log: str = ""  # Horovod: CSV file where autotune logs what it tried
 
     def __post_init__(self) -> None:
+        if isinstance(self.augment, bool):  # the old boolean --augment/--no-augment and config files
+            object.__setattr__(self, "augment", AUGMENT_OF_BOOL[self.augment])
         validate(self)
 
     def to_dict(self) -> dict[str, Any]:
@@ -56,8 +79,17 @@ class TrainConfig:
 # Fields whose flag is not the field name with dashes. Config files accept either spelling.
 _FLAGS = {"per_worker_batch_size": "batch-size"}
 _FIELD_OF_FLAG = {flag.replace("-", "_"): name for name, flag in _FLAGS.items()}
-_POSITIVE_INT = ("epochs", "per_worker_batch_size", "image_size", "replicas")
-_NON_NEGATIVE = ("threads_per_worker", "warmup_epochs", "target_accuracy", "verbose")
+_POSITIVE_INT = ("epochs", "per_worker_batch_size", "image_size", "replicas", "backward_passes_per_step")
+_NON_NEGATIVE = ("threads_per_worker", "warmup_epochs", "target_accuracy", "verbose", "freeze_backbone_epochs",
+                 "weight_decay", "early_stopping", "top_k")
+# Choice fields and what they accept (the CLI's click.Choice lists read these too).
+CHOICES: dict[str, tuple[str, ...]] = {
+    "strategy": ("horovod", "mirrored"), "optimizer": ("sgd", "adam", "adamw", "rmsprop"),
+    "augment": ("none", "flip", "flip_crop", "standard"), "normalize": ("none", "imagenet", "dataset"),
+    "lr_schedule": ("constant", "step", "cosine"), "class_weights": ("none", "balanced"),
+    "model": tuple(MODEL_GEOMETRY)}
+AUGMENT_OF_BOOL = {True: "standard", False: "none"}
+HOROVOD_ONLY = ("fp16_allreduce", "adasum", "autotune", "autotune_log", "backward_passes_per_step")
 # What may differ when a run is resumed: nothing here changes what the run computes.
 RESUMABLE = frozenset({"epochs", "verbose", "resume", "overwrite", "threads_per_worker", "horovod_timeline",
                        "cache_dir", "out"})
@@ -72,6 +104,8 @@ def flag_name(field: str) -> str:
 def _type_error(name: str, value: Any) -> str | None:
     """Why `value` does not fit field `name`'s type, or None when it fits (bool is not a number here)."""
     kind = {f.name: f.type for f in fields(TrainConfig)}[name]
+    if name == "augment" and isinstance(value, bool):
+        return None  # old run configs and config files: augment: true/false
     ok = {"int": isinstance(value, int) and not isinstance(value, bool),
           "float": isinstance(value, (int, float)) and not isinstance(value, bool),
           "bool": isinstance(value, bool), "str": isinstance(value, str)}[kind]
@@ -98,23 +132,77 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.val_split + cfg.test_split >= 0.9:
         raise ConfigError("--val-split + --test-split must leave at least 10% of images for training")
     _validate_choices(cfg)
+    _validate_experiment(cfg)
 
 
 def _validate_choices(cfg: TrainConfig) -> None:
-    if cfg.strategy not in ("horovod", "mirrored"):
-        raise ConfigError(f"--strategy must be horovod or mirrored, got {cfg.strategy!r}")
+    for name, allowed in CHOICES.items():
+        if getattr(cfg, name) not in allowed:
+            raise ConfigError(f"{flag_name(name)} must be one of {', '.join(allowed)}, got {getattr(cfg, name)!r}")
     if cfg.replicas > 1 and cfg.strategy != "mirrored":
         raise ConfigError(f"--replicas {cfg.replicas} needs --strategy mirrored; Horovod's workers are "
                           "processes: launch them with horovodrun -np N")
-    if cfg.optimizer not in ("sgd", "adam"):
-        raise ConfigError(f"--optimizer must be sgd or adam, got {cfg.optimizer!r}")
     if cfg.target_accuracy > 1:
         raise ConfigError(f"--target-accuracy is a fraction in [0, 1], got {cfg.target_accuracy}")
-    if cfg.image_size < WEATHER_CNN_MIN_IMAGE_SIZE:
-        raise ConfigError(f"--image-size {cfg.image_size} is too small for the weather CNN "
-                          f"(needs >= {WEATHER_CNN_MIN_IMAGE_SIZE}); use the default 256")
+    problem = image_size_problem(cfg.model, cfg.image_size)
+    if problem:
+        raise ConfigError(problem)
     if cfg.resume and cfg.overwrite:
         raise ConfigError("--resume and --overwrite contradict each other: continue the run, or replace it")
+
+
+_DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
+
+
+def decay_epochs(cfg: TrainConfig) -> tuple[int, ...]:
+    """--lr-decay-epochs as increasing epoch numbers; ConfigError naming the flag otherwise."""
+    try:
+        epochs = tuple(int(e) for e in cfg.lr_decay_epochs.split(",") if e.strip())
+    except ValueError:
+        raise ConfigError(f"--lr-decay-epochs must be comma-separated epochs, e.g. 30,60; got "
+                          f"{cfg.lr_decay_epochs!r}") from None
+    if any(e < 1 for e in epochs) or list(epochs) != sorted(set(epochs)):
+        raise ConfigError(f"--lr-decay-epochs must be increasing positive epochs, got {cfg.lr_decay_epochs!r}")
+    return epochs
+
+
+def _validate_weights(cfg: TrainConfig) -> None:
+    applications = [n for n, g in MODEL_GEOMETRY.items() if g["applications"]]
+    if cfg.weights == "imagenet" and cfg.model not in applications:
+        raise ConfigError(f"--weights imagenet: Keras has ImageNet weights for {', '.join(applications)} only, "
+                          f"not {cfg.model}; pass --weights PATH to a local weights file")
+    if cfg.weights not in ("none", "imagenet"):
+        if not cfg.weights.endswith((".h5", ".keras")):
+            raise ConfigError(f"--weights {cfg.weights}: expected none, imagenet or a .weights.h5/.h5/.keras file")
+        if not os.path.isfile(cfg.weights):
+            raise ConfigError(f"--weights {cfg.weights}: file not found")
+    if cfg.normalize != "none" and cfg.model in applications:
+        raise ConfigError(f"--normalize {cfg.normalize}: {cfg.model} scales its input as keras.applications "
+                          "trained it; leave --normalize none")
+
+
+def _validate_experiment(cfg: TrainConfig) -> None:
+    """The model zoo's, the knobs' and Horovod's options: each wrong value is one line naming its flag."""
+    _validate_weights(cfg)
+    if not cfg.fine_tune_lr_factor > 0:
+        raise ConfigError(f"--fine-tune-lr-factor must be a positive number, got {cfg.fine_tune_lr_factor}")
+    if cfg.stats and cfg.normalize != "dataset":
+        raise ConfigError("--stats gives the mean/std for --normalize dataset; add it or drop --stats")
+    if cfg.lr_schedule == "step" and not decay_epochs(cfg):
+        raise ConfigError("--lr-schedule step needs --lr-decay-epochs, e.g. 30,60")
+    if cfg.lr_decay_epochs and cfg.lr_schedule != "step":
+        raise ConfigError("--lr-decay-epochs applies to --lr-schedule step only")
+    if not 0 < cfg.lr_decay_factor <= 1:
+        raise ConfigError(f"--lr-decay-factor must be in (0, 1], got {cfg.lr_decay_factor}")
+    if not 0 <= cfg.label_smoothing < 1:
+        raise ConfigError(f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}")
+    if cfg.strategy == "mirrored":
+        for name in HOROVOD_ONLY:
+            if getattr(cfg, name) != _DEFAULTS[name]:
+                raise ConfigError(f"{flag_name(name)} is a Horovod option; it does nothing under --strategy "
+                                  "mirrored (use --strategy horovod)")
+    if cfg.autotune_log and not cfg.autotune:
+        raise ConfigError("--autotune-log needs --autotune")
 
 
 def _field_names(values: dict[str, Any], source: str) -> dict[str, Any]:

@@ -69,7 +69,10 @@ class AverageBatchNormStatistics(tf.keras.callbacks.Callback):
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         # Floating-point statistics only, same order on every rank (integer step counters are equal
         # on all ranks already, and averaging would round them).
-        variables = [v for v in self.model.non_trainable_variables if v.dtype.is_floating]
+        # Moving statistics only: a frozen backbone's weights are non-trainable too, but equal on every
+        # rank already, and averaging millions of them each epoch would cost time and ulps.
+        variables = [v for v in self.model.non_trainable_variables
+                     if v.dtype.is_floating and "moving_" in v.name]
         if batch + 1 != self.params.get("steps") or not variables:
             return
         averaged = self.hvd_tf.grouped_allreduce(variables, op=self.hvd_tf.Average)  # Horovod
@@ -77,12 +80,28 @@ class AverageBatchNormStatistics(tf.keras.callbacks.Callback):
             variable.assign(value)
 
 
+@dataclass(frozen=True)
+class HorovodOptions:
+    """Horovod's own training options (as in its examples), from the config's fields of the same names."""
+
+    fp16_allreduce: bool = False  # Horovod: gradients sent as float16 (hvd.Compression.fp16)
+    backward_passes_per_step: int = 1  # Horovod: local gradient accumulation before each allreduce
+    adasum: bool = False  # Horovod: op=hvd.Adasum instead of averaging
+    autotune: bool = False  # Horovod: HOROVOD_AUTOTUNE, tunes fusion buffer and cycle time
+    autotune_log: str = ""  # Horovod: HOROVOD_AUTOTUNE_LOG, a CSV of what autotune tried
+
+
 class HorovodBackend:
     """One process per worker; gradients averaged by Horovod's allreduce."""
 
-    def __init__(self, threads_per_worker: int = 0, timeline: str = ""):
+    def __init__(self, threads_per_worker: int = 0, timeline: str = "", options: HorovodOptions | None = None):
+        self.options = options or HorovodOptions()
         if timeline:
             os.environ["HOROVOD_TIMELINE"] = timeline  # Horovod: read once, at init, by rank 0
+        if self.options.autotune:  # Horovod: read at init
+            os.environ["HOROVOD_AUTOTUNE"] = "1"
+            if self.options.autotune_log:
+                os.environ["HOROVOD_AUTOTUNE_LOG"] = self.options.autotune_log
         # Horovod: OpenMPI busy-polls while a rank waits in a collective, so Horovod's background
         # thread spins on the cores this rank's TF threads need. Measured on 2 cores, 2 ranks x 1 thread:
         # busy-polling cost ~1.5x the CPU time and a third of the images/s (~200 vs ~295). Read at
@@ -114,7 +133,14 @@ class HorovodBackend:
         return contextlib.nullcontext()
 
     def wrap_optimizer(self, optimizer: tf.keras.optimizers.Optimizer) -> tf.keras.optimizers.Optimizer:
-        return self.hvd.DistributedOptimizer(optimizer)  # Horovod: allreduce-average the gradients
+        opts = self.options
+        return self.hvd.DistributedOptimizer(  # Horovod: allreduce-average the gradients
+            optimizer, compression=self.hvd.Compression.fp16 if opts.fp16_allreduce else self.hvd.Compression.none,
+            op=self.hvd.Adasum if opts.adasum else self.hvd.Average,
+            # Horovod: sum this many batches locally, then allreduce; averaged, so the update equals one
+            # batch this many times larger
+            backward_passes_per_step=opts.backward_passes_per_step,
+            average_aggregated_gradients=opts.backward_passes_per_step > 1)
 
     def callbacks(self) -> list[tf.keras.callbacks.Callback]:
         """Metric averaging first, so later callbacks read averaged metrics.
@@ -216,10 +242,10 @@ class TrainingBackend(Protocol):
 
 
 def make_backend(strategy: str, replicas: int = 1, threads_per_worker: int = 0,
-                 timeline: str = "") -> TrainingBackend:
+                 timeline: str = "", options: HorovodOptions | None = None) -> TrainingBackend:
     """Start the chosen backend. Call before any other TensorFlow work: it sets threads and devices."""
     if strategy == "horovod":
-        return HorovodBackend(threads_per_worker, timeline)
+        return HorovodBackend(threads_per_worker, timeline, options)
     if strategy == "mirrored":
         return MirroredBackend(replicas, threads_per_worker)
     raise ValueError(f"--strategy must be horovod or mirrored, got {strategy!r}")

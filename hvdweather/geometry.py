@@ -17,3 +17,31 @@ def _min_size(blocks: tuple[tuple[int, int, int], ...]) -> int:
 
 
 WEATHER_CNN_MIN_IMAGE_SIZE: int = _min_size(WEATHER_CNN_BLOCKS)  # 253 pixels
+
+
+# The model zoo's TensorFlow-free facts: name -> (smallest input, input size the model is usually trained
+# at, patch size the input must be a multiple of, whether it comes from tf.keras.applications).
+# `hvdweather.models.MODELS` pairs each name with its builder; config validation reads only this table.
+MODEL_GEOMETRY: dict[str, dict[str, int | bool]] = {
+    "weather_cnn": {"min_image_size": WEATHER_CNN_MIN_IMAGE_SIZE, "default_image_size": 256, "multiple_of": 1,
+                    "applications": False},
+    "resnet18": {"min_image_size": 32, "default_image_size": 224, "multiple_of": 1, "applications": False},
+    "resnet34": {"min_image_size": 32, "default_image_size": 224, "multiple_of": 1, "applications": False},
+    # keras.applications refuses inputs under 32 px when built without its top.
+    "mobilenet_v2": {"min_image_size": 32, "default_image_size": 224, "multiple_of": 1, "applications": True},
+    "efficientnet_b0": {"min_image_size": 32, "default_image_size": 224, "multiple_of": 1, "applications": True},
+    # Patches of 16 px tile the image exactly: no pixels silently dropped at the border.
+    "vit_tiny": {"min_image_size": 32, "default_image_size": 224, "multiple_of": 16, "applications": False},
+}
+
+
+def image_size_problem(model: str, image_size: int) -> str | None:
+    """Why `model` cannot take `image_size` x `image_size` inputs (one line), or None when it can."""
+    geometry = MODEL_GEOMETRY[model]
+    if image_size < geometry["min_image_size"]:
+        return (f"--image-size {image_size} is too small for {model} (needs >= {geometry['min_image_size']}); "
+                f"its usual size is {geometry['default_image_size']}")
+    if image_size % geometry["multiple_of"]:
+        return (f"--image-size {image_size}: {model} cuts the image into {geometry['multiple_of']}-pixel "
+                f"patches, so it must be a multiple of {geometry['multiple_of']} (e.g. {geometry['default_image_size']})")
+    return None

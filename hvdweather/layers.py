@@ -37,3 +37,23 @@ class StepSeededDropout(tf.keras.layers.Layer):
 
     def get_config(self) -> dict:
         return super().get_config() | {"rate": self.rate, "seed": self.seed}
+
+
+@tf.keras.utils.register_keras_serializable(package="hvdweather")
+class ClassTokenAndPositions(tf.keras.layers.Layer):
+    """ViT's learned class token prepended to the patch tokens, plus a learned position embedding for
+    every token (initialised as in timm: truncated normal, std 0.02)."""
+
+    def build(self, input_shape) -> None:
+        tokens, dim = input_shape[1], input_shape[2]
+        def init() -> tf.keras.initializers.Initializer:  # one instance per weight: Keras warns on reuse
+            return tf.keras.initializers.TruncatedNormal(stddev=0.02)
+
+        self.class_token = self.add_weight(name="class_token", shape=(1, 1, dim), initializer=init())
+        self.positions = self.add_weight(name="positions", shape=(1, tokens + 1, dim), initializer=init())
+        super().build(input_shape)
+
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
+        batch = tf.shape(inputs)[0]
+        cls = tf.broadcast_to(tf.cast(self.class_token, inputs.dtype), [batch, 1, inputs.shape[-1]])
+        return tf.concat([cls, inputs], axis=1) + tf.cast(self.positions, inputs.dtype)

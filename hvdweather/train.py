@@ -9,6 +9,7 @@ across ranks) -> split -> datasets -> fit -> test report. Anything wrong fails b
 from __future__ import annotations
 
 import hashlib
+import math
 import platform
 import sys
 from dataclasses import dataclass
@@ -18,17 +19,34 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from hvdweather.callbacks import Checkpoints, EpochMetrics, LinearWarmup, ProgressLog, first_epoch_reaching
-from hvdweather.config import ConfigError, TrainConfig
+from hvdweather.callbacks import (
+    Checkpoints,
+    EarlyStop,
+    EpochMetrics,
+    LinearWarmup,
+    PlannedLR,
+    ProgressLog,
+    first_epoch_reaching,
+)
+from hvdweather.config import ConfigError, TrainConfig, decay_epochs
 from hvdweather.data.discovery import Catalog
+from hvdweather.data.normalization import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Moments,
+    channel_sums,
+    moments_from_eda,
+    moments_from_sums,
+)
 from hvdweather.data.pipeline import eval_pipeline, shard_size, sharded_files, steps_per_epoch, train_pipeline
 from hvdweather.data.source import Source, open_source
 from hvdweather.data.split import Split, read_split, stratified_split, write_split
-from hvdweather.distributed import Runtime, TrainingBackend, make_backend
+from hvdweather.distributed import HorovodOptions, Runtime, TrainingBackend, make_backend
 from hvdweather.errors import check_output_dir
 from hvdweather.evaluate import format_report, predict_probabilities, write_checkpoint_report
 from hvdweather.host import versions
-from hvdweather.model import build_weather_cnn
+from hvdweather.models import create_model, reorder_weights, set_backbone_trainable
+from hvdweather.optim import balanced_class_weights, make_loss, make_metrics, make_optimizer
 from hvdweather.resume import STATE_FILE, check_same_files, check_same_world, restore, start_element
 from hvdweather.runfiles import clear_run, read_csv_rows, read_json, run_files_in
 from hvdweather.writers import RunWriter
@@ -45,15 +63,45 @@ class Plan:
     base_lr: float  # the LR for one worker (--lr)
     scaled_lr: float  # Horovod: base x workers (Goyal et al.), reached at the end of the warm-up
     warmup_steps: int  # steps of the linear ramp from base_lr to scaled_lr; 0 = start at scaled_lr
+    # After the warm-up, with scaled_lr as the peak: constant, step (x decay_factor from each of
+    # decay_steps on) or cosine (to zero at total_steps). Steps are fit's batches, from 0.
+    schedule: str = "constant"
+    total_steps: int = 0
+    decay_steps: tuple[int, ...] = ()
+    decay_factor: float = 1.0
+    fine_tune_step: int = 0  # --freeze-backbone-epochs: the backbone trains from this step on (0 = always)
+    fine_tune_lr_factor: float = 1.0  # the LR multiplier from fine_tune_step on
+    backward_passes_per_step: int = 1  # Horovod: batches summed per optimizer update (global batch x this)
+
+    def lr_at(self, step: int) -> float:
+        """The LR of fit's batch `step` (0-based): the whole schedule in one pure function."""
+        if step < self.warmup_steps:
+            return self.base_lr + (step / self.warmup_steps) * (self.scaled_lr - self.base_lr)
+        lr = self.scaled_lr
+        if self.schedule == "step":
+            lr *= self.decay_factor ** sum(step >= d for d in self.decay_steps)
+        elif self.schedule == "cosine":
+            progress = (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
+            lr *= 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        if self.fine_tune_step and step >= self.fine_tune_step:
+            lr *= self.fine_tune_lr_factor
+        return lr
 
     def lr_callbacks(self) -> list[tf.keras.callbacks.Callback]:
+        if self.schedule != "constant" or self.fine_tune_step:
+            return [PlannedLR(self.lr_at, self.steps_per_epoch)]
         if self.warmup_steps == 0:
             return []
         return [LinearWarmup(self.base_lr, self.scaled_lr, self.warmup_steps, self.steps_per_epoch)]
 
     def initial_lr(self) -> float:
         """The optimizer's LR before the first step: the ramp (if any) starts at the base."""
-        return self.base_lr if self.warmup_steps else self.scaled_lr
+        return self.lr_at(0)
+
+    @property
+    def images_per_step(self) -> int:
+        """Images in one of fit's batches over all workers (an update takes backward_passes_per_step)."""
+        return self.global_batch_size // self.backward_passes_per_step
 
 
 def make_plan(cfg: TrainConfig, n_train: int, runtime: Runtime, shard_count: int) -> Plan:
@@ -64,10 +112,20 @@ def make_plan(cfg: TrainConfig, n_train: int, runtime: Runtime, shard_count: int
         raise ConfigError(f"--batch-size {cfg.per_worker_batch_size}: a worker's training shard has only "
                           f"{n_train // shard_count} image(s) per process ({runtime.num_workers} workers); "
                           "lower --batch-size")
+    passes = cfg.backward_passes_per_step
+    if steps < passes:
+        raise ConfigError(f"--backward-passes-per-step {passes}: an epoch has only {steps} batch(es) per worker")
+    steps -= steps % passes  # whole updates per epoch: no half-summed gradient across a checkpoint
     workers = runtime.num_workers
-    warmup = max(1, round(cfg.warmup_epochs * steps)) if cfg.warmup_epochs > 0 and workers > 1 else 0
-    return Plan(cfg.per_worker_batch_size, cfg.per_worker_batch_size * workers, per_process, steps,
-                cfg.lr, cfg.lr * workers, warmup)  # Horovod: LR scaled by the number of workers
+    # Horovod: LR scaled by the number of workers; with Adasum not (its combination of gradients is
+    # scale-preserving; Horovod's docs scale by local size only for GPU+NCCL, not on CPU).
+    lr_factor = 1 if cfg.adasum else workers
+    warmup = max(1, round(cfg.warmup_epochs * steps)) if cfg.warmup_epochs > 0 and lr_factor > 1 else 0
+    return Plan(cfg.per_worker_batch_size, cfg.per_worker_batch_size * workers * passes, per_process, steps,
+                cfg.lr, cfg.lr * lr_factor, warmup, cfg.lr_schedule, cfg.epochs * steps,
+                tuple((e - 1) * steps for e in decay_epochs(cfg)), cfg.lr_decay_factor,
+                cfg.freeze_backbone_epochs * steps if cfg.freeze_backbone_epochs else 0,
+                cfg.fine_tune_lr_factor, passes)
 
 
 def check_run_dir(cfg: TrainConfig) -> None:
@@ -144,17 +202,25 @@ def make_datasets(cfg: TrainConfig, source: Source, split: Split, backend: Train
     return datasets
 
 
-def compile_model(cfg: TrainConfig, backend: TrainingBackend, num_classes: int, plan: Plan) -> tf.keras.Model:
+def compile_model(cfg: TrainConfig, backend: TrainingBackend, num_classes: int, plan: Plan,
+                  normalization: Moments | None = None, epochs_done: int = 0) -> tf.keras.Model:
+    """The --model network (weights, input normalisation), its backbone frozen when the run is (or a
+    resumed run was, at its last checkpoint) inside --freeze-backbone-epochs; compiled."""
     with backend.scope():
-        model = build_weather_cnn(num_classes, cfg.image_size)
-        if cfg.optimizer == "sgd":
-            optimizer = tf.keras.optimizers.SGD(plan.initial_lr(), momentum=cfg.momentum)
-        else:
-            optimizer = tf.keras.optimizers.Adam(plan.initial_lr())
-        model.compile(optimizer=backend.wrap_optimizer(optimizer),
-                      loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      metrics=["accuracy"])
+        model = create_model(cfg.model, num_classes, cfg.image_size, cfg.weights, normalization)
+        if cfg.freeze_backbone_epochs and epochs_done <= cfg.freeze_backbone_epochs:
+            set_backbone_trainable(model, False)
+        recompile(cfg, backend, model, num_classes, plan.initial_lr())
     return model
+
+
+def recompile(cfg: TrainConfig, backend: TrainingBackend, model: tf.keras.Model, num_classes: int,
+              lr: float) -> None:
+    """Compile with a fresh optimizer: at the start, and when fine-tuning unfreezes the backbone (every
+    rank does it at the same epoch, so all build their slots for the same new trainable set)."""
+    with backend.scope():
+        model.compile(optimizer=backend.wrap_optimizer(make_optimizer(cfg, lr)), loss=make_loss(cfg),
+                      metrics=make_metrics(cfg, num_classes))
 
 
 def run_record(cfg: TrainConfig, runtime: Runtime, plan: Plan, split: Split) -> dict[str, Any]:
@@ -163,6 +229,26 @@ def run_record(cfg: TrainConfig, runtime: Runtime, plan: Plan, split: Split) -> 
             "plan": plan.__dict__, "class_names": list(split.class_names),
             "subset_sizes": {s: split.size(s) for s in ("train", "val", "test")},
             "versions": versions(), "host": platform.node(), "command": sys.argv}
+
+
+def input_normalization(cfg: TrainConfig, source: Source, split: Split, backend: TrainingBackend,
+                        writer: RunWriter) -> Moments | None:
+    """--normalize: None, ImageNet's constants, or the training split's mean/std (a resumed run reads
+    its own from config.json: the same floats, no second pass over the images)."""
+    if cfg.normalize == "none":
+        return None
+    if cfg.normalize == "imagenet":
+        return IMAGENET_MEAN, IMAGENET_STD
+    if cfg.resume:
+        record = backend.broadcast_object(read_json(writer.path("config.json")) if backend.runtime.is_primary
+                                          else None) or {}
+        if record.get("normalization"):
+            return tuple(map(tuple, record["normalization"]))
+    if cfg.stats:
+        return moments_from_eda(cfg.stats)
+    mine = source.decoded(split.paths["train"], split.labels["train"], cfg.image_size, backend.shard_count,
+                          backend.shard_index)
+    return moments_from_sums(backend.allgather_object(channel_sums(mine)))  # Horovod: every rank's sums
 
 
 def load_resume_state(cfg: TrainConfig, writer: RunWriter, backend: TrainingBackend) -> dict[str, Any] | None:
@@ -190,9 +276,42 @@ def check_resume(cfg: TrainConfig, writer: RunWriter, backend: TrainingBackend, 
         raise ConfigError(problem)
 
 
+def unfreeze(cfg: TrainConfig, backend: TrainingBackend, model: tf.keras.Model, checkpoints: Checkpoints,
+             plan: Plan) -> None:
+    """End of --freeze-backbone-epochs: everything trains, with a fresh optimizer at the fine-tuning LR.
+    Keras lists trainable weights first, so the best weights kept so far are put in the new order."""
+    before = list(model.weights)
+    set_backbone_trainable(model, True)
+    if checkpoints.best_weights is not None:
+        checkpoints.best_weights = reorder_weights(checkpoints.best_weights, before, model.weights)
+    recompile(cfg, backend, model, model.output_shape[-1], plan.lr_at(plan.fine_tune_step))
+
+
+def fit_phases(cfg: TrainConfig, backend: TrainingBackend, model: tf.keras.Model,
+               datasets: dict[str, tf.data.Dataset], plan: Plan, initial_epoch: int,
+               checkpoints: Checkpoints, **fit_args: Any) -> None:
+    """model.fit; under --freeze-backbone-epochs in two parts: the head alone, then everything. Every
+    rank switches at the same epoch. A run resumed exactly at the switch was compiled frozen (its
+    checkpoint was) and switches before its first step, as the uninterrupted run did."""
+    freeze = cfg.freeze_backbone_epochs
+    parts = [(initial_epoch, cfg.epochs)]
+    if freeze and initial_epoch <= freeze:
+        parts = [(initial_epoch, min(freeze, cfg.epochs)), (freeze, cfg.epochs)]
+    for index, (start, end) in enumerate(parts):
+        if index == 1:
+            if model.stop_training or start >= end:  # early stopping ended the run in the first part
+                return
+            unfreeze(cfg, backend, model, checkpoints, plan)
+        if start >= end:
+            continue
+        backend.trace_train_step(model, datasets["train"])
+        model.fit(datasets["train"], epochs=end, initial_epoch=start, steps_per_epoch=plan.steps_per_epoch,
+                  validation_data=datasets.get("val"), **fit_args)
+
+
 def fit(cfg: TrainConfig, backend: TrainingBackend, writer: RunWriter, model: tf.keras.Model,
         datasets: dict[str, tf.data.Dataset], plan: Plan,
-        state: dict[str, Any] | None) -> tuple[Checkpoints, EpochMetrics]:
+        state: dict[str, Any] | None, class_weight: dict[int, float] | None = None) -> tuple[Checkpoints, EpochMetrics]:
     """model.fit with the callbacks in Horovod's order: broadcast, average, warm-up, then readers."""
     rt = backend.runtime
     initial_epoch = state["epochs_done"] if state else 0
@@ -206,18 +325,18 @@ def fit(cfg: TrainConfig, backend: TrainingBackend, writer: RunWriter, model: tf
         backend.broadcast_weights(model)  # rank 0's initial weights before the first step
     world = {"world_size": rt.num_workers, "processes": rt.size, "strategy": rt.strategy,
              "global_batch_size": plan.global_batch_size}
-    metrics = EpochMetrics(writer, plan.steps_per_epoch * plan.global_batch_size, world,
+    metrics = EpochMetrics(writer, plan.steps_per_epoch * plan.images_per_step, world,
                            cfg.target_accuracy, previous)
     checkpoints = Checkpoints(writer, *((state["best_loss"], state["best_epoch"], state["best_weights"])
                                         if state else ()))
     callbacks = [*backend.callbacks(), *plan.lr_callbacks(), metrics, checkpoints]
+    if cfg.early_stopping:  # after the checkpoint, so the last epoch trained is saved
+        callbacks.append(EarlyStop(cfg.early_stopping, previous))
     keras_verbose = writer.keras_verbose(cfg.verbose)
     if cfg.verbose and not keras_verbose:  # a log file, not a terminal: whole lines
-        callbacks.append(ProgressLog(writer, cfg.epochs, plan.global_batch_size, step_lines=cfg.verbose == 1))
-    backend.trace_train_step(model, datasets["train"])
-    model.fit(datasets["train"], epochs=cfg.epochs, initial_epoch=initial_epoch,
-              steps_per_epoch=plan.steps_per_epoch, validation_data=datasets.get("val"),
-              callbacks=callbacks, verbose=keras_verbose)
+        callbacks.append(ProgressLog(writer, cfg.epochs, plan.images_per_step, step_lines=cfg.verbose == 1))
+    fit_phases(cfg, backend, model, datasets, plan, initial_epoch, checkpoints, callbacks=callbacks,
+               verbose=keras_verbose, class_weight=class_weight)
     return checkpoints, metrics
 
 
@@ -283,8 +402,9 @@ def log_start(writer: RunWriter, rt: Runtime, plan: Plan, split: Split, catalog:
     names = list(split.class_names)
     shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
     warmup = f" (warm-up {plan.warmup_steps} steps)" if plan.warmup_steps else ""
+    passes = f" x {plan.backward_passes_per_step} backward passes" if plan.backward_passes_per_step > 1 else ""
     writer.log(f"hvdweather: {rt.strategy}, {rt.num_workers} worker(s) x per-worker batch "
-               f"{plan.per_worker_batch_size} = global batch {plan.global_batch_size}; "
+               f"{plan.per_worker_batch_size}{passes} = global batch {plan.global_batch_size}; "
                f"lr {plan.base_lr:g} x {rt.num_workers} = {plan.scaled_lr:g}{warmup}; "
                f"{plan.steps_per_epoch} steps/epoch; {rt.threads} thread(s) per process; train/val/test = "
                f"{split.size('train')}/{split.size('val')}/{split.size('test')} images; "
@@ -304,7 +424,9 @@ def log_target(writer: RunWriter, cfg: TrainConfig, metrics: EpochMetrics) -> No
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Run one training job end to end; returns a small summary (every rank)."""
     source = check_inputs(cfg)  # fail in seconds, before the backend starts
-    backend = make_backend(cfg.strategy, cfg.replicas, cfg.threads_per_worker, cfg.horovod_timeline)
+    backend = make_backend(cfg.strategy, cfg.replicas, cfg.threads_per_worker, cfg.horovod_timeline,
+                           HorovodOptions(cfg.fp16_allreduce, cfg.backward_passes_per_step, cfg.adasum,
+                                          cfg.autotune, cfg.autotune_log))
     rt = backend.runtime
     writer = RunWriter(cfg.out, rt.is_primary)
     tf.keras.utils.set_random_seed(cfg.seed)  # same initial weights on every rank
@@ -318,11 +440,15 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                    "nothing to resume (raise --epochs to train on)")
         return summary
     plan = make_plan(cfg, split.size("train"), rt, backend.shard_count)
-    writer.write_json("config.json", run_record(cfg, rt, plan, split))
+    normalization = input_normalization(cfg, source, split, backend, writer)
+    writer.write_json("config.json", run_record(cfg, rt, plan, split) | {"normalization": normalization})
     log_start(writer, rt, plan, split, source.catalog)
     datasets = make_datasets(cfg, source, split, backend, plan, state["epochs_done"] if state else 0)
-    model = compile_model(cfg, backend, len(split.class_names), plan)
-    checkpoints, metrics = fit(cfg, backend, writer, model, datasets, plan, state)
+    model = compile_model(cfg, backend, len(split.class_names), plan, normalization,
+                          state["epochs_done"] if state else 0)
+    class_weight = (balanced_class_weights(np.asarray(split.labels["train"]), len(split.class_names))
+                    if cfg.class_weights == "balanced" else None)
+    checkpoints, metrics = fit(cfg, backend, writer, model, datasets, plan, state, class_weight)
     # The last epoch trained: early stopping may end before --epochs (the same on every rank).
     frame = report(backend, writer, model, datasets, split, checkpoints, metrics.rows[-1]["epoch"])
     log_target(writer, cfg, metrics)

@@ -8,6 +8,8 @@ leak images between ranks. Caching uint8 (not float32) keeps the cache 4x smalle
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import tensorflow as tf
 
@@ -44,12 +46,39 @@ def normalize(images: tf.Tensor) -> tf.Tensor:
     return tf.cast(images, tf.float32) / 255.0
 
 
-def augment(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """Random flip, brightness and contrast; stateless, so the same seed gives the same image."""
+def _pad_and_crop(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """The CIFAR-10 lab's random crop: pad by 1/8 of the side (4 px at 32), crop back at a random place."""
+    side = image.shape[0]
+    pad = max(1, side // 8)
+    padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
+    return tf.image.stateless_random_crop(padded, tf.shape(image), seed)
+
+
+def _small_rotation(image: tf.Tensor, seed: tf.Tensor, max_degrees: float = 10.0) -> tf.Tensor:
+    """Rotate about the centre by a uniform angle in +-max_degrees (bilinear, zeros outside)."""
+    angle = tf.random.stateless_uniform([], seed, -max_degrees, max_degrees) * (math.pi / 180)
+    side = tf.cast(tf.shape(image)[0], tf.float32)
+    cos, sin, centre = tf.cos(angle), tf.sin(angle), (side - 1) / 2
+    # Output pixel (x, y) samples input (a0 x + a1 y + a2, b0 x + b1 y + b2): a rotation about the centre.
+    transform = tf.stack([cos, -sin, centre - cos * centre + sin * centre,
+                          sin, cos, centre - sin * centre - cos * centre, 0.0, 0.0])
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=image[None], transforms=transform[None], output_shape=tf.shape(image)[:2],
+        fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT")[0]
+
+
+def augment(image: tf.Tensor, seed: tf.Tensor, mode: str = "standard") -> tf.Tensor:
+    """--augment: flip; flip_crop (+ random crop after padding); standard (+ brightness, contrast and a
+    small rotation). Stateless: the same seed gives the same image, so --resume replays it exactly.
+    Float pixels in [0, 255] out."""
     image = tf.image.stateless_random_flip_left_right(image, seed)
+    if mode in ("flip_crop", "standard"):
+        image = _pad_and_crop(image, seed + 3)
     image = tf.cast(image, tf.float32)
-    image = tf.image.stateless_random_brightness(image, 0.1 * 255, seed + 1)
-    image = tf.image.stateless_random_contrast(image, 0.8, 1.2, seed + 2)
+    if mode == "standard":
+        image = tf.image.stateless_random_brightness(image, 0.1 * 255, seed + 1)
+        image = tf.image.stateless_random_contrast(image, 0.8, 1.2, seed + 2)
+        image = _small_rotation(image, seed + 4)
     return tf.clip_by_value(image, 0.0, 255.0)
 
 
@@ -65,7 +94,7 @@ def _cache(ds: tf.data.Dataset, cache_path: str | None) -> tf.data.Dataset:
 
 
 def train_pipeline(decoded: tf.data.Dataset, n_local: int, per_process_batch_size: int, seed: int,
-                   augment_images: bool = False, cache_path: str | None = "", threads: int = 0,
+                   augment_images: str = "none", cache_path: str | None = "", threads: int = 0,
                    start_element: int = 0) -> tf.data.Dataset:
     """Infinite training batches of `per_process_batch_size` (per worker x replicas in this process);
     `n_local` = this rank's shard size (the shuffle buffer holds it all).
@@ -78,9 +107,10 @@ def train_pipeline(decoded: tf.data.Dataset, n_local: int, per_process_batch_siz
     ds = _cache(decoded, cache_path)
     ds = ds.shuffle(max(1, n_local), seed=seed, reshuffle_each_iteration=True)
     ds = ds.repeat()
-    if augment_images:  # indices before the skip: an element's augmentation seed is its stream position
+    mode = {True: "standard", False: "none"}.get(augment_images, augment_images)  # old boolean callers
+    if mode != "none":  # indices before the skip: an element's augmentation seed is its stream position
         ds = ds.enumerate().skip(start_element).map(
-            lambda i, xy: (augment(xy[0], tf.stack([tf.constant(seed, tf.int64), i])), xy[1]),
+            lambda i, xy: (augment(xy[0], tf.stack([tf.constant(seed, tf.int64), i]), mode), xy[1]),
             num_parallel_calls=AUTOTUNE)
     else:
         ds = ds.skip(start_element)

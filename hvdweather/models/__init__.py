@@ -1,0 +1,117 @@
+"""The model zoo: one registry from --model names to pure builders (num_classes, image_size) -> logits,
+and `create_model`, the one factory training uses (input normalisation, --weights, fine-tuning).
+
+Geometry (minimum/default image sizes) lives TensorFlow-free in `hvdweather.geometry.MODEL_GEOMETRY`,
+so config validation answers before TensorFlow loads; this package imports TensorFlow.
+
+    hvdweather-train --model resnet18 --image-size 64 --data DIR --out RUN
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import tensorflow as tf
+
+from hvdweather.errors import ConfigError
+from hvdweather.geometry import MODEL_GEOMETRY
+from hvdweather.model import build_weather_cnn
+from hvdweather.models.applications import build_application, build_efficientnet_b0, build_mobilenet_v2
+from hvdweather.models.resnet import build_resnet18, build_resnet34
+from hvdweather.models.vit import build_vit_tiny
+
+__all__ = ["MODELS", "ModelEntry", "create_model", "load_weights_file", "reorder_weights", "set_backbone_trainable"]
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    build: Callable[[int, int], tf.keras.Model]  # pure: (num_classes, image_size) -> logits
+    min_image_size: int
+    default_image_size: int
+
+
+_BUILDERS: dict[str, Callable[[int, int], tf.keras.Model]] = {
+    "weather_cnn": build_weather_cnn, "resnet18": build_resnet18, "resnet34": build_resnet34,
+    "mobilenet_v2": build_mobilenet_v2, "efficientnet_b0": build_efficientnet_b0, "vit_tiny": build_vit_tiny}
+MODELS: dict[str, ModelEntry] = {
+    name: ModelEntry(build, int(MODEL_GEOMETRY[name]["min_image_size"]),
+                     int(MODEL_GEOMETRY[name]["default_image_size"]))
+    for name, build in _BUILDERS.items()}
+# The final Dense of each builder: the weather CNN calls it 'logits', the zoo's builders 'head'.
+HEAD_NAMES = ("head", "logits")
+
+
+def _build(name: str, num_classes: int, image_size: int, weights: str) -> tf.keras.Model:
+    if name not in MODELS:
+        raise ConfigError(f"--model {name!r} is unknown; choose from {', '.join(MODELS)}")
+    if weights == "imagenet":  # only keras.applications models have downloadable ImageNet weights
+        return build_application(name, num_classes, image_size, weights="imagenet")
+    return MODELS[name].build(num_classes, image_size)
+
+
+def create_model(name: str, num_classes: int, image_size: int, weights: str = "none",
+                 normalization: tuple[Sequence[float], Sequence[float]] | None = None) -> tf.keras.Model:
+    """The --model network, with --weights loaded and, when `normalization` = (mean, std) per channel
+    is given, a fixed Normalization layer in front: it is saved with the model, so predict and export
+    (which feed [0, 1] pixels) need not know how the run normalised."""
+    model = _build(name, num_classes, image_size, weights)
+    if weights not in ("none", "imagenet"):
+        load_weights_file(model, weights)
+    if normalization is None:
+        return model
+    mean, std = normalization
+    inputs = tf.keras.Input((image_size, image_size, 3), name="image")
+    scaled = tf.keras.layers.Normalization(mean=list(mean), variance=[s * s for s in std],
+                                           name="input_normalization")(inputs)
+    return tf.keras.Model(inputs, model(scaled), name=model.name)
+
+
+def _leaf_layers(model: tf.keras.Model) -> dict[str, tf.keras.layers.Layer]:
+    """Every layer by name, descending into nested models (applications' backbone)."""
+    found = {}
+    for layer in model.layers:
+        found[layer.name] = layer
+        if isinstance(layer, tf.keras.Model):
+            found.update({f"{layer.name}/{k}": v for k, v in _leaf_layers(layer).items()})
+    return found
+
+
+def load_weights_file(model: tf.keras.Model, path: str) -> None:
+    """--weights PATH: a .weights.h5/.h5 file of this very architecture, or a .keras model whose layers
+    are copied by name where the shapes agree (a checkpoint with another head still gives its backbone)."""
+    if path.endswith(".keras"):
+        source = _leaf_layers(tf.keras.models.load_model(path, compile=False))
+        copied = 0
+        for name, layer in _leaf_layers(model).items():
+            theirs = source.get(name)
+            ours_w = layer.get_weights()
+            if theirs is None or isinstance(layer, tf.keras.Model) or not ours_w:
+                continue
+            if [w.shape for w in ours_w] == [w.shape for w in theirs.get_weights()]:
+                layer.set_weights(theirs.get_weights())
+                copied += 1
+        if not copied:
+            raise ConfigError(f"--weights {path}: no layer of it matches {model.name}'s by name and shape")
+        return
+    try:
+        model.load_weights(path)
+    except (ValueError, KeyError, OSError) as exc:
+        raise ConfigError(f"--weights {path}: does not fit {model.name} with this --image-size and class count "
+                          f"({str(exc).splitlines()[0][:120]}); a .keras checkpoint loads all but a differing head")
+
+
+def set_backbone_trainable(model: tf.keras.Model, trainable: bool) -> None:
+    """Freeze (False) or unfreeze everything but the head, for --freeze-backbone-epochs. Keras 2 runs a
+    BatchNormalization whose `trainable` is False in inference mode, so a frozen backbone's statistics
+    stay as loaded. Recompile after calling: fit's step is traced for one trainable set."""
+    for name, layer in _leaf_layers(model).items():
+        if isinstance(layer, tf.keras.Model):
+            continue  # a nested model's own flag would override its layers'; set them one by one
+        layer.trainable = trainable or name.split("/")[-1] in HEAD_NAMES
+
+
+def reorder_weights(values: list, old_order: list[tf.Variable], new_order: list[tf.Variable]) -> list:
+    """`values` listed as `old_order` lists the variables, put in `new_order`'s order: Keras lists
+    trainable weights first, so freezing or unfreezing reorders `model.weights`/`get_weights()`."""
+    position = {variable.ref(): index for index, variable in enumerate(old_order)}
+    return [values[position[variable.ref()]] for variable in new_order]

@@ -1,0 +1,112 @@
+"""The model zoo: every model builds, takes a training step and saves/loads (parametrised, as timm tests
+its models), parameter counts against torchvision/DeiT, --weights PATH, and the fine-tuning freeze."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from hvdweather.config import ConfigError, TrainConfig
+from hvdweather.geometry import MODEL_GEOMETRY
+from hvdweather.models import MODELS, create_model, reorder_weights, set_backbone_trainable
+
+# The smallest input each model takes: cheap on 2 CI cores.
+SMALL = {name: int(g["min_image_size"]) for name, g in MODEL_GEOMETRY.items()}
+
+
+def _trainable(model: tf.keras.Model) -> int:
+    return int(sum(np.prod(w.shape) for w in model.trainable_weights))
+
+
+def test_registry_and_geometry_name_the_same_models():
+    assert set(MODELS) == set(MODEL_GEOMETRY)
+    assert all(MODELS[n].min_image_size == MODEL_GEOMETRY[n]["min_image_size"] for n in MODELS)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_model_builds_trains_one_step_and_round_trips(name, tmp_path):
+    tf.keras.utils.set_random_seed(0)
+    size = SMALL[name]
+    model = create_model(name, 11, size)
+    assert model.output_shape == (None, 11)
+    model.compile(tf.keras.optimizers.SGD(0.1), tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x = np.random.default_rng(0).uniform(size=(2, size, size, 3)).astype(np.float32)
+    y = np.array([0, 3], np.int32)
+    before = [w.numpy().copy() for w in model.trainable_weights]
+    loss = model.train_on_batch(x, y)
+    assert np.isfinite(loss)
+    assert any(not np.array_equal(b, w.numpy()) for b, w in zip(before, model.trainable_weights))
+    model.save(tmp_path / "m.keras")
+    loaded = tf.keras.models.load_model(tmp_path / "m.keras", compile=False)
+    np.testing.assert_allclose(loaded(x, training=False), model(x, training=False), atol=1e-5)
+
+
+def test_resnet18_has_torchvisions_parameter_count():
+    # torchvision.models.resnet18(num_classes=11): 11,176,512 backbone + 512 x 11 + 11 head
+    assert _trainable(create_model("resnet18", 11, 64)) == 11_176_512 + 512 * 11 + 11
+
+
+def test_vit_tiny_is_deit_tiny_sized():
+    # DeiT-Tiny: 5,717,416 parameters with 1000 classes; its head is 192 x 1000 + 1000.
+    expected = 5_717_416 - (192 * 1000 + 1000) + (192 * 11 + 11)
+    assert _trainable(create_model("vit_tiny", 11, 224)) == expected
+
+
+@pytest.mark.parametrize("name,size,problem", [("resnet18", 16, "too small for resnet18"),
+                                                 ("vit_tiny", 40, "multiple of 16"),
+                                                 ("weather_cnn", 64, "needs >= 253")])
+def test_sizes_a_model_cannot_take_are_one_line_errors(name, size, problem):
+    with pytest.raises(ConfigError, match=problem):
+        TrainConfig(model=name, image_size=size)
+
+
+def test_unknown_model_and_imagenet_for_our_own_builders_are_config_errors():
+    with pytest.raises(ConfigError, match="--model must be one of .*resnet18.*got 'resnet50'"):
+        TrainConfig(model="resnet50")
+    with pytest.raises(ConfigError, match="--weights imagenet: Keras has ImageNet weights for mobilenet_v2"):
+        TrainConfig(model="resnet18", image_size=64, weights="imagenet")
+
+
+def test_weights_file_loads_into_the_model(tmp_path):
+    tf.keras.utils.set_random_seed(1)
+    source = create_model("resnet18", 11, 32)
+    kernel = source.get_layer("stage2_block1_conv1").kernel
+    kernel.assign(kernel + 1.0)  # values a fresh model cannot have by chance
+    source.save_weights(tmp_path / "w.weights.h5")
+    source.save(tmp_path / "m.keras")
+    loaded = create_model("resnet18", 11, 32, weights=str(tmp_path / "w.weights.h5"))
+    np.testing.assert_array_equal(loaded.get_layer("stage2_block1_conv1").kernel.numpy(), kernel.numpy())
+    # A .keras checkpoint with another head: the backbone is copied, the 5-class head stays fresh.
+    other = create_model("resnet18", 5, 32, weights=str(tmp_path / "m.keras"))
+    np.testing.assert_array_equal(other.get_layer("stage2_block1_conv1").kernel.numpy(), kernel.numpy())
+    assert other.get_layer("head").kernel.shape == (512, 5)
+    with pytest.raises(ConfigError, match="does not fit resnet18"):
+        create_model("resnet18", 5, 32, weights=str(tmp_path / "w.weights.h5"))
+
+
+def test_imagenet_download_failure_is_one_line_pointing_to_a_path(monkeypatch):
+    def offline(**kwargs):
+        raise OSError("Temporary failure in name resolution")
+
+    monkeypatch.setattr(tf.keras.applications, "MobileNetV2", offline)
+    with pytest.raises(ConfigError, match="could not download mobilenet_v2's ImageNet weights.*--weights PATH") as info:
+        create_model("mobilenet_v2", 11, 32, weights="imagenet")
+    assert "\n" not in str(info.value)
+
+
+def test_frozen_backbone_trains_the_head_only_and_keeps_batchnorm_statistics():
+    tf.keras.utils.set_random_seed(2)
+    model = create_model("mobilenet_v2", 11, 32)
+    before_order = list(model.weights)
+    set_backbone_trainable(model, False)
+    assert [w.name.split("/")[0] for w in model.trainable_weights] == ["head", "head"]
+    bn = next(v for v in model.non_trainable_weights if "moving_mean" in v.name)
+    stats = bn.numpy().copy()
+    model(np.random.default_rng(0).uniform(size=(4, 32, 32, 3)).astype(np.float32) * 5, training=True)
+    np.testing.assert_array_equal(bn.numpy(), stats)  # inference mode: statistics unchanged
+    values = [v.numpy() for v in before_order]
+    reordered = reorder_weights(values, before_order, model.weights)
+    for variable, value in zip(model.weights, reordered):
+        np.testing.assert_array_equal(variable.numpy(), value)
+    set_backbone_trainable(model, True)
+    assert _trainable(model) == _trainable(create_model("mobilenet_v2", 11, 32))
