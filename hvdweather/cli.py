@@ -469,6 +469,40 @@ def compare_command(run_dirs: tuple[str, ...], out: str, target_accuracy: float,
     compare_runs(list(run_dirs), out, target_accuracy, top_k)
 
 
+@click.command(context_settings=_CONTEXT)
+@click.argument("grid", type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="STUDY_DIR: a run directory per cell, cells/, logs/, study.json and the comparison.")
+@click.option("--launcher", type=click.Choice(["local", "horovodrun", "mpirun"]), default="local",
+              show_default=True, help="How each cell's hvdweather-train starts: one process, or --np ranks.")
+@click.option("--np", "np_", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Horovod ranks per cell (with --launcher horovodrun or mpirun).")
+@click.option("--dry-run", is_flag=True, help="List the cells, what a run would do with each, and the commands.")
+@click.option("--cell-timeout", type=click.FloatRange(min=0), default=0, show_default=True,
+              help="Seconds before a cell is killed and recorded as failed; 0 = no limit.")
+@click.option("--target-accuracy", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="The comparison's epochs_to_target column.")
+@click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True,
+              help="The comparison's top-k accuracy column.")
+@click.option("--prepare-cell", type=int, default=None, help="For job arrays: write cell N's config and print "
+              "'RUN_DIR CONFIG [--resume|--overwrite]' (or 'done RUN_DIR'); train nothing.")
+@click.option("--collect", is_flag=True, help="For job arrays: build the comparison from the cells' run "
+              "directories; train nothing.")
+def sweep_command(grid: str, out: str, launcher: str, np_: int, dry_run: bool, cell_timeout: float,
+                  target_accuracy: float, top_k: int, prepare_cell: int | None, collect: bool) -> None:
+    """Run a grid of trainings (GRID: base:, axes:, variants:) one after another into STUDY_DIR, then
+    compare them in one table. Re-running skips finished cells and resumes unfinished ones."""
+    from hvdweather.study.sweep import SweepSpec, collect_study, prepare_cell as prepare, run_sweep
+
+    spec = SweepSpec(grid, out, launcher, np_, cell_timeout, target_accuracy, top_k)
+    if prepare_cell is not None:
+        print(prepare(spec, prepare_cell), flush=True)
+        return
+    records = collect_study(spec) if collect else run_sweep(spec, dry_run)
+    if any(r["status"] != "ok" for r in records):
+        sys.exit(1)  # after every cell ran and the table is written (click's Exit would be 0 here)
+
+
 train_main = _main(train_command, "hvdweather-train")
 data_main = _main(data_group, "hvdweather-data")
 bench_main = _main(bench_group, "hvdweather-bench")
@@ -478,3 +512,4 @@ predict_main = _main(predict_command, "hvdweather-predict")
 evaluate_main = _main(evaluate_command, "hvdweather-evaluate")
 export_main = _main(export_command, "hvdweather-export")
 compare_main = _main(compare_command, "hvdweather-compare")
+sweep_main = _main(sweep_command, "hvdweather-sweep")

@@ -235,11 +235,17 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"--config {path}: cannot parse ({exc.__class__.__name__}: {exc})") from None
     if not isinstance(values, dict):
         raise ConfigError(f"--config {path}: expected a mapping of field: value")
-    values = _field_names(values, f"--config {path}")
+    return config_values(values, f"--config {path}")
+
+
+def config_values(values: dict[str, Any], source: str) -> dict[str, Any]:
+    """A mapping of TrainConfig fields or flag names (a --config file, a sweep's base or grid cell) as
+    field names; an unknown key or a value of the wrong type is a ConfigError starting with `source`."""
+    values = _field_names(values, source)
     for name, value in values.items():
         problem = _type_error(name, value)
         if problem:
-            raise ConfigError(f"--config {path}: {name} must be {problem}")
+            raise ConfigError(f"{source}: {name} must be {problem}")
     return values
 
 
