@@ -1,0 +1,39 @@
+"""Under horovodrun -np 2: every zoo model (smallest input) takes one training step through the
+package's Horovod backend on each rank's own synthetic batch, is saved and reloaded; the primary writes
+argv[1] with, per model, whether every rank holds identical weights (digests gathered) and reloads equal."""
+import hashlib
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from hvdweather.distributed import HorovodBackend
+from hvdweather.geometry import MODEL_GEOMETRY
+from hvdweather.models import create_model
+
+backend = HorovodBackend(threads_per_worker=1)
+rt = backend.runtime
+result = {}
+for name, geometry in MODEL_GEOMETRY.items():
+    size = int(geometry["min_image_size"])
+    tf.keras.utils.set_random_seed(0)
+    model = create_model(name, 11, size)
+    model.compile(optimizer=backend.wrap_optimizer(tf.keras.optimizers.SGD(0.05, momentum=0.9)),
+                  loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    backend.broadcast_weights(model)
+    rng = np.random.default_rng(rt.rank)  # each rank its own images: only the allreduce makes them agree
+    x = rng.uniform(size=(4, size, size, 3)).astype(np.float32)
+    y = rng.integers(0, 11, 4).astype(np.int32)
+    model.fit(x, y, batch_size=2, epochs=1, verbose=0, shuffle=False, callbacks=backend.callbacks())
+    digest = hashlib.sha256(b"".join(np.ascontiguousarray(w).tobytes() for w in model.get_weights())).hexdigest()
+    path = Path(tempfile.mkdtemp()) / f"{name}.keras"
+    model.save(path)
+    reloaded = tf.keras.models.load_model(path, compile=False)
+    same = all(np.array_equal(a, b) for a, b in zip(model.get_weights(), reloaded.get_weights()))
+    digests = backend.allgather_object(digest)
+    result[name] = {"ranks_equal": len(set(digests)) == 1 and len(digests) == 2, "reload_equal": same}
+if rt.is_primary:
+    Path(sys.argv[1]).write_text(json.dumps(result))
