@@ -122,10 +122,13 @@ class BatchNormTanh(tf.keras.layers.Layer):
         channels = (int(input_shape[-1]),)
         self.gamma = self.add_weight(name="gamma", shape=channels, initializer="ones")
         self.beta = self.add_weight(name="beta", shape=channels, initializer="zeros")
-        self.moving_mean = self.add_weight(name="moving_mean", shape=channels, initializer="zeros",
-                                           trainable=False)
+        # As Keras's BatchNormalization: under MirroredStrategy each replica updates its own copy of the
+        # moving statistics, and reads (evaluate, checkpoints) average the replicas.
+        moving = {"trainable": False, "synchronization": tf.VariableSynchronization.ON_READ,
+                  "aggregation": tf.VariableAggregation.MEAN}
+        self.moving_mean = self.add_weight(name="moving_mean", shape=channels, initializer="zeros", **moving)
         self.moving_variance = self.add_weight(name="moving_variance", shape=channels, initializer="ones",
-                                               trainable=False)
+                                               **moving)
         super().build(input_shape)
 
     def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:

@@ -104,3 +104,31 @@ def test_fast_cpu_allocator_leaves_an_explicit_choice(monkeypatch):
     monkeypatch.setenv("TF_CPU_ALLOCATOR_USE_BFC", "false")
     use_fast_cpu_allocator()
     assert os.environ["TF_CPU_ALLOCATOR_USE_BFC"] == "false"
+
+
+MIRRORED_FIT = """
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from hvdweather.model import BatchNormTanh, build_weather_cnn
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"],
+                                          cross_device_ops=tf.distribute.ReductionToOneDevice("/cpu:0"))
+with strategy.scope():
+    model = build_weather_cnn(3, 253)
+    model.compile(optimizer="sgd", loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+images = tf.random.uniform((8, 253, 253, 3))
+data = tf.data.Dataset.from_tensor_slices((images, tf.constant([0, 1, 2, 0] * 2))).batch(4)
+model.fit(data, epochs=1, verbose=0)
+model.evaluate(data, verbose=0)
+bn = next(layer for layer in model.layers if isinstance(layer, BatchNormTanh))
+assert float(tf.reduce_max(tf.abs(bn.moving_mean))) > 0, "moving mean not updated"
+print("ok")
+"""
+
+
+def test_fused_layer_trains_under_mirrored_strategy():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", MIRRORED_FIT], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]
