@@ -436,9 +436,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     state = load_resume_state(cfg, writer, backend)
     summary = {"run_dir": str(writer.run_dir), "test_accuracy": None, "world_size": rt.num_workers}
     if state and state["epochs_done"] >= cfg.epochs:
+        # Killed after its last checkpoint but before the report (a requeue can land there): finish that.
+        reported = backend.broadcast_object(writer.path("ranks.json").exists() if rt.is_primary else None)
         writer.log(f"{cfg.out} already trained {state['epochs_done']} epoch(s) of --epochs {cfg.epochs}; "
-                   "nothing to resume (raise --epochs to train on)")
-        return summary
+                   "nothing to resume (raise --epochs to train on)" + ("" if reported else "; writing its report"))
+        if reported:
+            return summary
     plan = make_plan(cfg, split.size("train"), rt, backend.shard_count)
     normalization = input_normalization(cfg, source, split, backend, writer)
     writer.write_json("config.json", run_record(cfg, rt, plan, split) | {"normalization": normalization})
@@ -450,7 +453,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                     if cfg.class_weights == "balanced" else None)
     checkpoints, metrics = fit(cfg, backend, writer, model, datasets, plan, state, class_weight)
     # The last epoch trained: early stopping may end before --epochs (the same on every rank).
-    frame = report(backend, writer, model, datasets, split, checkpoints, metrics.rows[-1]["epoch"])
+    # The primary's rows hold every epoch (on a resume of a finished run, other ranks have none).
+    last_epoch = backend.broadcast_object(metrics.rows[-1]["epoch"] if metrics.rows else 0)
+    frame = report(backend, writer, model, datasets, split, checkpoints, last_epoch)
     log_target(writer, cfg, metrics)
     record_ranks(backend, writer, model, split)
     return summary | {"test_accuracy": None if frame is None else float(frame.loc["accuracy", "f1"])}

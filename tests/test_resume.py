@@ -132,6 +132,13 @@ def test_resume_refuses_another_run_and_a_finished_run_says_so(tiny_data, tmp_pa
     assert done.returncode == 0, done.stderr[-2000:]
     again = run_cli("hvdweather-train", "--out", str(run), "--resume", timeout=120)
     assert again.returncode == 0 and "nothing to resume" in again.stdout
+    # killed after its last checkpoint, before the report: the resume writes the report, trains nothing
+    (run / "ranks.json").unlink()
+    shutil.rmtree(run / "report")
+    again = run_cli("hvdweather-train", "--out", str(run), "--resume", timeout=300)
+    assert again.returncode == 0 and "writing its report" in again.stdout, again.stderr[-2000:]
+    assert (run / "ranks.json").exists() and (run / "report" / "classification_report.csv").exists()
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
     shutil.copy(next((data / "rainbow").iterdir()), data / "rainbow" / "new.jpg")
     changed = run_cli("hvdweather-train", "--out", str(run), "--resume", "--epochs", "2", timeout=120)
     assert changed.returncode == 2
