@@ -109,6 +109,34 @@ class Checkpoints(tf.keras.callbacks.Callback):
                                                            self.best_epoch, self.best_weights))
 
 
+class TensorBoardLog(tf.keras.callbacks.Callback):
+    """Per-epoch TensorBoard scalars (losses, accuracies, lr, images/s) under RUN_DIR/tensorboard/, taken
+    from EpochMetrics' row, so TensorBoard and metrics.jsonl show the same (averaged) numbers; place it
+    after EpochMetrics. The writer writes on the primary only."""
+
+    TAGS = {"loss": "loss/train", "val_loss": "loss/val", "accuracy": "accuracy/train",
+            "val_accuracy": "accuracy/val", "lr": "lr", "images_per_s": "images_per_s",
+            "epoch_time_s": "epoch_time_s"}
+
+    def __init__(self, writer: RunWriter, metrics: EpochMetrics):
+        super().__init__()
+        self.writer, self.metrics = writer, metrics
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        # A resumed run (or the second fit of a fine-tuning run) rewrites the epochs so far from
+        # metrics.jsonl's rows, which a resume has cut back to its checkpoint.
+        self.writer.clear_summaries("tensorboard")
+        for row in self.metrics.rows:
+            self.log(row)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.log(self.metrics.rows[-1])
+
+    def log(self, row: dict[str, Any]) -> None:
+        self.writer.write_scalars("tensorboard", row["epoch"], {tag: row[key] for key, tag in self.TAGS.items()
+                                                                if row.get(key) is not None})
+
+
 class ProgressLog(tf.keras.callbacks.Callback):
     """Whole lines for logs that are files (horovodrun, mpirun, SLURM output): Keras's bar there
     becomes one endless line of carriage returns. One line every ~10% of an epoch with images/s and

@@ -138,6 +138,9 @@ def experiment_options(command: Callable) -> Callable:
 @click.option("--verbose", type=click.IntRange(0, 2), help="0: no progress lines; 1: progress (a bar in a "
               "terminal, a line every ~10% of an epoch in a log file); 2: a line per epoch. The start line, "
               f"warnings and the test report always print. [default: {_D.verbose}]")
+@click.option("--tensorboard/--no-tensorboard", default=None, help="Also write TensorBoard event files (per-epoch "
+              "losses, accuracies, lr, images/s; the test confusion matrix) under OUT/tensorboard/, so "
+              "`tensorboard --logdir` shows a run or a whole study. [default: on]")
 @experiment_options
 def train_command(config_file: str | None, no_augment: bool | None = None, **flags) -> None:
     """Train the weather CNN or another --model. Run alone, or as `horovodrun -np N hvdweather-train ...`."""
@@ -492,13 +495,13 @@ def sweep_command(grid: str, out: str, launcher: str, np_: int, dry_run: bool, c
                   target_accuracy: float, top_k: int, prepare_cell: int | None, collect: bool) -> None:
     """Run a grid of trainings (GRID: base:, axes:, variants:) one after another into STUDY_DIR, then
     compare them in one table. Re-running skips finished cells and resumes unfinished ones."""
-    from hvdweather.study.sweep import SweepSpec, collect_study, prepare_cell as prepare, run_sweep
+    from hvdweather.study import sweep
 
-    spec = SweepSpec(grid, out, launcher, np_, cell_timeout, target_accuracy, top_k)
+    spec = sweep.SweepSpec(grid, out, launcher, np_, cell_timeout, target_accuracy, top_k)
     if prepare_cell is not None:
-        print(prepare(spec, prepare_cell), flush=True)
+        print(sweep.prepare_cell(spec, prepare_cell), flush=True)
         return
-    records = collect_study(spec) if collect else run_sweep(spec, dry_run)
+    records = sweep.collect_study(spec) if collect else sweep.run_sweep(spec, dry_run)
     if any(r["status"] != "ok" for r in records):
         sys.exit(1)  # after every cell ran and the table is written (click's Exit would be 0 here)
 

@@ -47,6 +47,7 @@ class TrainConfig:
     # flag for its own --timeline-filename (argparse prefix matching) even after the command.
     horovod_timeline: str = ""
     verbose: int = 1  # 0 no progress, 1 progress (bar in a terminal, lines in a log), 2 a line per epoch
+    tensorboard: bool = True  # also write TensorBoard event files under RUN_DIR/tensorboard/ (rank 0)
     model: str = "weather_cnn"  # a name of hvdweather.geometry.MODEL_GEOMETRY (the zoo)
     weights: str = "none"  # initial weights: none (random), imagenet (keras.applications models) or a file
     freeze_backbone_epochs: int = 0  # train only the head for this many epochs, then everything
@@ -92,7 +93,7 @@ AUGMENT_OF_BOOL = {True: "standard", False: "none"}
 HOROVOD_ONLY = ("fp16_allreduce", "adasum", "autotune", "autotune_log", "backward_passes_per_step")
 # What may differ when a run is resumed: nothing here changes what the run computes.
 RESUMABLE = frozenset({"epochs", "verbose", "resume", "overwrite", "threads_per_worker", "horovod_timeline",
-                       "cache_dir", "out"})
+                       "cache_dir", "out", "tensorboard"})
 _TYPE_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}
 
 

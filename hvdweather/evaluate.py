@@ -134,6 +134,20 @@ def write_checkpoint_report(writer: RunWriter, y_true: np.ndarray, probabilities
     return frame, section
 
 
+def write_test_summaries(writer: RunWriter, checkpoint: str, section: dict[str, Any], y_true: np.ndarray,
+                         probabilities: np.ndarray, class_names: tuple[str, ...]) -> None:
+    """TensorBoard: a checkpoint's test accuracy, macro F1 and top-k as scalars and its confusion matrix as
+    an image, at the checkpoint's epoch, under tensorboard/ (the writer writes on the primary only)."""
+    step = section["epoch"] or 0
+    writer.write_scalars("tensorboard", step, {f"test_{checkpoint}/accuracy": section["test_accuracy"],
+                                               f"test_{checkpoint}/macro_f1": section["macro_f1"],
+                                               **{f"test_{checkpoint}/top{k}_accuracy": a
+                                                  for k, a in section["top_k_accuracy"].items()}})
+    matrix = confusion_matrix(y_true, probabilities.argmax(axis=1), labels=list(range(len(class_names))))
+    writer.write_figure_summary("tensorboard", f"test_{checkpoint}/confusion_matrix", step,
+                                lambda: plot_confusion(matrix, class_names))
+
+
 def top_k_accuracies(y_true: np.ndarray, probabilities: np.ndarray, ks: list[int]) -> dict[int, float]:
     """Fraction of images whose true class is among the k most probable, for each k (ImageNet's top-5)."""
     ranked = np.argsort(-probabilities, axis=1, kind="stable")

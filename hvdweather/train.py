@@ -26,6 +26,7 @@ from hvdweather.callbacks import (
     LinearWarmup,
     PlannedLR,
     ProgressLog,
+    TensorBoardLog,
     first_epoch_reaching,
 )
 from hvdweather.config import ConfigError, TrainConfig, decay_epochs
@@ -43,7 +44,7 @@ from hvdweather.data.source import Source, open_source
 from hvdweather.data.split import Split, read_split, stratified_split, write_split
 from hvdweather.distributed import HorovodOptions, Runtime, TrainingBackend, make_backend
 from hvdweather.errors import check_output_dir
-from hvdweather.evaluate import format_report, predict_probabilities, write_checkpoint_report
+from hvdweather.evaluate import format_report, predict_probabilities, write_checkpoint_report, write_test_summaries
 from hvdweather.host import versions
 from hvdweather.models import create_model, reorder_weights, set_backbone_trainable
 from hvdweather.optim import balanced_class_weights, make_loss, make_metrics, make_optimizer
@@ -332,6 +333,8 @@ def fit(cfg: TrainConfig, backend: TrainingBackend, writer: RunWriter, model: tf
     callbacks = [*backend.callbacks(), *plan.lr_callbacks(), metrics, checkpoints]
     if cfg.early_stopping:  # after the checkpoint, so the last epoch trained is saved
         callbacks.append(EarlyStop(cfg.early_stopping, previous))
+    if cfg.tensorboard:  # after EpochMetrics: it logs that callback's row
+        callbacks.append(TensorBoardLog(writer, metrics))
     keras_verbose = writer.keras_verbose(cfg.verbose)
     if cfg.verbose and not keras_verbose:  # a log file, not a terminal: whole lines
         callbacks.append(ProgressLog(writer, cfg.epochs, plan.images_per_step, step_lines=cfg.verbose == 1))
@@ -372,7 +375,8 @@ def gather_test(backend: TrainingBackend, model: tf.keras.Model,
 
 
 def report(backend: TrainingBackend, writer: RunWriter, model: tf.keras.Model,
-           datasets: dict[str, tf.data.Dataset], split: Split, checkpoints: Checkpoints, last_epoch: int):
+           datasets: dict[str, tf.data.Dataset], split: Split, checkpoints: Checkpoints, last_epoch: int,
+           tensorboard: bool = False):
     """Test metrics of the last weights (report/last/) and of the best (report/, as before), both in
     report/test_metrics.json: the CIFAR-10 lab's "best model vs last model". Ends with the best weights."""
     best_is_last = checkpoints.best_weights is None or checkpoints.best_epoch == last_epoch
@@ -384,11 +388,15 @@ def report(backend: TrainingBackend, writer: RunWriter, model: tf.keras.Model,
     y_true, probabilities = gather_test(backend, model, datasets["test"])  # the weights fit ended with
     _, last = write_checkpoint_report(writer, y_true, probabilities, split.class_names, None, "report/last",
                                       last_epoch)
+    if tensorboard:
+        write_test_summaries(writer, "last", last, y_true, probabilities, split.class_names)
     if not best_is_last:  # else the best weights are the last ones: no second pass
         model.set_weights(checkpoints.best_weights)
         y_true, probabilities = gather_test(backend, model, datasets["test"])
     frame, best = write_checkpoint_report(writer, y_true, probabilities, split.class_names, rows, "report",
                                           checkpoints.best_epoch or last_epoch)
+    if tensorboard:
+        write_test_summaries(writer, "best", best, y_true, probabilities, split.class_names)
     writer.write_json("report/test_metrics.json", {"best": best, "last": last})
     writer.log(format_report(frame))
     writer.log(f"test accuracy {best['test_accuracy']:.4f} on {len(y_true)} images "
@@ -455,7 +463,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     # The last epoch trained: early stopping may end before --epochs (the same on every rank).
     # The primary's rows hold every epoch (on a resume of a finished run, other ranks have none).
     last_epoch = backend.broadcast_object(metrics.rows[-1]["epoch"] if metrics.rows else 0)
-    frame = report(backend, writer, model, datasets, split, checkpoints, last_epoch)
+    frame = report(backend, writer, model, datasets, split, checkpoints, last_epoch, cfg.tensorboard)
     log_target(writer, cfg, metrics)
     record_ranks(backend, writer, model, split)
     return summary | {"test_accuracy": None if frame is None else float(frame.loc["accuracy", "f1"])}

@@ -36,6 +36,7 @@ class RunWriter:
     def __init__(self, run_dir: str | Path, is_primary: bool):
         self.run_dir = Path(run_dir)
         self.is_primary = is_primary
+        self._summaries: dict[str, Any] = {}  # TensorBoard writers by folder, made on first use (primary only)
 
     def path(self, name: str) -> Path:
         return self.run_dir / name
@@ -104,6 +105,46 @@ class RunWriter:
         figure = make_figure()
         figure.savefig(self._target(name), dpi=110, bbox_inches="tight")
         plt.close(figure)
+
+    @_primary_only
+    def write_scalars(self, folder: str, step: int, values: dict[str, float]) -> None:
+        """TensorBoard scalars at `step` (the epoch) into an event file under `folder` (tensorboard --logdir)."""
+        summary = self._summary(folder)
+        with summary.as_default(step=step):
+            for tag, value in values.items():
+                tf.summary.scalar(tag, float(value))
+        summary.flush()  # a killed run keeps every epoch it logged
+
+    @_primary_only
+    def write_figure_summary(self, folder: str, tag: str, step: int, make_figure: Callable[[], Any]) -> None:
+        """A matplotlib figure (built on the primary only) as a TensorBoard image at `step`."""
+        import io
+
+        import matplotlib.pyplot as plt
+
+        figure, buffer = make_figure(), io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+        plt.close(figure)
+        summary = self._summary(folder)
+        with summary.as_default(step=step):
+            tf.summary.image(tag, tf.image.decode_png(buffer.getvalue(), channels=4)[None])
+        summary.flush()
+
+    @_primary_only
+    def clear_summaries(self, folder: str) -> None:
+        """Remove `folder`'s event files (and close its writer): a resumed run logs again from metrics.jsonl,
+        because TensorBoard would show both copies of an epoch logged before a kill and again after."""
+        import shutil
+
+        summary = self._summaries.pop(folder, None)
+        if summary is not None:
+            summary.close()
+        shutil.rmtree(self.run_dir / folder, ignore_errors=True)
+
+    def _summary(self, folder: str) -> Any:
+        if folder not in self._summaries:
+            self._summaries[folder] = tf.summary.create_file_writer(str(self._target(folder)))
+        return self._summaries[folder]
 
     @_primary_only
     def save_model(self, name: str, model: tf.keras.Model) -> None:

@@ -123,3 +123,32 @@ def test_flag_names_and_field_names_are_both_axes(tmp_path):
                                        "batch-size-8_momentum-0.8", "batch-size-8_momentum-0.9", "slow", "broken"]
     assert cells[3].values["per_worker_batch_size"] == 8 and cells[3].values["epochs"] == 2
     assert [bool(c.problem) for c in cells] == [False] * 5 + [True] and "--val-split" in cells[5].problem
+
+
+@pytest.mark.timeout(120)
+def test_tensorboard_event_files_hold_each_runs_scalars_and_confusion_matrix(study):
+    """Read with TensorBoard's own event reader: the scalars equal metrics.jsonl, the test images are there."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = study[0]
+    for name in CELLS:
+        events = EventAccumulator(str(out / name / "tensorboard"), size_guidance={"scalars": 0, "images": 0,
+                                                                                   "tensors": 0})
+        events.Reload()
+        tags = events.Tags()
+        values = {tag: [(e.step, float(tf_value(e))) for e in events.Tensors(tag)] for tag in tags["tensors"]}
+        row = json.loads((out / name / "metrics.jsonl").read_text().splitlines()[-1])
+        for key, tag in (("loss", "loss/train"), ("val_loss", "loss/val"), ("accuracy", "accuracy/train"),
+                         ("val_accuracy", "accuracy/val"), ("lr", "lr"), ("images_per_s", "images_per_s")):
+            assert values[tag] == [(1, pytest.approx(row[key], rel=1e-5))], (name, tag)
+        report = json.loads((out / name / "report" / "test_metrics.json").read_text())
+        assert values["test_last/accuracy"] == [(1, pytest.approx(report["last"]["test_accuracy"], rel=1e-5))]
+        assert {"test_best/confusion_matrix", "test_last/confusion_matrix"} <= set(tags["tensors"])
+
+
+def tf_value(event) -> float:
+    """A scalar summary's value (TF2 writes scalars as tensors); an image summary's has none."""
+    from tensorboard.util import tensor_util
+
+    array = tensor_util.make_ndarray(event.tensor_proto)
+    return float(array) if array.ndim == 0 else float("nan")
