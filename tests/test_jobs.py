@@ -151,6 +151,8 @@ class SlurmCluster:
 
         Polls scontrol every 0.25 s rather than `sbatch --wait`, whose poll interval grows to several
         seconds per check. On timeout the cluster's jobs are cancelled, so nothing runs on behind a test.
+        A requeued job is held back by SLURM (its BeginTime is set about two minutes ahead); the poll
+        lets it start at once, as a cluster with other work would start it whenever it is eligible.
         """
         command = ["sbatch", "--parsable", *sbatch, str(script), *args]
         done = subprocess.run(command, check=False, cwd=cwd, env={**self.env, **(env or {})},
@@ -162,6 +164,10 @@ class SlurmCluster:
             records = self.jobs(job_id)
             if records and all(r["JobState"] in FINISHED for r in records):
                 return job_id, max(int(r["ExitCode"].split(":")[0]) for r in records)
+            for record in records:
+                if record["JobState"] == "PENDING" and record.get("Reason") == "BeginTime":
+                    subprocess.run(["scontrol", "update", f"JobId={record['JobId']}", "StartTime=now"],
+                                   env=self.env, capture_output=True, check=False, timeout=30)
             time.sleep(0.25)
         self.cancel_all()
         pytest.fail(f"job {job_id} ({script.name}) still running after {timeout:g} s; cancelled")
@@ -253,6 +259,35 @@ def test_train_horovod_sbatch_runs_two_ranks(slurm: SlurmCluster, job_data: Path
     assert {"horovod", "tensorflow-cpu", "openmpi", "slurm"} <= set(record["versions"])
     assert (run / "env.txt").read_text().count("SLURM_JOB_ID=") == 1
     assert (run / "report").is_dir() and (run / "last.keras").exists()
+
+
+@pytest.mark.slurm
+@pytest.mark.multiprocess
+@pytest.mark.timeout(600)
+def test_train_horovod_sbatch_requeued_at_its_time_limit_ends_as_if_uninterrupted(
+        slurm: SlurmCluster, job_data: Path, tmp_path: Path) -> None:
+    """A 1-minute job whose training takes longer: SIGUSR1 before the limit requeues it, the next attempt
+    resumes, and the result equals a job that was never interrupted (exact resume, docs/cluster.md)."""
+    train = ["--epochs", "8", "--batch-size", "4", "--val-split", "0.2", "--test-split", "0.2", "--seed", "5"]
+    shape = ("-N1", "--ntasks-per-node=2", "-c1")
+    whole_id, code = slurm.submit(JOBS / "slurm" / "train_horovod.sbatch", *train, sbatch=shape, cwd=tmp_path,
+                                  env={"HVDW_DATA": str(job_data)})
+    _assert_completed(slurm, whole_id, code)
+    # SLURM checks time limits about every 30 s, so USR1 comes 30-60 s after an attempt starts: every
+    # attempt finishes an epoch or more, and the job needs more than one attempt.
+    cut_id, code = slurm.submit(JOBS / "slurm" / "train_horovod.sbatch", *train, cwd=tmp_path, timeout=540,
+                                sbatch=(*shape, "--time=1", "--signal=B:USR1@30"), env={"HVDW_DATA": str(job_data)})
+    _assert_completed(slurm, cut_id, code)
+    output = _output(slurm, cut_id)
+    assert int(slurm.jobs(cut_id)[0]["Restarts"]) >= 1, output[-3000:]
+    assert "requeueing job" in output and "resuming" in output
+    whole, cut = (tmp_path / "runs" / f"train-horovod-{i}" for i in (whole_id, cut_id))
+    digests = [json.loads((run / "ranks.json").read_text()) for run in (whole, cut)]
+    assert [r["weights_sha256"] for r in digests[0]] == [r["weights_sha256"] for r in digests[1]]
+    rows = [[json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()] for run in (whole, cut)]
+    assert [r["epoch"] for r in rows[1]] == list(range(1, 9))
+    for a, b in zip(*rows):
+        assert (a["loss"], a["val_loss"]) == pytest.approx((b["loss"], b["val_loss"]), abs=1e-6)
 
 
 @pytest.mark.slurm

@@ -177,7 +177,37 @@ hvdw_run() {  # RUN_DIR RANKS HOSTS COMMAND...: record, print and run COMMAND; i
     echo "HVDW_DRY_RUN=1: inputs checked and run recorded; nothing launched"
     return 0
   fi
-  "$@" || status=$?
+  if [[ -n ${SLURM_JOB_ID:-} && ${HVDW_REQUEUE:-1} == 1 ]]; then
+    # In the background, so that bash runs the pre-emption trap while we wait (it defers traps until a
+    # foreground command ends); `wait` returns early when a trapped signal arrives, hence the loop.
+    # (Only under SLURM: a non-interactive shell's background jobs ignore Ctrl-C.)
+    trap hvdw_requeue USR1
+    "$@" &
+    HVDW_CHILD=$!
+    while :; do
+      wait "$HVDW_CHILD" && status=0 || status=$?
+      kill -0 "$HVDW_CHILD" 2>/dev/null || break
+    done
+    trap - USR1
+  else
+    "$@" || status=$?
+  fi
   python "$HVDWEATHER_HOME/jobs/lib/record.py" finish "$run_dir/job.json" "$status"
   return "$status"
+}
+
+hvdw_requeue() {  # the USR1 trap: SLURM's --signal=B:USR1@SECONDS, sent before the time limit or on pre-emption
+  # The checkpoint of the last finished epoch is already on disk (written atomically), so the job can go
+  # back to the queue now; SLURM then ends this attempt and the next one continues with --resume.
+  echo "$HVDW_JOB: SIGUSR1 (time limit or pre-emption near): requeueing job $SLURM_JOB_ID; it continues" \
+       "from the last finished epoch with --resume"
+  scontrol requeue "$SLURM_JOB_ID" \
+    || echo "$HVDW_JOB: scontrol requeue failed; the job ends at its time limit (resubmit with --resume)" >&2
+}
+
+hvdw_resume_args() {  # RUN_DIR: print --resume when this is a requeued attempt of a run that has started
+  if [[ ${SLURM_RESTART_COUNT:-0} -gt 0 && -f $1/config.json ]]; then
+    echo "$HVDW_JOB: attempt $((SLURM_RESTART_COUNT + 1)) of job $SLURM_JOB_ID: resuming $1" >&2
+    echo --resume
+  fi
 }
