@@ -237,6 +237,7 @@ def prepare_cell(spec: SweepSpec, index: int) -> str:
     if state == "done":
         return f"done {run_dir}"
     flag = {"resume": "--resume", "stale": "--overwrite"}.get(state, "")
+    run_dir.mkdir(parents=True, exist_ok=True)  # the job records itself there (job.json) before training
     return f"{run_dir} {write_cell_config(study, cell)} {flag}".rstrip()
 
 
