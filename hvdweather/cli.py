@@ -56,8 +56,9 @@ def _main(command: click.Command, prog: str) -> Callable[[], None]:
 def experiment_options(command: Callable) -> Callable:
     """The model zoo's, the training knobs' and Horovod's options (issue 9), one per TrainConfig field."""
     options = [
-        click.option("--model", type=click.Choice(CHOICES["model"]), help="Network: the weather CNN (min 253 "
-                     "px), ResNet-18/34, MobileNetV2, EfficientNet-B0, ViT-Tiny/16 (others from 32 px). "
+        click.option("--model", type=click.Choice(CHOICES["model"]), help="Network: the weather CNN (min "
+                     f"{WEATHER_CNN_MIN_IMAGE_SIZE} px), ResNet-18/34, MobileNetV2, EfficientNet-B0, "
+                     "ViT-Tiny/16 (others from 32 px). "
                      f"[default: {_D.model}]"),
         click.option("--weights", help="none, imagenet (mobilenet_v2/efficientnet_b0; downloads) or a local "
                      ".weights.h5/.h5/.keras file. [default: none]"),
@@ -265,7 +266,7 @@ def bench_collect_command(array_dir: str) -> None:
 @click.option("--repeats", type=click.IntRange(min=1), default=10, show_default=True,
               help="Timed calls per layer (after 2 warm-up calls); the median is reported.")
 @click.option("--batch", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--image-size", type=click.IntRange(min=253), default=256, show_default=True)
+@click.option("--image-size", type=click.IntRange(min=WEATHER_CNN_MIN_IMAGE_SIZE), default=256, show_default=True)
 @click.option("--torch/--no-torch", "with_torch", default=True, show_default=True,
               help="Also time PyTorch's layers when it is installed.")
 @click.option("--out", type=click.Path(file_okay=False), default="bench/layers", show_default=True)

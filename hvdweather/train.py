@@ -46,6 +46,7 @@ from hvdweather.distributed import HorovodOptions, Runtime, TrainingBackend, mak
 from hvdweather.errors import check_output_dir
 from hvdweather.evaluate import format_report, predict_probabilities, write_checkpoint_report, write_test_summaries
 from hvdweather.host import versions
+from hvdweather.model import use_fast_cpu_allocator
 from hvdweather.models import create_model, reorder_weights, set_backbone_trainable
 from hvdweather.optim import balanced_class_weights, make_loss, make_metrics, make_optimizer
 from hvdweather.resume import STATE_FILE, check_same_files, check_same_world, restore, start_element
@@ -432,6 +433,7 @@ def log_target(writer: RunWriter, cfg: TrainConfig, metrics: EpochMetrics) -> No
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Run one training job end to end; returns a small summary (every rank)."""
     source = check_inputs(cfg)  # fail in seconds, before the backend starts
+    use_fast_cpu_allocator()  # before TensorFlow's first allocation (model.py quotes the gain)
     backend = make_backend(cfg.strategy, cfg.replicas, cfg.threads_per_worker, cfg.horovod_timeline,
                            HorovodOptions(cfg.fp16_allreduce, cfg.backward_passes_per_step, cfg.adasum,
                                           cfg.autotune, cfg.autotune_log))
