@@ -43,5 +43,6 @@ def image_size_problem(model: str, image_size: int) -> str | None:
                 f"its usual size is {geometry['default_image_size']}")
     if image_size % geometry["multiple_of"]:
         return (f"--image-size {image_size}: {model} cuts the image into {geometry['multiple_of']}-pixel "
-                f"patches, so it must be a multiple of {geometry['multiple_of']} (e.g. {geometry['default_image_size']})")
+                f"patches, so it must be a multiple of {geometry['multiple_of']} "
+                f"(e.g. {geometry['default_image_size']})")
     return None

@@ -97,7 +97,8 @@ def load_weights_file(model: tf.keras.Model, path: str) -> None:
         model.load_weights(path)
     except (ValueError, KeyError, OSError) as exc:
         raise ConfigError(f"--weights {path}: does not fit {model.name} with this --image-size and class count "
-                          f"({str(exc).splitlines()[0][:120]}); a .keras checkpoint loads all but a differing head")
+                          f"({str(exc).splitlines()[0][:120]}); a .keras checkpoint loads all but a differing head"
+                          ) from None
 
 
 def set_backbone_trainable(model: tf.keras.Model, trainable: bool) -> None:
