@@ -11,6 +11,7 @@ last). Runs of different classes or test images are refused (study.runs.check_co
 from __future__ import annotations
 
 import csv
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +126,9 @@ def compare_runs(run_dirs: list[str | Path], out: str | Path, target_accuracy: f
     if not run_dirs and not failed:
         raise ConfigError("give at least one RUN_DIR")
     records = [read_run(d) for d in run_dirs]
+    names = [r.name for r in records]
+    if len(set(names)) < len(names):  # e.g. the same cell of two studies: name each by its study too
+        records = [dataclasses.replace(r, name=f"{r.run_dir.parent.name}/{r.name}") for r in records]
     if records:
         check_comparable(records)
     out = make_out_dir(out)
