@@ -38,7 +38,7 @@ $(STAMP): setup.cfg pyproject.toml
 demo: install
 	$(VENV)/bin/hvdweather-data synth $(DEMO_DIR)/data --images-per-class 40 --seed 0
 	$(VENV)/bin/horovodrun -np $(NP) $(VENV)/bin/hvdweather-train --data $(DEMO_DIR)/data \
-		--out $(DEMO_DIR)/run --epochs 6 --batch-size 16 --verbose 2
+		--out $(DEMO_DIR)/run --overwrite --epochs 6 --batch-size 16 --verbose 2
 
 test: install install-slurm install-multihost install-spark
 	$(PY) -m pytest -q
