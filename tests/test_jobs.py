@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
 import re
 import shutil
 import signal
@@ -16,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,13 +147,15 @@ class SlurmCluster:
     env: dict[str, str]
 
     def submit(self, script: Path, *args: str, sbatch: tuple[str, ...] = (), cwd: Path,
-               env: dict[str, str] | None = None, timeout: float = 400) -> tuple[str, int]:
+               env: dict[str, str] | None = None, timeout: float = 400,
+               on_poll: Callable[[str], None] | None = None) -> tuple[str, int]:
         """Submit and wait until the job (every task of an array) has ended: (job id, its exit code).
 
         Polls scontrol every 0.25 s rather than `sbatch --wait`, whose poll interval grows to several
         seconds per check. On timeout the cluster's jobs are cancelled, so nothing runs on behind a test.
         A requeued job is held back by SLURM (its BeginTime is set about two minutes ahead); the poll
         lets it start at once, as a cluster with other work would start it whenever it is eligible.
+        `on_poll(job_id)` runs at every poll while the job is not finished.
         """
         command = ["sbatch", "--parsable", *sbatch, str(script), *args]
         done = subprocess.run(command, check=False, cwd=cwd, env={**self.env, **(env or {})},
@@ -163,7 +166,14 @@ class SlurmCluster:
         while time.monotonic() < deadline:
             records = self.jobs(job_id)
             if records and all(r["JobState"] in FINISHED for r in records):
-                return job_id, max(int(r["ExitCode"].split(":")[0]) for r in records)
+                if not on_poll:
+                    return job_id, max(int(r["ExitCode"].split(":")[0]) for r in records)
+                # A job being requeued shows its killed attempt's end (FAILED) for a moment first.
+                time.sleep(3)
+                if all(r["JobState"] in FINISHED for r in self.jobs(job_id)):
+                    return job_id, max(int(r["ExitCode"].split(":")[0]) for r in self.jobs(job_id))
+            if on_poll:
+                on_poll(job_id)
             for record in records:
                 if record["JobState"] == "PENDING" and record.get("Reason") == "BeginTime":
                     subprocess.run(["scontrol", "update", f"JobId={record['JobId']}", "StartTime=now"],
@@ -264,28 +274,35 @@ def test_train_horovod_sbatch_runs_two_ranks(slurm: SlurmCluster, job_data: Path
 @pytest.mark.slurm
 @pytest.mark.multiprocess
 @pytest.mark.timeout(600)
-def test_train_horovod_sbatch_requeued_at_its_time_limit_ends_as_if_uninterrupted(
+def test_train_horovod_sbatch_preempted_requeues_and_ends_as_if_uninterrupted(
         slurm: SlurmCluster, job_data: Path, tmp_path: Path) -> None:
-    """A 1-minute job whose training takes longer: SIGUSR1 before the limit requeues it, the next attempt
-    resumes, and the result equals a job that was never interrupted (exact resume, docs/cluster.md)."""
-    train = ["--epochs", "8", "--batch-size", "4", "--val-split", "0.2", "--test-split", "0.2", "--seed", "5"]
+    """SIGUSR1 to the batch script once epoch 2's checkpoint is on disk (what SLURM sends before a time
+    limit with --signal=B:USR1@N, or on pre-emption): the job requeues itself, the next attempt resumes,
+    and the result equals a job that was never interrupted (exact resume, docs/cluster.md)."""
+    train = ["--epochs", "12", "--batch-size", "4", "--val-split", "0.2", "--test-split", "0.2", "--seed", "5"]
     shape = ("-N1", "--ntasks-per-node=2", "-c1")
     whole_id, code = slurm.submit(JOBS / "slurm" / "train_horovod.sbatch", *train, sbatch=shape, cwd=tmp_path,
                                   env={"HVDW_DATA": str(job_data)})
     _assert_completed(slurm, whole_id, code)
-    # SLURM checks time limits about every 30 s, so USR1 comes 30-60 s after an attempt starts: every
-    # attempt finishes an epoch or more, and the job needs more than one attempt.
-    cut_id, code = slurm.submit(JOBS / "slurm" / "train_horovod.sbatch", *train, cwd=tmp_path, timeout=540,
-                                sbatch=(*shape, "--time=1", "--signal=B:USR1@30"), env={"HVDW_DATA": str(job_data)})
+    signalled: list[str] = []
+
+    def preempt_after_epoch_2(job_id: str) -> None:
+        state = tmp_path / "runs" / f"train-horovod-{job_id}" / "resume_state.pkl"  # written atomically
+        if not signalled and state.exists() and pickle.loads(state.read_bytes())["epochs_done"] >= 2:
+            subprocess.run(["scancel", "--signal=USR1", "--batch", job_id], env=slurm.env, check=True, timeout=30)
+            signalled.append(job_id)
+
+    cut_id, code = slurm.submit(JOBS / "slurm" / "train_horovod.sbatch", *train, sbatch=shape, cwd=tmp_path,
+                                env={"HVDW_DATA": str(job_data)}, on_poll=preempt_after_epoch_2)
     _assert_completed(slurm, cut_id, code)
     output = _output(slurm, cut_id)
-    assert int(slurm.jobs(cut_id)[0]["Restarts"]) >= 1, output[-3000:]
+    assert signalled and int(slurm.jobs(cut_id)[0]["Restarts"]) >= 1, output[-3000:]
     assert "requeueing job" in output and "resuming" in output
     whole, cut = (tmp_path / "runs" / f"train-horovod-{i}" for i in (whole_id, cut_id))
     digests = [json.loads((run / "ranks.json").read_text()) for run in (whole, cut)]
     assert [r["weights_sha256"] for r in digests[0]] == [r["weights_sha256"] for r in digests[1]]
     rows = [[json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()] for run in (whole, cut)]
-    assert [r["epoch"] for r in rows[1]] == list(range(1, 9))
+    assert [r["epoch"] for r in rows[1]] == list(range(1, 13))
     for a, b in zip(*rows):
         assert (a["loss"], a["val_loss"]) == pytest.approx((b["loss"], b["val_loss"]), abs=1e-6)
 

@@ -15,7 +15,9 @@ OUTPUTS = {"config.json", "split.csv", "skipped.csv", "metrics.jsonl", "best.ker
 
 
 def _files(run: Path) -> set[str]:
-    return {str(p.relative_to(run)) for p in run.rglob("*") if p.is_file()}
+    """The run's files; TensorBoard's event files by folder, since their names hold a time and a pid."""
+    return {str(p.parent.relative_to(run)) + "/<events>" if p.name.startswith("events.out.tfevents.")
+            else str(p.relative_to(run)) for p in run.rglob("*") if p.is_file()}
 
 
 def _metrics(run: Path) -> list[dict]:
