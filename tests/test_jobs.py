@@ -148,14 +148,15 @@ class SlurmCluster:
 
     def submit(self, script: Path, *args: str, sbatch: tuple[str, ...] = (), cwd: Path,
                env: dict[str, str] | None = None, timeout: float = 400,
-               on_poll: Callable[[str], None] | None = None) -> tuple[str, int]:
+               on_poll: Callable[[str], bool] | None = None) -> tuple[str, int]:
         """Submit and wait until the job (every task of an array) has ended: (job id, its exit code).
 
         Polls scontrol every 0.25 s rather than `sbatch --wait`, whose poll interval grows to several
         seconds per check. On timeout the cluster's jobs are cancelled, so nothing runs on behind a test.
         A requeued job is held back by SLURM (its BeginTime is set about two minutes ahead); the poll
         lets it start at once, as a cluster with other work would start it whenever it is eligible.
-        `on_poll(job_id)` runs at every poll while the job is not finished.
+        `on_poll(job_id)` runs at every poll; while it returns False the job does not count as ended
+        (a job being requeued shows its killed attempt's end, FAILED, for a while first).
         """
         command = ["sbatch", "--parsable", *sbatch, str(script), *args]
         done = subprocess.run(command, check=False, cwd=cwd, env={**self.env, **(env or {})},
@@ -165,15 +166,9 @@ class SlurmCluster:
         job_id, deadline = match.group(1), time.monotonic() + timeout
         while time.monotonic() < deadline:
             records = self.jobs(job_id)
-            if records and all(r["JobState"] in FINISHED for r in records):
-                if not on_poll:
-                    return job_id, max(int(r["ExitCode"].split(":")[0]) for r in records)
-                # A job being requeued shows its killed attempt's end (FAILED) for a moment first.
-                time.sleep(3)
-                if all(r["JobState"] in FINISHED for r in self.jobs(job_id)):
-                    return job_id, max(int(r["ExitCode"].split(":")[0]) for r in self.jobs(job_id))
-            if on_poll:
-                on_poll(job_id)
+            may_end = on_poll(job_id) if on_poll else True
+            if records and may_end and all(r["JobState"] in FINISHED for r in records):
+                return job_id, max(int(r["ExitCode"].split(":")[0]) for r in records)
             for record in records:
                 if record["JobState"] == "PENDING" and record.get("Reason") == "BeginTime":
                     subprocess.run(["scontrol", "update", f"JobId={record['JobId']}", "StartTime=now"],
@@ -286,11 +281,13 @@ def test_train_horovod_sbatch_preempted_requeues_and_ends_as_if_uninterrupted(
     _assert_completed(slurm, whole_id, code)
     signalled: list[str] = []
 
-    def preempt_after_epoch_2(job_id: str) -> None:
+    def preempt_after_epoch_2(job_id: str) -> bool:
+        """Signal once epoch 2's checkpoint is on disk; the job may end only after its requeue."""
         state = tmp_path / "runs" / f"train-horovod-{job_id}" / "resume_state.pkl"  # written atomically
         if not signalled and state.exists() and pickle.loads(state.read_bytes())["epochs_done"] >= 2:
             subprocess.run(["scancel", "--signal=USR1", "--batch", job_id], env=slurm.env, check=True, timeout=30)
             signalled.append(job_id)
+        return bool(signalled) and int(slurm.jobs(job_id)[0].get("Restarts", "0")) >= 1
 
     cut_id, code = slurm.submit(JOBS / "slurm" / "train_horovod.sbatch", *train, sbatch=shape, cwd=tmp_path,
                                 env={"HVDW_DATA": str(job_data)}, on_poll=preempt_after_epoch_2)
