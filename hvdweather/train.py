@@ -50,7 +50,7 @@ from hvdweather.model import use_fast_cpu_allocator
 from hvdweather.models import create_model, reorder_weights, set_backbone_trainable
 from hvdweather.optim import balanced_class_weights, make_loss, make_metrics, make_optimizer
 from hvdweather.resume import STATE_FILE, check_same_files, check_same_world, restore, start_element
-from hvdweather.runfiles import clear_run, read_csv_rows, read_json, run_files_in
+from hvdweather.runfiles import clear_run, run_files_in
 from hvdweather.writers import RunWriter
 
 
@@ -242,8 +242,7 @@ def input_normalization(cfg: TrainConfig, source: Source, split: Split, backend:
     if cfg.normalize == "imagenet":
         return IMAGENET_MEAN, IMAGENET_STD
     if cfg.resume:
-        record = backend.broadcast_object(read_json(writer.path("config.json")) if backend.runtime.is_primary
-                                          else None) or {}
+        record = backend.broadcast_object(writer.read_json("config.json")) or {}
         if record.get("normalization"):
             return tuple(map(tuple, record["normalization"]))
     if cfg.stats:
@@ -264,18 +263,11 @@ def check_resume(cfg: TrainConfig, writer: RunWriter, backend: TrainingBackend, 
                  split: Split) -> None:
     """A resume continues the same run: same world, same files (config: see config.resume_config)."""
     rt = backend.runtime
-    record = backend.broadcast_object(read_json(writer.path("config.json")) if rt.is_primary else None) or {}
+    record = backend.broadcast_object(writer.read_json("config.json")) or {}
     check_same_world(record, rt.strategy, rt.num_workers)
-    skipped = {row["path"] for row in read_csv_rows(writer.path("skipped.csv"))} if rt.is_primary else set()
-    problem = None
-    if rt.is_primary:
-        try:
-            check_same_files(catalog, set().union(*split.paths.values()), skipped, cfg.data)
-        except ConfigError as exc:
-            problem = str(exc)
-    problem = backend.broadcast_object(problem)  # every rank stops, not just the one that looked
-    if problem:
-        raise ConfigError(problem)
+    # The run's files live on the primary's disk; every rank then checks the same sets, so all stop.
+    skipped = backend.broadcast_object({row["path"] for row in writer.read_csv("skipped.csv")})
+    check_same_files(catalog, set().union(*split.paths.values()), skipped, cfg.data)
 
 
 def unfreeze(cfg: TrainConfig, backend: TrainingBackend, model: tf.keras.Model, checkpoints: Checkpoints,
@@ -447,7 +439,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     summary = {"run_dir": str(writer.run_dir), "test_accuracy": None, "world_size": rt.num_workers}
     if state and state["epochs_done"] >= cfg.epochs:
         # Killed after its last checkpoint but before the report (a requeue can land there): finish that.
-        reported = backend.broadcast_object(writer.path("ranks.json").exists() if rt.is_primary else None)
+        reported = backend.broadcast_object(writer.exists("ranks.json"))
         writer.log(f"{cfg.out} already trained {state['epochs_done']} epoch(s) of --epochs {cfg.epochs}; "
                    "nothing to resume (raise --epochs to train on)" + ("" if reported else "; writing its report"))
         if reported:

@@ -17,7 +17,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from hvdweather.runfiles import read_jsonl
+from hvdweather.runfiles import read_csv_rows, read_json, read_jsonl
 
 
 def _primary_only(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -76,6 +76,18 @@ class RunWriter:
     def append_jsonl(self, name: str, row: dict[str, Any]) -> None:
         with self._target(name).open("a") as handle:
             handle.write(json.dumps(row, default=float) + "\n")
+
+    def read_json(self, name: str) -> Any:
+        """A JSON file of the run, or None when missing; other ranks get None (broadcast it)."""
+        return read_json(self.path(name)) if self.is_primary else None
+
+    def read_csv(self, name: str) -> list[dict[str, str]]:
+        """Rows of a CSV file of the run; other ranks get none (broadcast them)."""
+        return read_csv_rows(self.path(name)) if self.is_primary else []
+
+    def exists(self, name: str) -> bool:
+        """Whether the run holds `name`; False on other ranks (broadcast the answer)."""
+        return self.is_primary and self.path(name).exists()
 
     def read_jsonl(self, name: str) -> list[dict[str, Any]]:
         """Rows of a JSON-lines file of the run; other ranks get none (the file may be on rank 0's disk)."""
