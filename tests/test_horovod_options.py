@@ -23,16 +23,24 @@ def _step(out: Path, *args: str, ranks: int) -> dict:
     return dict(np.load(out))
 
 
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+
+
 @pytest.mark.multiprocess
 @pytest.mark.timeout(400)
 def test_backward_passes_at_half_batch_equal_one_full_batch_and_fp16_is_close(tmp_path):
-    full = _step(tmp_path / "full.npz", "1", ranks=1)
-    accumulated = _step(tmp_path / "acc.npz", "2", ranks=2)  # 2 ranks x 2 passes x batch 2 = 8
-    fp16 = _step(tmp_path / "fp16.npz", "1", "fp16", ranks=2)
-    assert len(full) == 4
-    for key in full:
-        assert not np.allclose(full[key], 0)
-        np.testing.assert_allclose(accumulated[key], full[key], atol=1e-5, rtol=0)
+    everything = ",".join(OPTIMIZERS)
+    full = _step(tmp_path / "full.npz", "1", everything, ranks=1)
+    accumulated = _step(tmp_path / "acc.npz", "2", everything, ranks=2)  # 2 ranks x 2 passes x batch 2 = 8
+    fp16 = _step(tmp_path / "fp16.npz", "1", "sgd", "fp16", ranks=2)
+    for name in OPTIMIZERS:  # two updates each: Adam's bias correction counts updates, not passes
+        assert full[f"{name}_iterations"] == accumulated[f"{name}_iterations"] == 2, name
+        weights = [key for key in full if key.startswith(f"{name}_") and key != f"{name}_iterations"]
+        assert len(weights) == 4
+        for key in weights:
+            assert not np.allclose(full[key], 0)
+            np.testing.assert_allclose(accumulated[key], full[key], atol=1e-5, rtol=0, err_msg=key)
+    for key in (k for k in fp16 if k != "sgd_iterations"):
         np.testing.assert_allclose(fp16[key], full[key], atol=1e-3, rtol=0)  # fp16's ~3 decimal digits
 
 
