@@ -44,7 +44,7 @@ test: install install-slurm install-multihost install-spark
 	$(PY) -m pytest -q
 
 test-fast: install
-	$(PY) -m pytest -q -m "not multiprocess and not slurm and not multihost and not spark"
+	$(PY) -m pytest -q -m "not multiprocess and not slurm and not multihost and not spark and not elastic"
 
 lint: install
 	$(VENV)/bin/ruff check hvdweather tests

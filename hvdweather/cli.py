@@ -87,6 +87,9 @@ def experiment_options(command: Callable) -> Callable:
                      "scaled by workers)."),
         click.option("--autotune/--no-autotune", default=None, help="Horovod: autotune fusion/cycle time."),
         click.option("--autotune-log", help="Horovod: CSV log of autotune's trials (needs --autotune)."),
+        click.option("--elastic/--no-elastic", default=None, help="Horovod: elastic run; launch with horovodrun "
+                     "--min-np/--max-np --host-discovery-script (docs/cluster.md). Workers may join or leave at "
+                     "epoch ends."),
     ]
     for option in reversed(options):
         command = option(command)

@@ -67,6 +67,7 @@ class TrainConfig:
     adasum: bool = False  # Horovod: combine gradients with Adasum instead of averaging
     autotune: bool = False  # Horovod: let Horovod tune its fusion buffer and cycle time
     autotune_log: str = ""  # Horovod: CSV file where autotune logs what it tried
+    elastic: bool = False  # Horovod: elastic run (horovodrun --min-np/--max-np/--host-discovery-script)
 
     def __post_init__(self) -> None:
         if isinstance(self.augment, bool):  # the old boolean --augment/--no-augment and config files
@@ -90,7 +91,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "lr_schedule": ("constant", "step", "cosine"), "class_weights": ("none", "balanced"),
     "model": tuple(MODEL_GEOMETRY)}
 AUGMENT_OF_BOOL = {True: "standard", False: "none"}
-HOROVOD_ONLY = ("fp16_allreduce", "adasum", "autotune", "autotune_log", "backward_passes_per_step")
+HOROVOD_ONLY = ("fp16_allreduce", "adasum", "autotune", "autotune_log", "backward_passes_per_step", "elastic")
 # What may differ when a run is resumed: nothing here changes what the run computes.
 RESUMABLE = frozenset({"epochs", "verbose", "resume", "overwrite", "threads_per_worker", "horovod_timeline",
                        "cache_dir", "out", "tensorboard"})
@@ -204,6 +205,20 @@ def _validate_experiment(cfg: TrainConfig) -> None:
                                   "mirrored (use --strategy horovod)")
     if cfg.autotune_log and not cfg.autotune:
         raise ConfigError("--autotune-log needs --autotune")
+    _validate_elastic(cfg)
+
+
+def _validate_elastic(cfg: TrainConfig) -> None:
+    """What an elastic run cannot do: a worker that joins mid-run must build the same model alone, with
+    no collective before the state sync, and the trainable set must not change under Horovod's state."""
+    if not cfg.elastic:
+        return
+    if cfg.normalize == "dataset" and not cfg.stats:
+        raise ConfigError("--elastic --normalize dataset needs --stats FILE (an hvdweather-eda summary.json): "
+                          "a worker that joins mid-run cannot take part in the first pass over the images")
+    if cfg.freeze_backbone_epochs:
+        raise ConfigError("--elastic cannot be combined with --freeze-backbone-epochs (the unfreeze rebuilds the "
+                          "optimizer that Horovod's elastic state holds)")
 
 
 def _field_names(values: dict[str, Any], source: str) -> dict[str, Any]:

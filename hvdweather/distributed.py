@@ -12,13 +12,19 @@ The hooks: `scope()` to build the model in, `wrap_optimizer()`, `callbacks()`, t
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
+import platform
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import tensorflow as tf
 
+from hvdweather.errors import ConfigError
 from hvdweather.host import available_cores
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -112,6 +118,9 @@ class HorovodBackend:
 
         self.hvd, self.hvd_tf = hvd, hvd_tf
         hvd.init()  # Horovod: start the ranks' communication
+        if self.options.adasum and not hvd.mpi_enabled():  # Horovod: Gloo has no Adasum op
+            raise ConfigError("--adasum needs Horovod's MPI controller: launch with mpirun or horovodrun "
+                              "without --gloo (under Gloo, Horovod fails with 'No Adasum operation enabled')")
         gpus = tf.config.list_physical_devices("GPU")
         if gpus:  # Horovod: one GPU per process, picked by local rank (not testable on CPU-only CI)
             tf.config.experimental.set_memory_growth(gpus[hvd.local_rank()], True)
@@ -134,13 +143,31 @@ class HorovodBackend:
 
     def wrap_optimizer(self, optimizer: tf.keras.optimizers.Optimizer) -> tf.keras.optimizers.Optimizer:
         opts = self.options
-        return self.hvd.DistributedOptimizer(  # Horovod: allreduce-average the gradients
-            optimizer, compression=self.hvd.Compression.fp16 if opts.fp16_allreduce else self.hvd.Compression.none,
-            op=self.hvd.Adasum if opts.adasum else self.hvd.Average,
-            # Horovod: sum this many batches locally, then allreduce; averaged, so the update equals one
-            # batch this many times larger
-            backward_passes_per_step=opts.backward_passes_per_step,
-            average_aggregated_gradients=opts.backward_passes_per_step > 1)
+        options = {"compression": self.hvd.Compression.fp16 if opts.fp16_allreduce else self.hvd.Compression.none,
+                   # Horovod: sum this many batches locally, then allreduce; averaged, so the update equals
+                   # one batch this many times larger
+                   "backward_passes_per_step": opts.backward_passes_per_step,
+                   "average_aggregated_gradients": opts.backward_passes_per_step > 1}
+        if opts.adasum:
+            # Horovod 0.28.1's Keras DistributedOptimizer refuses every op but Average and Sum (and
+            # hvd.keras has no Adasum), though the allreduce it builds takes Adasum: call what it calls,
+            # with op=Adasum, so each gradient tensor is combined by Adasum instead of averaged.
+            from horovod._keras import create_distributed_optimizer  # Horovod
+
+            wrapped = create_distributed_optimizer(  # Horovod: Adasum-combine the gradients
+                tf.keras, optimizer, name=None, device_dense="", device_sparse="", sparse_as_dense=False,
+                gradient_predivide_factor=1.0, op=self.hvd_tf.Adasum, **options)
+        else:
+            wrapped = self.hvd.DistributedOptimizer(optimizer, op=self.hvd.Average, **options)  # Horovod
+        helper = wrapped._agg_helper
+        if helper is not None:
+            # Horovod: a backward pass that only sums still adds 1 to the optimizer's `iterations`
+            # (gradient_aggregation_eager.py), so Adam's and AdamW's bias correction 1 - beta^t saw
+            # t = N, 2N, ... where one batch N times larger has t = 1, 2, ...: count applied updates only.
+            # SGD and RMSprop never read `iterations`; their updates were exact already.
+            helper.apply_gradients = lambda apply, opt, *args, **kwargs: tf.cond(
+                tf.equal(helper.counter, 0), apply, lambda: opt.iterations.assign_add(0))
+        return wrapped
 
     def callbacks(self) -> list[tf.keras.callbacks.Callback]:
         """Metric averaging first, so later callbacks read averaged metrics.
@@ -168,6 +195,77 @@ class HorovodBackend:
 
     def broadcast_weights(self, model: tf.keras.Model) -> None:
         self.hvd_tf.broadcast_variables(model.variables, root_rank=0)  # Horovod: rank 0's weights everywhere
+
+    def run_elastic(self, model: tf.keras.Model, body: Callable[[Any], T], **attributes: Any) -> T:
+        """Run `body(state)` under Horovod's elastic loop and return what it returns.
+
+        `state` is a `hvd.elastic.KerasState` of the compiled model and its optimizer, plus `attributes`
+        (e.g. epoch=0). On every (re-)entry Horovod has synced it from rank 0, and `self.runtime` holds
+        the new world, so body recomputes shards, steps and LR from it. On a reset (a host added or
+        removed at a commit, or a peer lost inside a collective) the state goes back to its last commit
+        and body runs again on the new world. Nothing collective may run before this call: a worker that
+        joins mid-run starts the program from the top while the others wait in the state sync.
+        """
+        if os.environ.get("HOROVOD_ELASTIC") != "1":  # Horovod: set by horovodrun's elastic driver only
+            raise ConfigError("--elastic: launch with horovodrun -np N --min-np M --max-np X "
+                              "--host-discovery-script SCRIPT (docs/cluster.md); this process was not")
+        from horovod.common.elastic import run_fn  # Horovod: the elastic retry loop
+        from horovod.common.exceptions import HorovodInternalError
+
+        state = self.hvd.elastic.KerasState(model, **attributes)  # Horovod: model, optimizer, attributes
+
+        def entry(state: Any) -> T:
+            try:
+                self.runtime = dataclasses.replace(self.runtime, rank=self.hvd.rank(), size=self.hvd.size(),
+                                                   local_rank=self.hvd.local_rank(), local_size=self.hvd.local_size())
+                return body(state)
+            except tf.errors.OpError as exc:
+                # Horovod 0.28.1's hvd.elastic.run turns only UnknownErrors naming HorovodAllreduce,
+                # HorovodAllgather or HorovodBroadcast into a reset; a peer lost inside the grouped
+                # allreduce (BatchNorm statistics) or the object collectives raises other names and
+                # would end the survivors too. Any Horovod op failing is a lost peer here.
+                if "Horovod" in (exc.message or ""):
+                    raise HorovodInternalError(exc) from exc
+                raise
+
+        def reset() -> None:  # Horovod: what hvd.elastic.run does between attempts
+            self.hvd.shutdown()
+            self.hvd.init()
+
+        return run_fn(entry, reset)(state)
+
+    def worker_host(self) -> str:
+        """The host this worker was started on, as the launcher names it (horovodrun's slot host, e.g.
+        localhost vs 127.0.0.1 for two "hosts" on one machine), else the machine's name."""
+        return os.environ.get("HOROVOD_HOSTNAME") or platform.node()  # Horovod: set per worker by horovodrun
+
+    def elastic_commit(self, state: Any, snapshot: Callable[[int], dict[str, Any]]) -> tf.keras.callbacks.Callback:
+        """The callback that commits `state` at each epoch end; place it last. See ElasticCommit."""
+        return ElasticCommit(state, snapshot)
+
+
+class ElasticCommit(tf.keras.callbacks.Callback):
+    """Commit the elastic state once per epoch, after the checkpoint: the epoch count, `snapshot(epoch)`'s
+    attributes, weights and optimizer; then Horovod checks for host changes, and raises (all ranks at
+    once) to reset onto the new world. A new world therefore starts at an epoch boundary, with its shards,
+    steps and LR recomputed, and a lost worker costs at most the epoch in flight.
+
+    Instead of Horovod's CommitStateCallback + UpdateBatchStateCallback + UpdateEpochStateCallback:
+    with fit(initial_epoch=...) their epoch count is off after a reset (horovod/horovod#2844), their
+    commit at epoch end runs before the epoch is counted, and a mid-epoch batch index means nothing once
+    the shards are recomputed for another world. Callbacks are new on every entry, so no state of an
+    earlier world leaks in (horovod/horovod#2285).
+    """
+
+    def __init__(self, state: Any, snapshot: Callable[[int], dict[str, Any]]):
+        super().__init__()
+        self.state, self.snapshot = state, snapshot
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.state.epoch = epoch + 1
+        for name, value in self.snapshot(epoch + 1).items():
+            setattr(self.state, name, value)
+        self.state.commit()  # Horovod: save in memory, then raise HostsUpdatedInterrupt on a host change
 
 
 class MirroredBackend:

@@ -12,7 +12,8 @@ import hashlib
 import math
 import platform
 import sys
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from hvdweather.callbacks import (
     PlannedLR,
     ProgressLog,
     TensorBoardLog,
+    epochs_without_improvement,
     first_epoch_reaching,
 )
 from hvdweather.config import ConfigError, TrainConfig, decay_epochs
@@ -42,7 +44,7 @@ from hvdweather.data.normalization import (
 from hvdweather.data.pipeline import eval_pipeline, shard_size, sharded_files, steps_per_epoch, train_pipeline
 from hvdweather.data.source import Source, open_source
 from hvdweather.data.split import Split, read_split, stratified_split, write_split
-from hvdweather.distributed import HorovodOptions, Runtime, TrainingBackend, make_backend
+from hvdweather.distributed import HorovodBackend, HorovodOptions, Runtime, TrainingBackend, make_backend
 from hvdweather.errors import check_output_dir
 from hvdweather.evaluate import format_report, predict_probabilities, write_checkpoint_report, write_test_summaries
 from hvdweather.host import versions
@@ -147,7 +149,8 @@ def check_inputs(cfg: TrainConfig) -> Source:
     """The cheap checks that must fail in seconds, before any image is decoded."""
     source = open_source(cfg.data, cfg.image_size)
     check_output_dir(cfg.out)
-    check_run_dir(cfg)
+    if not cfg.elastic:  # elastic: in the first world only (a worker joining later finds the run there)
+        check_run_dir(cfg)
     if cfg.cache_dir:
         check_output_dir(cfg.cache_dir, "--cache-dir")
     return source
@@ -264,7 +267,8 @@ def check_resume(cfg: TrainConfig, writer: RunWriter, backend: TrainingBackend, 
     """A resume continues the same run: same world, same files (config: see config.resume_config)."""
     rt = backend.runtime
     record = backend.broadcast_object(writer.read_json("config.json")) or {}
-    check_same_world(record, rt.strategy, rt.num_workers)
+    if not cfg.elastic:  # an elastic run changes its world by design; its plan follows each world
+        check_same_world(record, rt.strategy, rt.num_workers)
     # The run's files live on the primary's disk; every rank then checks the same sets, so all stop.
     skipped = backend.broadcast_object({row["path"] for row in writer.read_csv("skipped.csv")})
     check_same_files(catalog, set().union(*split.paths.values()), skipped, cfg.data)
@@ -303,35 +307,55 @@ def fit_phases(cfg: TrainConfig, backend: TrainingBackend, model: tf.keras.Model
                   validation_data=datasets.get("val"), **fit_args)
 
 
+@dataclass(frozen=True)
+class Start:
+    """Where fit starts: epochs already trained and the best checkpoint so far (a resume or an elastic
+    reset carries them over; a new run starts from nothing)."""
+
+    epochs_done: int = 0
+    best_loss: float = float("inf")
+    best_epoch: int = 0
+    best_weights: list | None = None
+
+
+def begin(backend: TrainingBackend, writer: RunWriter, model: tf.keras.Model, state: dict[str, Any] | None) -> Start:
+    """Every rank's model before step 1: the resume state restored, or rank 0's initial weights."""
+    if not state:
+        backend.broadcast_weights(model)
+        return Start()
+    with backend.scope():  # the optimizer's slots are created here: mirrored ones under mirrored
+        restore(model, state)
+    writer.log(f"resuming after epoch {state['epochs_done']} (from {writer.path(STATE_FILE)})")
+    return Start(state["epochs_done"], state["best_loss"], state["best_epoch"], state["best_weights"])
+
+
 def fit(cfg: TrainConfig, backend: TrainingBackend, writer: RunWriter, model: tf.keras.Model,
-        datasets: dict[str, tf.data.Dataset], plan: Plan,
-        state: dict[str, Any] | None, class_weight: dict[int, float] | None = None) -> tuple[Checkpoints, EpochMetrics]:
-    """model.fit with the callbacks in Horovod's order: broadcast, average, warm-up, then readers."""
+        datasets: dict[str, tf.data.Dataset], plan: Plan, start: Start,
+        class_weight: dict[int, float] | None = None,
+        last_callbacks: Callable[[Checkpoints], list[tf.keras.callbacks.Callback]] = lambda _: [],
+        ) -> tuple[Checkpoints, EpochMetrics]:
+    """model.fit from `start`, with the callbacks in Horovod's order: average, LR, then the readers of
+    averaged metrics; `last_callbacks(checkpoints)` run after all of them (the elastic commit)."""
     rt = backend.runtime
-    initial_epoch = state["epochs_done"] if state else 0
-    previous = writer.read_jsonl("metrics.jsonl")[:initial_epoch]
+    previous = writer.read_jsonl("metrics.jsonl")[:start.epochs_done]
     writer.write_jsonl("metrics.jsonl", previous)  # drop rows of an epoch whose checkpoint never landed
-    if state:
-        with backend.scope():  # the optimizer's slots are created here: mirrored ones under mirrored
-            restore(model, state)
-        writer.log(f"resuming after epoch {initial_epoch} (from {writer.path(STATE_FILE)})")
-    else:
-        backend.broadcast_weights(model)  # rank 0's initial weights before the first step
     world = {"world_size": rt.num_workers, "processes": rt.size, "strategy": rt.strategy,
              "global_batch_size": plan.global_batch_size}
     metrics = EpochMetrics(writer, plan.steps_per_epoch * plan.images_per_step, world,
                            cfg.target_accuracy, previous)
-    checkpoints = Checkpoints(writer, *((state["best_loss"], state["best_epoch"], state["best_weights"])
-                                        if state else ()))
+    checkpoints = Checkpoints(writer, start.best_loss, start.best_epoch, start.best_weights)
     callbacks = [*backend.callbacks(), *plan.lr_callbacks(), metrics, checkpoints]
     if cfg.early_stopping:  # after the checkpoint, so the last epoch trained is saved
         callbacks.append(EarlyStop(cfg.early_stopping, previous))
+        if epochs_without_improvement(previous)[1] >= cfg.early_stopping:
+            return checkpoints, metrics  # it stopped at its last checkpoint: nothing left to train
     if cfg.tensorboard:  # after EpochMetrics: it logs that callback's row
         callbacks.append(TensorBoardLog(writer, metrics))
     keras_verbose = writer.keras_verbose(cfg.verbose)
     if cfg.verbose and not keras_verbose:  # a log file, not a terminal: whole lines
         callbacks.append(ProgressLog(writer, cfg.epochs, plan.images_per_step, step_lines=cfg.verbose == 1))
-    fit_phases(cfg, backend, model, datasets, plan, initial_epoch, checkpoints, callbacks=callbacks,
+    callbacks.extend(last_callbacks(checkpoints))
+    fit_phases(cfg, backend, model, datasets, plan, start.epochs_done, checkpoints, callbacks=callbacks,
                verbose=keras_verbose, class_weight=class_weight)
     return checkpoints, metrics
 
@@ -429,6 +453,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     backend = make_backend(cfg.strategy, cfg.replicas, cfg.threads_per_worker, cfg.horovod_timeline,
                            HorovodOptions(cfg.fp16_allreduce, cfg.backward_passes_per_step, cfg.adasum,
                                           cfg.autotune, cfg.autotune_log))
+    if cfg.elastic:
+        return train_elastic(cfg, source, backend)
     rt = backend.runtime
     writer = RunWriter(cfg.out, rt.is_primary)
     tf.keras.utils.set_random_seed(cfg.seed)  # same initial weights on every rank
@@ -451,13 +477,91 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     datasets = make_datasets(cfg, source, split, backend, plan, state["epochs_done"] if state else 0)
     model = compile_model(cfg, backend, len(split.class_names), plan, normalization,
                           state["epochs_done"] if state else 0)
-    class_weight = (balanced_class_weights(np.asarray(split.labels["train"]), len(split.class_names))
-                    if cfg.class_weights == "balanced" else None)
-    checkpoints, metrics = fit(cfg, backend, writer, model, datasets, plan, state, class_weight)
+    start = begin(backend, writer, model, state)
+    checkpoints, metrics = fit(cfg, backend, writer, model, datasets, plan, start, class_weights(cfg, split))
+    return summary | finish(cfg, backend, writer, model, datasets, split, checkpoints, metrics)
+
+
+def class_weights(cfg: TrainConfig, split: Split) -> dict[int, float] | None:
+    return (balanced_class_weights(np.asarray(split.labels["train"]), len(split.class_names))
+            if cfg.class_weights == "balanced" else None)
+
+
+def finish(cfg: TrainConfig, backend: TrainingBackend, writer: RunWriter, model: tf.keras.Model,
+           datasets: dict[str, tf.data.Dataset], split: Split, checkpoints: Checkpoints,
+           metrics: EpochMetrics) -> dict[str, Any]:
+    """After fit: the test report, the target line, shards.csv and ranks.json (collective: every rank)."""
     # The last epoch trained: early stopping may end before --epochs (the same on every rank).
     # The primary's rows hold every epoch (on a resume of a finished run, other ranks have none).
     last_epoch = backend.broadcast_object(metrics.rows[-1]["epoch"] if metrics.rows else 0)
     frame = report(backend, writer, model, datasets, split, checkpoints, last_epoch, cfg.tensorboard)
     log_target(writer, cfg, metrics)
     record_ranks(backend, writer, model, split)
-    return summary | {"test_accuracy": None if frame is None else float(frame.loc["accuracy", "f1"])}
+    return {"test_accuracy": None if frame is None else float(frame.loc["accuracy", "f1"]),
+            "world_size": backend.runtime.num_workers}
+
+
+def fixed_normalization(cfg: TrainConfig) -> Moments | None:
+    """--normalize without a pass over the images: none, ImageNet's constants or --stats."""
+    if cfg.normalize == "imagenet":
+        return IMAGENET_MEAN, IMAGENET_STD
+    return moments_from_eda(cfg.stats) if cfg.normalize == "dataset" else None
+
+
+def train_elastic(cfg: TrainConfig, source: Source, backend: HorovodBackend) -> dict[str, Any]:
+    """--elastic: the model is built by every worker alone (no collective: a worker that joins mid-run
+    starts here while the others wait in Horovod's state sync), then `elastic_attempt` runs under
+    Horovod's elastic loop, once per world the job has."""
+    tf.keras.utils.set_random_seed(cfg.seed)  # same model on every worker; the state sync makes it exact
+    num_classes = len(source.catalog.class_names)
+    with backend.scope():
+        model = create_model(cfg.model, num_classes, cfg.image_size, cfg.weights, fixed_normalization(cfg))
+        recompile(cfg, backend, model, num_classes, cfg.lr)
+        model.optimizer.build(model.trainable_variables)  # the slots exist, so the state holds them
+    return backend.run_elastic(model, lambda state: elastic_attempt(cfg, source, backend, model, state),
+                               epoch=0, split=None, best=Start())
+
+
+def elastic_attempt(cfg: TrainConfig, source: Source, backend: HorovodBackend, model: tf.keras.Model,
+                    state: Any) -> dict[str, Any]:
+    """One world of an elastic run: the first sets the run up (run directory, scan, split, or the resume
+    state); every one recomputes the plan (shards, steps, LR) for its world and trains from the state's
+    epoch, committing the state at each epoch end."""
+    rt = backend.runtime
+    writer = RunWriter(cfg.out, rt.is_primary)
+    if state.split is None:  # the job's first world (the state sync gives later ones its split)
+        start_elastic_run(cfg, source, backend, writer, model, state)
+    split, start = state.split, replace(state.best, epochs_done=state.epoch)
+    plan = make_plan(cfg, split.size("train"), rt, backend.shard_count)
+    writer.write_json("config.json", run_record(cfg, rt, plan, split) | {"normalization": fixed_normalization(cfg)})
+    log_start(writer, rt, plan, split, source.catalog)
+    hosts = backend.allgather_object(backend.worker_host())
+    writer.log(f"elastic: {rt.size} worker(s) from epoch {state.epoch + 1}: "
+               + ", ".join(f"rank {rank} on {host}" for rank, host in enumerate(hosts)))
+    model.optimizer.learning_rate.assign(plan.lr_at(state.epoch * plan.steps_per_epoch))
+    datasets = make_datasets(cfg, source, split, backend, plan, state.epoch)
+
+    def commit(checkpoints: Checkpoints) -> list[tf.keras.callbacks.Callback]:
+        return [backend.elastic_commit(state, lambda epoch: {"best": Start(
+            epoch, checkpoints.best_loss, checkpoints.best_epoch, checkpoints.best_weights)})]
+
+    checkpoints, metrics = fit(cfg, backend, writer, model, datasets, plan, start, class_weights(cfg, split), commit)
+    return {"run_dir": str(writer.run_dir)} | finish(cfg, backend, writer, model, datasets, split, checkpoints,
+                                                     metrics)
+
+
+def start_elastic_run(cfg: TrainConfig, source: Source, backend: HorovodBackend, writer: RunWriter,
+                      model: tf.keras.Model, state: Any) -> None:
+    """The first world's set-up, kept in the state so that no later world repeats it: the run directory
+    check (every rank; the scan's allgather follows before any rank writes), the split, and on --resume
+    the run's resume state. Saved at once, so a reset before the first commit keeps it."""
+    check_run_dir(cfg)
+    split = make_split(cfg, source, backend, writer)
+    if cfg.resume:
+        check_resume(cfg, writer, backend, source.catalog, split)
+    loaded = load_resume_state(cfg, writer, backend)
+    if loaded:
+        start = begin(backend, writer, model, loaded)
+        state.epoch, state.best = start.epochs_done, start
+    state.split = split
+    state.save()  # Horovod: in memory only, no collective
