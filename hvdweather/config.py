@@ -291,5 +291,7 @@ def resume_config(run_config: dict[str, Any], given: TrainConfig, given_names: s
             raise ConfigError(f"--resume: {flag_name(name)} {ours} differs from the run's {theirs} "
                               f"({Path(given.out) / 'config.json'}); only --epochs, --verbose, "
                               "--threads-per-worker, --cache-dir and --horovod-timeline may change")
-    keep = {name: getattr(given, name) for name in RESUMABLE if name in given_names or name in ("resume", "out")}
+    # resume, out and overwrite describe this launch, not the run: a run started with --overwrite resumes
+    keep = {name: getattr(given, name) for name in RESUMABLE
+            if name in given_names or name in ("resume", "out", "overwrite")}
     return TrainConfig(**(base | keep))

@@ -91,6 +91,20 @@ def test_resume_takes_the_runs_config_and_refuses_other_changes():
     assert resume_config(old, given, {"out", "resume", "epochs"}).per_worker_batch_size == 8
 
 
-def test_resume_and_overwrite_contradict():
+def test_resume_and_overwrite_contradict_but_a_run_started_with_overwrite_resumes():
+    from hvdweather.config import resume_config
+
     with pytest.raises(ConfigError, match="--resume and --overwrite"):
         TrainConfig(resume=True, overwrite=True)
+    run = TrainConfig(data="/d", out="/r", overwrite=True).to_dict()  # as make demo starts its run
+    cfg = resume_config(run, TrainConfig(out="/r", resume=True), {"out", "resume"})
+    assert cfg.resume and not cfg.overwrite
+
+
+def test_elastic_limits_are_one_line_errors():
+    with pytest.raises(ConfigError, match="--elastic is a Horovod option"):
+        TrainConfig(strategy="mirrored", elastic=True)
+    with pytest.raises(ConfigError, match="--elastic --normalize dataset needs --stats"):
+        TrainConfig(model="resnet18", image_size=32, elastic=True, normalize="dataset")
+    with pytest.raises(ConfigError, match="--elastic cannot be combined with --freeze-backbone-epochs"):
+        TrainConfig(model="resnet18", image_size=32, elastic=True, freeze_backbone_epochs=1)
