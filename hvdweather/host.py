@@ -42,6 +42,15 @@ def cpu_flags() -> list[str]:
     return [flag for flag in SPEED_FLAGS if flag in have]
 
 
+def load_average() -> str:
+    """The 1-, 5- and 15-minute load averages, e.g. '1.42 1.23 1.52' ('' where the OS has none): timings
+    taken while other work runs are slower, so a benchmark records the load next to them."""
+    try:
+        return " ".join(f"{value:.2f}" for value in os.getloadavg())
+    except OSError:
+        return ""
+
+
 def versions() -> dict[str, str]:
     """Python and the installed packages that decide behaviour, read without importing them."""
     found = {"python": platform.python_version()}
