@@ -267,6 +267,27 @@ def test_train_horovod_sbatch_runs_two_ranks(slurm: SlurmCluster, job_data: Path
 
 
 @pytest.mark.slurm
+@pytest.mark.elastic
+@pytest.mark.timeout(300)
+def test_train_horovod_sbatch_elastic_discovers_the_allocation(slurm: SlurmCluster, job_data: Path,
+                                                               tmp_path: Path) -> None:
+    """HVDW_LAUNCHER=elastic: horovodrun's elastic mode, whose hosts come from discover_hosts_slurm.sh
+    (the real sinfo of this cluster), and hvdweather-train --elastic on them."""
+    job_id, code = slurm.submit(JOBS / "slurm" / "train_horovod.sbatch", *TINY_TRAIN, "--model", "resnet18",
+                                "--image-size", "32", sbatch=("-N1", "--ntasks-per-node=2", "-c1"), cwd=tmp_path,
+                                env={"HVDW_DATA": str(job_data), "HVDW_LAUNCHER": "elastic",
+                                     "HVDW_NETWORK_INTERFACE": "lo"})  # one node: see docs/cluster.md
+    _assert_completed(slurm, job_id, code)
+    run = tmp_path / "runs" / f"train-horovod-{job_id}"
+    record = json.loads((run / "job.json").read_text())
+    assert record["command"][:7] == ["horovodrun", "-np", "2", "--min-np", "1", "--max-np", "2"]
+    assert record["command"][8].endswith("jobs/lib/discover_hosts_slurm.sh") and "--elastic" in record["command"]
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["world_size"] for m in metrics] == [2]
+    assert "elastic: 2 worker(s) from epoch 1" in _output(slurm, job_id)
+
+
+@pytest.mark.slurm
 @pytest.mark.multiprocess
 @pytest.mark.timeout(600)
 def test_train_horovod_sbatch_preempted_requeues_and_ends_as_if_uninterrupted(

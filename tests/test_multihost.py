@@ -13,14 +13,18 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from test_elastic import _rows, _workers_on
 from test_jobs import SlurmCluster, _assert_completed, _start_munged, _stop, _wait_idle, job_env
 
 from cluster import netns
@@ -132,6 +136,42 @@ def test_half_batch_gradients_averaged_across_hosts(hosts: netns.NamespaceHosts,
     for key in a.files:
         np.testing.assert_allclose(a[key], b[key], atol=1e-5, rtol=0)
     assert any(np.abs(a[key]).sum() > 0 for key in a.files)
+
+
+@pytest.mark.elastic
+@pytest.mark.timeout(300)
+def test_elastic_run_loses_hostB_and_finishes_on_hostA(hosts: netns.NamespaceHosts, data: Path,
+                                                        tmp_path: Path) -> None:
+    """Elastic Horovod with ssh-started workers on two hosts: hostB's worker is SIGKILLed after epoch 1
+    and the discovery file drops hostB; hostA goes on alone to the last epoch (tests/test_elastic.py has
+    the one-machine cases: rank 0 lost, a host added)."""
+    hosts_file, run = tmp_path / "hosts.txt", tmp_path / "run"
+    hosts_file.write_text("hostA:1\nhostB:1\n")
+    before = hosts.interface_bytes("hostB")
+    command = ["horovodrun", "--disable-cache", "-np", "2", "--min-np", "1", "--max-np", "2",
+               "--host-discovery-script", str(REPO / "jobs" / "lib" / "discover_hosts_file.sh"),
+               "--elastic-timeout", "60", "--network-interface", netns.INTERFACE,
+               "--ssh-identity-file", str(hosts.key), "--ssh-port", str(netns.SSH_PORT),
+               "hvdweather-train", "--elastic", "--data", str(data), "--out", str(run), "--model", "resnet18",
+               "--image-size", "32", *TRAIN[2:], "--epochs", "3"]
+    result: list = []
+    launcher = threading.Thread(target=lambda: result.append(run_on_hostA(
+        hosts, command, tmp_path, timeout=260, HVDW_HOSTS_FILE=str(hosts_file))))
+    launcher.start()
+    deadline = time.monotonic() + 240
+    while not _rows(run) and launcher.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    bridge_bytes = hosts.interface_bytes("hostB") - before
+    hosts_file.write_text("hostA:1\n")
+    victims = _workers_on("hostB")
+    for pid in victims:
+        os.kill(pid, signal.SIGKILL)
+    launcher.join(timeout=250)
+    assert victims and result, "the elastic job did not finish (or hostB's worker was never found)"
+    rows = _rows(run)
+    assert [(r["epoch"], r["world_size"]) for r in rows] == [(1, 2), (2, 1), (3, 1)]
+    assert bridge_bytes > (run / "last.keras").stat().st_size // 2  # epoch 1's gradients crossed hvd0
+    assert [r["host"] for r in json.loads((run / "ranks.json").read_text())] == ["hostA"]
 
 
 # ---------------------------------------------------------------- a 2-node SLURM cluster on the hosts

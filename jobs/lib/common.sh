@@ -146,11 +146,29 @@ hvdw_mpirun_prefix() {  # NP [HOSTFILE]: fill HVDW_LAUNCH with mpirun and Horovo
   if (( EUID == 0 )); then HVDW_LAUNCH+=(--allow-run-as-root); fi
 }
 
-hvdw_launcher_prefix() {  # NTASKS: inside SLURM, srun (default) or mpirun as $HVDW_LAUNCHER says
+hvdw_elastic_prefix() {  # NP: fill HVDW_LAUNCH with horovodrun's elastic mode over the SLURM allocation
+  # Workers start on the nodes discover_hosts_slurm.sh lists (ssh to each, as horovodrun does; Gloo);
+  # a node SLURM marks down or drained leaves, one that returns joins, at an epoch end. The job keeps
+  # going while at least HVDW_MIN_NP [1] workers remain.
+  local min=${HVDW_MIN_NP:-1}
+  hvdw_positive_int "HVDW_MIN_NP" "$min"
+  (( min <= $1 )) || hvdw_die "HVDW_MIN_NP=$min is more than the job's $1 tasks"
+  HVDW_LAUNCH=(horovodrun -np "$1" --min-np "$min" --max-np "$1"
+               --host-discovery-script "$HVDWEATHER_HOME/jobs/lib/discover_hosts_slurm.sh")
+  if [[ -n ${HVDW_NETWORK_INTERFACE:-} ]]; then HVDW_LAUNCH+=(--network-interface "$HVDW_NETWORK_INTERFACE"); fi
+  HVDW_ELASTIC_ARGS=(--elastic)
+}
+
+hvdw_launcher_prefix() {  # NTASKS [elastic]: inside SLURM, srun (default) or mpirun as $HVDW_LAUNCHER says;
+  # elastic too where the job allows it (training: its command then takes HVDW_ELASTIC_ARGS)
+  HVDW_ELASTIC_ARGS=()
   case ${HVDW_LAUNCHER:-srun} in
     srun) hvdw_need srun; hvdw_srun_prefix "$1" ;;
     mpirun) hvdw_need mpirun; hvdw_mpirun_prefix "$1" ;;
-    *) hvdw_die "HVDW_LAUNCHER=${HVDW_LAUNCHER}: use srun or mpirun" ;;
+    elastic)
+      [[ ${2:-} == elastic ]] || hvdw_die "HVDW_LAUNCHER=elastic: only jobs/slurm/train_horovod.sbatch runs elastic"
+      hvdw_need horovodrun sinfo; hvdw_elastic_prefix "$1" ;;
+    *) hvdw_die "HVDW_LAUNCHER=${HVDW_LAUNCHER}: use srun or mpirun${2:+ or elastic}" ;;
   esac
 }
 
