@@ -1,34 +1,32 @@
 """Model-zoo benchmark, measuring part: trainable parameters, training and inference images/s of every
 `--model` at one image size, all in one run. The table is built by hvdweather.bench.models_report.
 
-    hvdweather-bench models --image-size 256 --batch-size 32 --steps 3 --repeats 3 --out bench/models
+    hvdweather-bench models --image-size 256 --batch-size 32 --steps 2 --repeats 3 --out bench/models
 
-Each model lives in its own worker process (`python -m hvdweather.bench.models --worker MODEL ...`): every
-worker sets TensorFlow's thread pools the same way before its first op, as a one-process training run
-does, and no model's graphs or allocator state weigh on another's. The workers stay up for the whole run
-and the parent asks them in turn, one repeat at a time, starting each repeat one model further on: on a
-shared machine a busy minute then falls on every model alike instead of on whichever model was running.
-Only one worker computes at a time; the others wait on their stdin.
+Each measurement is its own process (`python -m hvdweather.bench.models --worker MODEL ... --result FILE`),
+launched like every benchmark run (`hvdweather.bench.launch`): each sets TensorFlow's thread pools and
+allocator as a one-process training run does, before its first op, and no model's graphs or allocator
+pool weigh on another's. One process at a time, so memory holds one model: kept alive side by side, the
+six models' processes held about 19 GB at 256 px and batch 32 (EfficientNet-B0 alone 5.5 GB), too much
+for a machine that runs anything else. The models are measured in turn, one repeat after another, each
+repeat starting one model further on: on a shared machine a busy minute then falls on every model alike
+instead of on whichever model was running.
 
-A worker builds its model and compiles it as training does (`hvdweather.optim`: SGD with momentum,
+A process builds its model and compiles it as training does (`hvdweather.optim`: SGD with momentum,
 cross-entropy from logits), runs one training step and one forward pass untimed (tracing, allocation),
-then on each request times `--steps` training steps (forward, loss, gradients, the optimizer's update)
-or `--steps` forward passes in inference mode, with the step functions Keras's fit and predict call, on
-fixed synthetic tensors. Decoding is not in these numbers: `hvdweather-bench pipeline` measures it.
+then times `--steps` training steps (forward, loss, gradients, the optimizer's update) and `--steps`
+forward passes in inference mode, with the step functions Keras's fit and predict call, on fixed
+synthetic tensors. Decoding is not in these numbers: `hvdweather-bench pipeline` measures it.
 
-Written to --out: models.jsonl (one line per model, per timed request, and one for the run), models.md
-(the table, also printed), machine.json, logs/<model>.log (each worker's stderr).
+Written to --out: models.jsonl (one line per model and repeat, and one for the run), models.md (the
+table, also printed), machine.json, logs/<model>-r<repeat>.log and .json (each process's output and figures).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
-import select
 import shlex
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hvdweather.bench.launch import BENCH_ENV
+from hvdweather.bench.launch import launch
 from hvdweather.bench.machine import machine_info, write_machine
 from hvdweather.bench.scaling import last_log_line
 from hvdweather.bench.spec import check_train_flags, list_field, make_out_dir
@@ -55,11 +53,11 @@ class ModelsSpec:
     models: tuple[str, ...] = list_field(tuple(MODEL_GEOMETRY), "--models", tuple(MODEL_GEOMETRY))
     image_size: int = 256  # one size for every model: training's default, above the weather CNN's 253 minimum
     per_worker_batch_size: int = 32  # flag --batch-size: images per training step and per forward pass
-    steps: int = 3  # timed training steps (and forward passes) per model in each repeat
+    steps: int = 2  # timed training steps (and forward passes) per model in each repeat
     repeats: int = 3  # rounds over all models; the table shows medians over them
-    threads: int = 0  # TensorFlow intra-op threads in every worker (0 = all cores, as one training process)
+    threads: int = 0  # TensorFlow intra-op threads in every model process (0 = all cores, as one training process)
     out: str = ""  # models.jsonl, models.md, machine.json, logs/ ("" = print the table only)
-    timeout_s: float = 600.0  # per request to a worker (its start-up, or one timed round)
+    timeout_s: float = 600.0  # per model process: start-up and its timed steps
     seed: int = 0  # initial weights and the synthetic tensors
 
     def check(self) -> None:
@@ -86,141 +84,55 @@ def bench_command(spec: ModelsSpec) -> str:
 
 
 def round_order(models: list[str], repeat: int) -> list[str]:
-    """The models in the order repeat `repeat` (from 0) asks them: rotated by one model per repeat."""
+    """The models in the order repeat `repeat` (from 0) measures them: rotated by one model per repeat."""
     shift = repeat % len(models) if models else 0
     return models[shift:] + models[:shift]
 
 
-class WorkerError(RuntimeError):
-    """A worker that died, timed out or answered nonsense; the message says which."""
-
-
-class Worker:
-    """One model's worker process: started, asked for timings one request at a time, then stopped."""
-
-    def __init__(self, model: str, spec: ModelsSpec, threads: int, log: Path):
-        self.model, self.log, self.timeout_s = model, log, spec.timeout_s
-        command = [sys.executable, "-m", "hvdweather.bench.models", "--worker", model, "--image-size",
-                   str(spec.image_size), "--batch-size", str(spec.per_worker_batch_size), "--steps",
-                   str(spec.steps), "--threads", str(threads), "--seed", str(spec.seed)]
-        with log.open("w") as handle:
-            handle.write(f"$ {shlex.join(command)}\n")
-            handle.flush()
-            # Its own session, so that a hung worker's whole process group can be ended.
-            self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=handle,
-                                         env={**os.environ, **BENCH_ENV}, start_new_session=True)
-        self._pending = b""
-
-    def read_reply(self) -> dict[str, Any]:
-        """The worker's next JSON line; WorkerError if it exits or stays silent past the timeout."""
-        deadline = time.monotonic() + self.timeout_s
-        fd = self.proc.stdout.fileno()
-        while b"\n" not in self._pending:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                self.kill()  # a worker past its timeout will not read a polite request either
-                self.proc.stdout.close()
-                raise WorkerError(f"no answer within {self.timeout_s:g} s (killed)")
-            if select.select([fd], [], [], left)[0]:
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    raise WorkerError(f"exited with code {self.proc.wait()}: {last_log_line(self.log)}")
-                self._pending += chunk
-        line, self._pending = self._pending.split(b"\n", 1)
-        try:
-            return json.loads(line)
-        except json.JSONDecodeError:
-            raise WorkerError(f"answered {line[:100]!r}, not a JSON line") from None
-
-    def ask(self, phase: str) -> dict[str, Any]:
-        """Time one round of `phase` (train or inference)."""
-        try:
-            self.proc.stdin.write(f"{phase}\n".encode())
-            self.proc.stdin.flush()
-        except (BrokenPipeError, OSError):
-            raise WorkerError(f"exited with code {self.proc.wait()}: {last_log_line(self.log)}") from None
-        return self.read_reply()
-
-    def stop(self) -> None:
-        """Ask it to quit (end of its input ends its loop); end its process group if it has not within 10 s."""
-        try:
-            self.proc.stdin.close()
-            self.proc.wait(timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            self.kill()
-        self.proc.stdout.close()
-
-    def kill(self) -> None:
-        """End its process group: SIGTERM, then SIGKILL."""
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(self.proc.pid, sig)
-                self.proc.wait(timeout=10)
-                return
-            except ProcessLookupError:
-                return
-            except subprocess.TimeoutExpired:
-                continue
-
-
-def start_workers(spec: ModelsSpec, threads: int, logs: Path) -> tuple[dict[str, Worker], list[dict[str, Any]]]:
-    """Start and warm up the workers one after another (a warm-up is untimed, so they need not share the
-    cores); each answers with its model line. A worker that fails becomes a failed model line."""
-    workers, lines = {}, []
-    for model in spec.models:
-        print(f"starting {model} ({spec.image_size} px): build, compile, one untimed step", flush=True)
-        worker = Worker(model, spec, threads, logs / f"{model}.log")
-        try:
-            lines.append({**worker.read_reply(), "status": "ok", "error": None})
-            workers[model] = worker
-        except WorkerError as exc:
-            worker.stop()
-            lines.append({"kind": "model", "model": model, "image_size": spec.image_size, "status": "failed",
-                          "error": str(exc), "log": str(worker.log)})
-    return workers, lines
-
-
-def measure_rounds(spec: ModelsSpec, workers: dict[str, Worker], lines: list[dict[str, Any]]) -> None:
-    """`--repeats` rounds over the live workers in rotated order, training then inference for each; a
-    worker that fails is stopped, its model line marked failed, and the rounds go on without it."""
-    models = {line["model"]: line for line in lines if line["kind"] == "model"}
-    for repeat in range(spec.repeats):
-        for model in round_order([m for m in spec.models if m in workers], repeat):
-            for phase in PHASES:
-                try:
-                    timing = workers[model].ask(phase)
-                except WorkerError as exc:
-                    workers.pop(model).stop()
-                    models[model].update(status="failed", error=f"{phase}, repeat {repeat + 1}: {exc}")
-                    break
-                lines.append({**timing, "repeat": repeat + 1, "loadavg": load_average()})
-                print(f"  repeat {repeat + 1}/{spec.repeats} {model} {phase}: "
-                      f"{timing['images_per_s']:.1f} images/s", flush=True)
+def measure_once(spec: ModelsSpec, model: str, repeat: int, threads: int, logs: Path) -> dict[str, Any]:
+    """One model's process for one repeat, launched as every benchmark run is (its own process group, a
+    timeout, output to a log); its measurement line, or a failed line saying why."""
+    name = f"{model}-r{repeat}"
+    log, result = logs / f"{name}.log", logs / f"{name}.json"
+    result.unlink(missing_ok=True)
+    command = [sys.executable, "-m", "hvdweather.bench.models", "--worker", model, "--image-size",
+               str(spec.image_size), "--batch-size", str(spec.per_worker_batch_size), "--steps", str(spec.steps),
+               "--threads", str(threads), "--seed", str(spec.seed), "--result", str(result)]
+    code, wall_s = launch(command, log, spec.timeout_s)
+    line = {"kind": "measurement", "model": model, "repeat": repeat, "image_size": spec.image_size,
+            "wall_s": round(wall_s, 2), "loadavg": load_average(), "log": str(log)}
+    if code == 0 and result.exists():
+        return {**line, **json.loads(result.read_text()), "status": "ok", "error": None}
+    error = f"timed out after {spec.timeout_s:g} s" if code is None else f"exit {code}: {last_log_line(log)}"
+    return {**line, "status": "timeout" if code is None else "failed", "error": error}
 
 
 def run_models_bench(spec: ModelsSpec) -> list[dict[str, Any]]:
-    """Start a worker per model, time them round-robin, write the lines and the table, print the table."""
+    """`--repeats` rounds over the models in rotated order, one model process at a time; write the lines
+    and the table, print the table."""
     from hvdweather.bench.models_report import markdown_report
 
     spec.check()
     machine = machine_info()
     threads = spec.threads or machine["cores"]
     logs = Path(spec.out, "logs") if spec.out else Path(tempfile.mkdtemp(prefix="hvdweather-models-"))
+    results = Path(spec.out or logs, "models.jsonl")
+    results.write_text("")
     load_before, start = load_average(), time.perf_counter()
-    workers, lines = start_workers(spec, threads, logs)
-    try:
-        measure_rounds(spec, workers, lines)
-    finally:
-        for worker in workers.values():
-            worker.stop()
+    lines = []
+    for repeat in range(1, spec.repeats + 1):
+        for model in round_order(list(spec.models), repeat - 1):
+            lines.append(measure_once(spec, model, repeat, threads, logs))
+            _append(results, lines[-1])  # line by line: a killed benchmark keeps what it measured
+            print(f"  repeat {repeat}/{spec.repeats} {model}: {_progress(lines[-1])}", flush=True)
     lines.append({"kind": "benchmark", "command": bench_command(spec), "image_size": spec.image_size,
                   "per_worker_batch_size": spec.per_worker_batch_size, "steps": spec.steps,
                   "repeats": spec.repeats, "threads": threads, "loadavg_before": load_before,
                   "loadavg_after": load_average(), "wall_s": round(time.perf_counter() - start, 1)})
+    _append(results, lines[-1])
     report = markdown_report(lines, machine)
     if spec.out:
         write_machine(spec.out, machine)
-        Path(spec.out, "models.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
         Path(spec.out, "models.md").write_text(report)
     print(report, flush=True)
     if spec.out:
@@ -228,7 +140,19 @@ def run_models_bench(spec: ModelsSpec) -> list[dict[str, Any]]:
     return lines
 
 
-# ---- the worker process (imports TensorFlow) ----
+def _append(path: Path, line: dict[str, Any]) -> None:
+    with path.open("a") as handle:
+        handle.write(json.dumps(line) + "\n")
+
+
+def _progress(line: dict[str, Any]) -> str:
+    if line["status"] != "ok":
+        return f"{line['status'].upper()}: {line['error']} (log: {line['log']})"
+    return (f"training {line['train_images_per_s']:.1f} images/s, inference {line['inference_images_per_s']:.1f} "
+            f"images/s (load {line['loadavg']})")
+
+
+# What runs in each model's process: TensorFlow is imported here, inside the functions.
 
 def build_model(model: str, image_size: int, batch: int, threads: int, seed: int) -> Any:
     """The model compiled as training compiles it (optimizer, loss, metrics of a default TrainConfig with
@@ -271,12 +195,19 @@ def peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-def run_worker(model: str, image_size: int, batch: int, steps: int, threads: int, seed: int) -> None:
-    """Build, warm up, answer with the model line, then time one round per stdin line ('train' or
-    'inference') until stdin ends. Replies go to the original stdout only; anything else that prints
-    (TensorFlow, Keras) is sent to stderr, the log, so it cannot break a reply."""
-    reply = os.fdopen(os.dup(1), "w", buffering=1)
-    os.dup2(2, 1)
+def timed(call: Any, steps: int, batch: int) -> dict[str, float]:
+    """`steps` calls of a step function, waited for; seconds and images/s."""
+    start = time.perf_counter()
+    for _ in range(steps):
+        call()
+    seconds = time.perf_counter() - start
+    return {"seconds": round(seconds, 4), "images_per_s": steps * batch / seconds}
+
+
+def run_worker(model: str, image_size: int, batch: int, steps: int, threads: int, seed: int, result: str) -> None:
+    """Build and compile, one untimed training step and forward pass (tracing, first allocations), then
+    `steps` timed training steps and `steps` timed forward passes; the figures go to `result` as one
+    JSON object (a file, not stdout: TensorFlow and Keras print there too)."""
     start = time.perf_counter()
     net = build_model(model, image_size, batch, threads, seed)
     built_s = time.perf_counter() - start
@@ -291,27 +222,20 @@ def run_worker(model: str, image_size: int, batch: int, steps: int, threads: int
     forward_data = iter(tf.data.Dataset.from_tensors(images).repeat())
     calls = {"train": lambda: finished(train_step(train_data)), "inference": lambda: finished(forward(forward_data))}
     start = time.perf_counter()
-    for call in calls.values():  # tracing and first allocations, untimed
+    for call in calls.values():
         call()
-    reply.write(json.dumps({"kind": "model", "model": model, "image_size": image_size,
-                            "per_worker_batch_size": batch, "threads": threads,
-                            "trainable_parameters": trainable_parameters(net), "parameters": int(net.count_params()),
-                            "build_s": round(built_s, 2), "warmup_s": round(time.perf_counter() - start, 2)}) + "\n")
-    for request in sys.stdin:
-        phase = request.strip()
-        if phase not in calls:
-            break
-        start = time.perf_counter()
-        for _ in range(steps):
-            calls[phase]()
-        seconds = time.perf_counter() - start
-        reply.write(json.dumps({"kind": "timing", "model": model, "phase": phase, "steps": steps,
-                                "images": steps * batch, "seconds": round(seconds, 4),
-                                "images_per_s": steps * batch / seconds, "peak_rss_mb": peak_rss_mb()}) + "\n")
+    warmup_s = time.perf_counter() - start
+    figures = {f"{phase}_{key}": value for phase, call in calls.items()
+               for key, value in timed(call, steps, batch).items()}
+    Path(result).write_text(json.dumps({
+        "per_worker_batch_size": batch, "steps": steps, "threads": threads,
+        "trainable_parameters": trainable_parameters(net), "parameters": int(net.count_params()),
+        "build_s": round(built_s, 2), "warmup_s": round(warmup_s, 2), **figures, "peak_rss_mb": peak_rss_mb()}))
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Worker entry point: `python -m hvdweather.bench.models --worker MODEL ...` (started by the benchmark)."""
+    """Entry point of one model's process: `python -m hvdweather.bench.models --worker MODEL ... --result FILE`
+    (started by the benchmark)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", choices=tuple(MODEL_GEOMETRY), required=True)
     parser.add_argument("--image-size", type=int, default=ModelsSpec.image_size)
@@ -319,8 +243,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=ModelsSpec.steps)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=ModelsSpec.seed)
+    parser.add_argument("--result", required=True, help="File for the JSON object of figures.")
     args = parser.parse_args(argv)
-    run_worker(args.worker, args.image_size, args.batch_size, args.steps, args.threads, args.seed)
+    run_worker(args.worker, args.image_size, args.batch_size, args.steps, args.threads, args.seed, args.result)
 
 
 if __name__ == "__main__":

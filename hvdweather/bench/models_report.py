@@ -13,18 +13,23 @@ REFERENCE = "weather_cnn"  # the package's own model: the others' speeds are giv
 
 
 def summarize(lines: list[Row]) -> list[Row]:
-    """One row per model, in the order they were started: its model line, plus per phase the median,
-    lowest and highest images/s over the repeats and how many repeats were timed."""
-    timings = [line for line in lines if line["kind"] == "timing"]
+    """One row per model, in the order of its first measurement: its parameters, and per phase the
+    median, lowest and highest images/s over the repeats that finished; start-up as a median, memory
+    as the highest. A model none of whose repeats finished keeps its last error."""
+    measured = [line for line in lines if line["kind"] == "measurement"]
     rows = []
-    for model_line in (line for line in lines if line["kind"] == "model"):
-        row = dict(model_line)
+    for model in dict.fromkeys(line["model"] for line in measured):
+        mine = [line for line in measured if line["model"] == model]
+        ok = [line for line in mine if line["status"] == "ok"]
+        row = {"model": model, "image_size": mine[0]["image_size"], "repeats": len(mine), "ok_repeats": len(ok),
+               "status": "ok" if ok else mine[-1]["status"], "error": None if ok else mine[-1]["error"],
+               "trainable_parameters": ok[0]["trainable_parameters"] if ok else None,
+               "startup_s": statistics.median(r["build_s"] + r["warmup_s"] for r in ok) if ok else None,
+               "peak_rss_mb": max((r["peak_rss_mb"] for r in ok), default=None)}
         for phase in PHASES:
-            rates = [t["images_per_s"] for t in timings if t["model"] == row["model"] and t["phase"] == phase]
+            rates = [r[f"{phase}_images_per_s"] for r in ok]
             row.update({f"{phase}_images_per_s": statistics.median(rates) if rates else None,
-                        f"{phase}_min": min(rates, default=None), f"{phase}_max": max(rates, default=None),
-                        f"{phase}_repeats": len(rates)})
-        row["peak_rss_mb"] = max((t["peak_rss_mb"] for t in timings if t["model"] == row["model"]), default=None)
+                        f"{phase}_min": min(rates, default=None), f"{phase}_max": max(rates, default=None)})
         rows.append(row)
     return add_ratios(rows)
 
@@ -71,7 +76,7 @@ def format_table(rows: list[Row]) -> str:
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         params = f"{r['trainable_parameters']:,}" if r.get("trainable_parameters") is not None else "-"
-        warmup = f"{r['build_s'] + r['warmup_s']:.1f}" if r.get("build_s") is not None else "-"
+        warmup = f"{r['startup_s']:.1f}" if r.get("startup_s") is not None else "-"
         memory = f"{r['peak_rss_mb']:.0f}" if r.get("peak_rss_mb") is not None else "-"
         lines.append(f"| {r['model']} | {r['image_size']} | {params} | {_rate(r, 'train')} | {_rate(r, 'inference')} "
                      f"| {_times(r['inference_to_train'])} | {_times(r['train_vs_reference'])} "
@@ -84,15 +89,17 @@ def markdown_report(lines: list[Row], machine: dict[str, Any]) -> str:
     one line per model that failed."""
     run = next(line for line in lines if line["kind"] == "benchmark")
     rows = summarize(lines)
-    failed = [f"- {r['model']} failed: {r['error']}" for r in rows if r.get("status") != "ok"]
+    failed = [f"- {r['model']} {r['status']}: {r['error']}" for r in rows if r["status"] != "ok"]
+    failed += [f"- {r['model']}: {r['repeats'] - r['ok_repeats']} of {r['repeats']} repeats failed; the figures "
+               "are from the others" for r in rows if r["status"] == "ok" and r["ok_repeats"] < r["repeats"]]
     text = [machine_line(machine), "", f"Command: `{run['command']}`", "",
             f"Load average (1, 5, 15 min): {run['loadavg_before'] or 'unknown'} before, "
             f"{run['loadavg_after'] or 'unknown'} after; {run['wall_s']:.0f} s in all.", "",
             f"Batch {run['per_worker_batch_size']}, {run['threads']} TensorFlow thread(s) per model process, "
             f"synthetic tensors (no decoding). Images/s: median (lowest-highest) of {run['repeats']} repeat(s) "
-            f"of {run['steps']} step(s), the models taken in turn within each repeat; training = forward, "
-            "loss, gradients and the SGD-momentum update; inference = forward pass in inference mode; start-up = "
-            "TensorFlow import, build, compile and the untimed first step of each; peak memory: the model "
-            "process's peak resident set, TensorFlow included.", "",
+            f"of {run['steps']} step(s), each model in its own process, the models taken in turn within each repeat; "
+            "training = forward, loss, gradients and the SGD-momentum update; inference = forward pass in "
+            "inference mode; start-up = TensorFlow import, build, compile and the untimed first step and pass "
+            "(median); peak memory: the model process's peak resident set, TensorFlow included.", "",
             format_table(rows)]
     return "\n".join(text + ([""] + failed if failed else [])) + "\n"
