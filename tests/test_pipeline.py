@@ -92,6 +92,24 @@ def test_same_seed_same_order(files):
     np.testing.assert_array_equal(order(5), order(5))
 
 
+def test_every_iterator_over_the_train_stream_sees_the_same_batches(files):
+    # fit opens a new iterator per call (--freeze-backbone-epochs fits twice); a resumed run starts
+    # a new dataset at an element: all must read one stream, a function of seed and position only
+    paths, labels = files
+    ds = train_pipeline(decoded_files(paths, labels, SIZE), len(paths), 4, seed=2, augment_images="flip")
+
+    def stream(dataset, batches=12):
+        return [x.numpy() for x, _ in dataset.take(batches)]
+
+    first, second = stream(ds), stream(ds)  # two passes over the shard each
+    np.testing.assert_array_equal(first, second)
+    epoch = len(paths) // 4  # batches per pass
+    later = train_pipeline(decoded_files(paths, labels, SIZE), len(paths), 4, seed=2, augment_images="flip",
+                           start_element=len(paths) + 4)
+    np.testing.assert_array_equal(stream(later, 4), first[epoch + 1:epoch + 5])
+    np.testing.assert_array_equal(stream(ds.skip(epoch + 1), 4), first[epoch + 1:epoch + 5])
+
+
 def test_eval_pipeline_keeps_every_image_in_order(files):
     paths, labels = files
     got = np.concatenate([y.numpy() for _, y in eval_pipeline(decoded_files(paths, labels, SIZE), 5)])

@@ -2,6 +2,7 @@
 checkpoints are atomic; a resume that would be another run is refused."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -26,8 +27,19 @@ def _metrics(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+def _last_weights(run: Path) -> str:
+    """SHA-256 of the last epoch's weights (every replica's copy), from the resume state: ranks.json's
+    digest is of the weights the report ends with, the best epoch's."""
+    digest = hashlib.sha256()
+    for variable in pickle.loads((run / "resume_state.pkl").read_bytes())["weights"]:
+        for copy in variable:
+            digest.update(copy.tobytes())
+    return digest.hexdigest()
+
+
 def _assert_same_run(a: Path, b: Path) -> None:
     assert _digests(a) == _digests(b)
+    assert _last_weights(a) == _last_weights(b)
     rows_a, rows_b = _metrics(a), _metrics(b)
     assert [r["epoch"] for r in rows_a] == [r["epoch"] for r in rows_b]
     for row_a, row_b in zip(rows_a, rows_b):
@@ -120,6 +132,28 @@ def test_resume_after_a_kill_is_exact(tiny_data, tmp_path, extra):
     rest = run_cli(*_one_process("--out", str(part), "--resume", "--epochs", "3", "--verbose", "2"), timeout=300)
     assert rest.returncode == 0, rest.stderr[-2000:]
     _assert_same_run(tmp_path / "whole", part)
+
+
+@pytest.mark.timeout(600)
+def test_resume_before_at_and_after_the_unfreeze_is_exact(tiny_data, tmp_path):
+    """--freeze-backbone-epochs 2 of 4, stopped after epoch 1 and resumed across the switch to epoch 3,
+    then resumed after it; stopped at the switch (epoch 2) and resumed: both end as one run never
+    stopped, every epoch's metrics and the weights (the second part reads the stream where the first
+    stopped; a resumed run builds the frozen or the whole trainable set its checkpoint holds)."""
+    flags = ["--data", str(tiny_data), "--batch-size", "2", "--verbose", "0", "--model", "resnet18",
+             "--image-size", "32", "--freeze-backbone-epochs", "2", "--optimizer", "adam"]
+    runs = {"whole": [4], "across": [1, 3, 4], "at": [2, 4]}  # epochs at which each launch stops
+    for name, stops in runs.items():
+        first = run_cli(*_one_process(*flags, "--out", str(tmp_path / name), "--epochs", str(stops[0])), timeout=300)
+        assert first.returncode == 0, first.stderr[-2000:]
+        for epochs in stops[1:]:
+            more = run_cli(*_one_process("--out", str(tmp_path / name), "--resume", "--epochs", str(epochs)),
+                           timeout=300)
+            assert more.returncode == 0, more.stderr[-2000:]
+    lrs = [row["lr"] for row in _metrics(tmp_path / "whole")]
+    assert lrs == pytest.approx([0.01, 0.01, 0.001, 0.001])  # --fine-tune-lr-factor 0.1 from epoch 3
+    _assert_same_run(tmp_path / "whole", tmp_path / "across")
+    _assert_same_run(tmp_path / "whole", tmp_path / "at")
 
 
 @pytest.mark.timeout(300)

@@ -1,7 +1,8 @@
 """The tf.data input pipeline, one straight chain:
 
-    file list -> shard by rank -> parallel decode+resize -> cache (uint8) -> shuffle (reshuffled
-    each epoch) -> repeat -> [augment] -> batch (drop_remainder) -> normalise -> prefetch
+    file list -> shard by rank -> parallel decode+resize -> cache (uint8) -> shuffle and repeat (a new
+    order each epoch, drawn from the seed and the epoch) -> [augment] -> batch (drop_remainder) ->
+    normalise -> prefetch
 
 Sharding comes first, on file names, so each rank decodes only its own files and shuffling cannot
 leak images between ranks. Caching uint8 (not float32) keeps the cache 4x smaller.
@@ -104,9 +105,12 @@ def train_pipeline(decoded: tf.data.Dataset, n_local: int, per_process_batch_siz
     batches the uninterrupted run saw from there on (the order is a function of the seed and the
     position; skipping costs one pass per skipped epoch over cached images, no compute).
     """
-    ds = _cache(decoded, cache_path)
-    ds = ds.shuffle(max(1, n_local), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.repeat()
+    cached = _cache(decoded, cache_path)
+    # Pass e over the shard in an order drawn from (seed, e) alone, so every iterator over this dataset
+    # yields the same stream (fit opens a new one per call: --freeze-backbone-epochs fits twice). A
+    # shuffle that reshuffles each iteration draws another order for each new iterator instead.
+    ds = tf.data.Dataset.counter().flat_map(lambda epoch: cached.shuffle(
+        max(1, n_local), seed=seed * 1_000_003 + epoch, reshuffle_each_iteration=False))
     mode = {True: "standard", False: "none"}.get(augment_images, augment_images)  # old boolean callers
     if mode != "none":  # indices before the skip: an element's augmentation seed is its stream position
         ds = ds.enumerate().skip(start_element).map(
