@@ -13,7 +13,7 @@ import math
 import platform
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,7 @@ from hvdweather.data.normalization import (
 from hvdweather.data.pipeline import eval_pipeline, shard_size, sharded_files, steps_per_epoch, train_pipeline
 from hvdweather.data.source import Source, open_source
 from hvdweather.data.split import Split, read_split, stratified_split, write_split
-from hvdweather.distributed import HorovodBackend, HorovodOptions, Runtime, TrainingBackend, make_backend
+from hvdweather.distributed import HorovodOptions, Runtime, TrainingBackend, make_backend
 from hvdweather.errors import check_output_dir
 from hvdweather.evaluate import format_report, predict_probabilities, write_checkpoint_report, write_test_summaries
 from hvdweather.host import versions
@@ -454,6 +454,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                            HorovodOptions(cfg.fp16_allreduce, cfg.backward_passes_per_step, cfg.adasum,
                                           cfg.autotune, cfg.autotune_log))
     if cfg.elastic:
+        from hvdweather.elastic import train_elastic  # it builds on this module's steps
+
         return train_elastic(cfg, source, backend)
     rt = backend.runtime
     writer = RunWriter(cfg.out, rt.is_primary)
@@ -499,69 +501,3 @@ def finish(cfg: TrainConfig, backend: TrainingBackend, writer: RunWriter, model:
     record_ranks(backend, writer, model, split)
     return {"test_accuracy": None if frame is None else float(frame.loc["accuracy", "f1"]),
             "world_size": backend.runtime.num_workers}
-
-
-def fixed_normalization(cfg: TrainConfig) -> Moments | None:
-    """--normalize without a pass over the images: none, ImageNet's constants or --stats."""
-    if cfg.normalize == "imagenet":
-        return IMAGENET_MEAN, IMAGENET_STD
-    return moments_from_eda(cfg.stats) if cfg.normalize == "dataset" else None
-
-
-def train_elastic(cfg: TrainConfig, source: Source, backend: HorovodBackend) -> dict[str, Any]:
-    """--elastic: the model is built by every worker alone (no collective: a worker that joins mid-run
-    starts here while the others wait in Horovod's state sync), then `elastic_attempt` runs under
-    Horovod's elastic loop, once per world the job has."""
-    tf.keras.utils.set_random_seed(cfg.seed)  # same model on every worker; the state sync makes it exact
-    num_classes = len(source.catalog.class_names)
-    with backend.scope():
-        model = create_model(cfg.model, num_classes, cfg.image_size, cfg.weights, fixed_normalization(cfg))
-        recompile(cfg, backend, model, num_classes, cfg.lr)
-        model.optimizer.build(model.trainable_variables)  # the slots exist, so the state holds them
-    return backend.run_elastic(model, lambda state: elastic_attempt(cfg, source, backend, model, state),
-                               epoch=0, split=None, best=Start())
-
-
-def elastic_attempt(cfg: TrainConfig, source: Source, backend: HorovodBackend, model: tf.keras.Model,
-                    state: Any) -> dict[str, Any]:
-    """One world of an elastic run: the first sets the run up (run directory, scan, split, or the resume
-    state); every one recomputes the plan (shards, steps, LR) for its world and trains from the state's
-    epoch, committing the state at each epoch end."""
-    rt = backend.runtime
-    writer = RunWriter(cfg.out, rt.is_primary)
-    if state.split is None:  # the job's first world (the state sync gives later ones its split)
-        start_elastic_run(cfg, source, backend, writer, model, state)
-    split, start = state.split, replace(state.best, epochs_done=state.epoch)
-    plan = make_plan(cfg, split.size("train"), rt, backend.shard_count)
-    writer.write_json("config.json", run_record(cfg, rt, plan, split) | {"normalization": fixed_normalization(cfg)})
-    log_start(writer, rt, plan, split, source.catalog)
-    hosts = backend.allgather_object(backend.worker_host())
-    writer.log(f"elastic: {rt.size} worker(s) from epoch {state.epoch + 1}: "
-               + ", ".join(f"rank {rank} on {host}" for rank, host in enumerate(hosts)))
-    model.optimizer.learning_rate.assign(plan.lr_at(state.epoch * plan.steps_per_epoch))
-    datasets = make_datasets(cfg, source, split, backend, plan, state.epoch)
-
-    def commit(checkpoints: Checkpoints) -> list[tf.keras.callbacks.Callback]:
-        return [backend.elastic_commit(state, lambda epoch: {"best": Start(
-            epoch, checkpoints.best_loss, checkpoints.best_epoch, checkpoints.best_weights)})]
-
-    checkpoints, metrics = fit(cfg, backend, writer, model, datasets, plan, start, class_weights(cfg, split), commit)
-    return {"run_dir": str(writer.run_dir)} | finish(cfg, backend, writer, model, datasets, split, checkpoints,
-                                                     metrics)
-
-
-def start_elastic_run(cfg: TrainConfig, source: Source, backend: HorovodBackend, writer: RunWriter,
-                      model: tf.keras.Model, state: Any) -> None:
-    """The first world's set-up, kept in the state so that no later world repeats it: the run directory
-    check (every rank; the scan's allgather follows before any rank writes), the split, and on --resume
-    the run's resume state. Saved at once, so a reset before the first commit keeps it."""
-    check_run_dir(cfg)
-    split = make_split(cfg, source, backend, writer)
-    if cfg.resume:
-        check_resume(cfg, writer, backend, source.catalog, split)
-    loaded = load_resume_state(cfg, writer, backend)
-    if loaded:
-        start = begin(backend, writer, model, loaded)
-        state.epoch, state.best = start.epochs_done, start
-    state.split = split
-    state.save()  # Horovod: in memory only, no collective

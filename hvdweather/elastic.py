@@ -1,0 +1,107 @@
+"""Elastic training (--elastic): the run goes on while workers come and go.
+
+    horovodrun -np 2 --min-np 1 --max-np 4 --host-discovery-script jobs/lib/discover_hosts_file.sh \\
+        hvdweather-train --elastic --data DIR --out RUN
+
+The same steps as train.py, arranged for Horovod's elastic loop (hvdweather.distributed.run_elastic):
+nothing collective before the loop (a worker that joins mid-run starts the program from the top while
+the others wait in the state sync), the run's set-up once, in the first world, and in every world a plan
+(shards, steps, LR) for that world, from the epoch the state was committed at. docs/cluster.md has the
+whole story and the upstream issues this works around.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import tensorflow as tf
+
+from hvdweather.callbacks import Checkpoints
+from hvdweather.config import TrainConfig
+from hvdweather.data.normalization import IMAGENET_MEAN, IMAGENET_STD, Moments, moments_from_eda
+from hvdweather.data.source import Source
+from hvdweather.distributed import HorovodBackend
+from hvdweather.models import create_model
+from hvdweather.train import (
+    Start,
+    begin,
+    check_resume,
+    check_run_dir,
+    class_weights,
+    finish,
+    fit,
+    load_resume_state,
+    log_start,
+    make_datasets,
+    make_plan,
+    make_split,
+    recompile,
+    run_record,
+)
+from hvdweather.writers import RunWriter
+
+
+def fixed_normalization(cfg: TrainConfig) -> Moments | None:
+    """--normalize without a pass over the images: none, ImageNet's constants or --stats."""
+    if cfg.normalize == "imagenet":
+        return IMAGENET_MEAN, IMAGENET_STD
+    return moments_from_eda(cfg.stats) if cfg.normalize == "dataset" else None
+
+
+def train_elastic(cfg: TrainConfig, source: Source, backend: HorovodBackend) -> dict[str, Any]:
+    """--elastic: the model is built by every worker alone (no collective: a worker that joins mid-run
+    starts here while the others wait in Horovod's state sync), then `elastic_attempt` runs under
+    Horovod's elastic loop, once per world the job has."""
+    tf.keras.utils.set_random_seed(cfg.seed)  # same model on every worker; the state sync makes it exact
+    num_classes = len(source.catalog.class_names)
+    with backend.scope():
+        model = create_model(cfg.model, num_classes, cfg.image_size, cfg.weights, fixed_normalization(cfg))
+        recompile(cfg, backend, model, num_classes, cfg.lr)
+        model.optimizer.build(model.trainable_variables)  # the slots exist, so the state holds them
+    return backend.run_elastic(model, lambda state: elastic_attempt(cfg, source, backend, model, state),
+                               epoch=0, split=None, best=Start())
+
+
+def elastic_attempt(cfg: TrainConfig, source: Source, backend: HorovodBackend, model: tf.keras.Model,
+                    state: Any) -> dict[str, Any]:
+    """One world of an elastic run: the first sets the run up (run directory, scan, split, or the resume
+    state); every one recomputes the plan (shards, steps, LR) for its world and trains from the state's
+    epoch, committing the state at each epoch end."""
+    rt = backend.runtime
+    writer = RunWriter(cfg.out, rt.is_primary)
+    if state.split is None:  # the job's first world (the state sync gives later ones its split)
+        start_elastic_run(cfg, source, backend, writer, model, state)
+    split, start = state.split, replace(state.best, epochs_done=state.epoch)
+    plan = make_plan(cfg, split.size("train"), rt, backend.shard_count)
+    writer.write_json("config.json", run_record(cfg, rt, plan, split) | {"normalization": fixed_normalization(cfg)})
+    log_start(writer, rt, plan, split, source.catalog)
+    hosts = backend.allgather_object(backend.worker_host())
+    writer.log(f"elastic: {rt.size} worker(s) from epoch {state.epoch + 1}: "
+               + ", ".join(f"rank {rank} on {host}" for rank, host in enumerate(hosts)))
+    model.optimizer.learning_rate.assign(plan.lr_at(state.epoch * plan.steps_per_epoch))
+    datasets = make_datasets(cfg, source, split, backend, plan, state.epoch)
+
+    def commit(checkpoints: Checkpoints) -> list[tf.keras.callbacks.Callback]:
+        return [backend.elastic_commit(state, lambda epoch: {"best": Start(
+            epoch, checkpoints.best_loss, checkpoints.best_epoch, checkpoints.best_weights)})]
+
+    checkpoints, metrics = fit(cfg, backend, writer, model, datasets, plan, start, class_weights(cfg, split), commit)
+    return {"run_dir": str(writer.run_dir)} | finish(cfg, backend, writer, model, datasets, split, checkpoints,
+                                                     metrics)
+
+
+def start_elastic_run(cfg: TrainConfig, source: Source, backend: HorovodBackend, writer: RunWriter,
+                      model: tf.keras.Model, state: Any) -> None:
+    """The first world's set-up, kept in the state so that no later world repeats it: the run directory
+    check (every rank; the scan's allgather follows before any rank writes), the split, and on --resume
+    the run's resume state. Saved at once, so a reset before the first commit keeps it."""
+    check_run_dir(cfg)
+    split = make_split(cfg, source, backend, writer)
+    if cfg.resume:
+        check_resume(cfg, writer, backend, source.catalog, split)
+    loaded = load_resume_state(cfg, writer, backend)
+    if loaded:
+        start = begin(backend, writer, model, loaded)
+        state.epoch, state.best = start.epochs_done, start
+    state.split = split
+    state.save()  # Horovod: in memory only, no collective
