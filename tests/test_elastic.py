@@ -27,13 +27,14 @@ def _rows(run: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def _launch(hosts_file: Path, log: Path, run: Path, data: Path, np_: int, epochs: int) -> subprocess.Popen:
+def _launch(hosts_file: Path, log: Path, run: Path, data: Path, np_: int, epochs: int,
+            batch: int = 8) -> subprocess.Popen:
     """horovodrun's elastic mode over the hosts in `hosts_file`; its output goes to `log`."""
     command = [str(BIN / "horovodrun"), "-np", str(np_), "--min-np", "1", "--max-np", "2",
                "--host-discovery-script", str(DISCOVER_FILE), "--network-interface", "lo",
                "--elastic-timeout", "60",  # no world to run on: fail after a minute, not Horovod's 10
                str(BIN / "hvdweather-train"), "--elastic", "--data", str(data), "--out", str(run),
-               "--model", "resnet18", "--image-size", "32", "--batch-size", "8", "--epochs", str(epochs),
+               "--model", "resnet18", "--image-size", "32", "--batch-size", str(batch), "--epochs", str(epochs),
                "--threads-per-worker", "1", "--verbose", "2", "--val-split", "0.2", "--test-split", "0.1"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "HVDW_HOSTS_FILE": str(hosts_file)}
     return subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
@@ -76,10 +77,10 @@ def _assert_epochs_once(rows: list[dict], epochs: int) -> None:
 
 @pytest.mark.elastic
 @pytest.mark.timeout(420)
-def test_killed_rank_0_leaves_and_the_run_finishes_on_the_rest(synth_data, tmp_path):
+def test_killed_rank_0_leaves_and_the_run_finishes_on_the_rest(tiny_data, tmp_path):
     hosts_file, log, run = tmp_path / "hosts.txt", tmp_path / "job.log", tmp_path / "run"
     hosts_file.write_text("\n".join(f"{h}:1" for h in HOSTS) + "\n")
-    process = _launch(hosts_file, log, run, synth_data, np_=2, epochs=3)
+    process = _launch(hosts_file, log, run, tiny_data, np_=2, epochs=3, batch=4)
     _wait_for(lambda: len(_rows(run)) >= 1, process, log, "first epoch")
     # Rank 0 is the harder case: the writer (run directory, log) moves to another worker.
     rank_0 = re.search(r"elastic: 2 worker\(s\) from epoch 1: rank 0 on (\S+),", log.read_text()).group(1)
@@ -92,7 +93,7 @@ def test_killed_rank_0_leaves_and_the_run_finishes_on_the_rest(synth_data, tmp_p
     rows = _rows(run)
     _assert_epochs_once(rows, 3)
     assert [r["world_size"] for r in rows] == [2, 1, 1]
-    assert rows[1]["global_batch_size"] == 8  # the plan follows the world: one worker's batch
+    assert rows[0]["global_batch_size"] == 8 and rows[1]["global_batch_size"] == 4  # the plan follows the world
     text = log.read_text()
     assert re.search(r"elastic: 1 worker\(s\) from epoch 2: rank 0 on (?!" + re.escape(rank_0) + r")", text)
     assert "lr 0.01 x 1 = 0.01" in text  # the LR re-scaled for one worker
