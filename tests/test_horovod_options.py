@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import BIN, run_cli
 from hvdweather.geometry import MODEL_GEOMETRY
 
 SCRIPTS = Path(__file__).parent / "scripts"
@@ -53,3 +53,46 @@ def test_every_model_trains_identically_on_two_ranks_and_reloads(tmp_path):
     report = json.loads(out.read_text())
     assert set(report) == set(MODEL_GEOMETRY)
     assert all(r == {"ranks_equal": True, "reload_equal": True} for r in report.values()), report
+
+
+@pytest.mark.multiprocess
+@pytest.mark.timeout(300)
+def test_adasum_combines_the_two_ranks_gradients_by_adasum(tmp_path):
+    result = run_cli("horovodrun", "-np", "2", sys.executable, str(SCRIPTS / "adasum_step.py"),
+                     str(tmp_path / "adasum.npz"), timeout=280)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    saved = dict(np.load(tmp_path / "adasum.npz"))
+    for i in range(4):
+        np.testing.assert_allclose(saved[f"weights_{i}"], saved[f"adasum_{i}"], atol=1e-6, rtol=0)
+    # and not what averaging would have made
+    assert max(np.abs(saved[f"adasum_{i}"] - saved[f"average_{i}"]).max() for i in range(4)) > 1e-2
+
+
+@pytest.mark.multiprocess
+@pytest.mark.timeout(400)
+def test_adasum_and_autotune_train_end_to_end(tiny_data, tmp_path):
+    run, log = tmp_path / "run", tmp_path / "autotune.csv"
+    flags = ["--data", str(tiny_data), "--out", str(run), "--epochs", "2", "--batch-size", "2", "--verbose", "2",
+             "--model", "resnet18", "--image-size", "32", "--adasum", "--autotune", "--autotune-log", str(log)]
+    # Horovod's autotune knobs: a sample per step and no warm-up samples, so 8 steps log some rows
+    quick = {"HOROVOD_AUTOTUNE_WARMUP_SAMPLES": "0", "HOROVOD_AUTOTUNE_STEPS_PER_SAMPLE": "1"}
+    result = run_cli("horovodrun", "-np", "2", str(BIN / "hvdweather-train"), *flags, timeout=380, env=quick)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    digests = [r["weights_sha256"] for r in json.loads((run / "ranks.json").read_text())]
+    assert len(digests) == 2 and digests[0] == digests[1]
+    record = json.loads((run / "config.json").read_text())
+    plan = record["plan"]
+    assert record["config"]["adasum"] and record["world"]["num_workers"] == 2
+    assert plan["scaled_lr"] == plan["base_lr"] == 0.01 and plan["warmup_steps"] == 0  # not x workers
+    assert "lr 0.01 x 1 = 0.01;" in result.stdout
+    assert all(row["lr"] == pytest.approx(0.01) for row in _rows(run))
+    header, *rows = [line.split(",") for line in log.read_text().splitlines()]
+    assert header[-1] == "score" and rows and all(len(row) == len(header) for row in rows)
+    assert all(float(row[-1]) > 0 for row in rows)
+    gloo = run_cli("horovodrun", "--gloo", "-np", "2", str(BIN / "hvdweather-train"), *flags, "--overwrite",
+                   timeout=200)
+    assert gloo.returncode != 0 and "--adasum needs Horovod's MPI controller" in gloo.stdout + gloo.stderr
+
+
+def _rows(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
