@@ -1,9 +1,13 @@
 """MirroredStrategy training: same data, same run-directory outputs and records as Horovod."""
 from __future__ import annotations
 
+import csv
 import json
+import math
+import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import BIN, run_cli
@@ -74,3 +78,53 @@ def test_mirrored_and_horovod_write_the_same_files(mirrored_run, tiny_data, tmp_
     assert {r["strategy"] for r in horovod_rows} == {"horovod"}
     assert {(r["world_size"], r["global_batch_size"]) for r in horovod_rows} == \
         {(r["world_size"], r["global_batch_size"]) for r in mirrored_rows} == {(2, 8)}
+
+
+def _train_split_moments(run: Path, image_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std in [0, 1] of the run's training images, by Pillow, at the run's size."""
+    from PIL import Image
+
+    rows = [r for r in csv.DictReader((run / "split.csv").open()) if r["subset"] == "train"]
+    pixels = np.concatenate([np.asarray(Image.open(r["path"]).convert("RGB").resize((image_size, image_size),
+                                        Image.BILINEAR), np.float64).reshape(-1, 3) for r in rows])
+    return pixels.mean(0) / 255, pixels.std(0) / 255
+
+
+@pytest.mark.timeout(300)
+def test_mirrored_with_the_training_knobs(tiny_data, tmp_path):
+    run = tmp_path / "run"
+    result = run_cli("hvdweather-train", "--strategy", "mirrored", "--replicas", "2", "--data", str(tiny_data),
+                     "--out", str(run), "--epochs", "3", "--batch-size", "2", "--verbose", "2", "--seed", "3",
+                     "--model", "resnet18", "--image-size", "32", "--lr-schedule", "cosine", "--optimizer", "adamw",
+                     "--weight-decay", "0.01", "--label-smoothing", "0.1", "--class-weights", "balanced",
+                     "--augment", "standard", "--normalize", "dataset", "--top-k", "2", "--early-stopping", "1",
+                     timeout=280)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    record = json.loads((run / "config.json").read_text())
+    plan, rows = record["plan"], _metrics(run)
+    # The LR at each epoch's last step: the warm-up ramp (one epoch), then cosine from the scaled LR to 0.
+    assert (plan["schedule"], plan["scaled_lr"], plan["warmup_steps"]) == ("cosine", pytest.approx(0.02), 4)
+    for row in rows:
+        step = row["epoch"] * plan["steps_per_epoch"] - 1
+        expected = (0.01 + step / 4 * 0.01 if step < 4
+                    else 0.01 * (1 + math.cos(math.pi * (step - 4) / (plan["total_steps"] - 4))))
+        assert row["lr"] == pytest.approx(expected, rel=1e-5), row["epoch"]
+    # Early stopping: it stops at the first epoch without a better val_loss, and only there.
+    stopped_at = next((i + 1 for i in range(1, len(rows))
+                       if rows[i]["val_loss"] >= min(r["val_loss"] for r in rows[:i])), 3)
+    assert len(rows) == stopped_at
+    for row in rows:  # top-2 accuracy, train and validation, and at least plain accuracy
+        assert row["accuracy"] <= row["top2_accuracy"] <= 1 and row["val_accuracy"] <= row["val_top2_accuracy"]
+    mean, std = (np.array(m) for m in record["normalization"])
+    want_mean, want_std = _train_split_moments(run, 32)  # the training split's, not all images'
+    np.testing.assert_allclose(mean, want_mean, atol=3e-3)
+    np.testing.assert_allclose(std, want_std, atol=3e-3)
+    with zipfile.ZipFile(run / "last.keras") as saved:  # what the model was compiled and saved with
+        model = json.loads(saved.read("config.json"))
+    compiled = model["compile_config"]
+    assert (compiled["optimizer"]["class_name"], compiled["optimizer"]["config"]["weight_decay"]) == ("AdamW", 0.01)
+    assert compiled["loss"]["config"]["label_smoothing"] == pytest.approx(0.1)
+    layer = next(x for x in model["config"]["layers"] if x["class_name"] == "Normalization")["config"]
+    np.testing.assert_allclose(layer["mean"], mean)
+    np.testing.assert_allclose(layer["variance"], std ** 2)
+    assert "mirrored, 2 worker(s)" in result.stdout and record["config"]["class_weights"] == "balanced"
