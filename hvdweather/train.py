@@ -302,8 +302,11 @@ def fit_phases(cfg: TrainConfig, backend: TrainingBackend, model: tf.keras.Model
             unfreeze(cfg, backend, model, checkpoints, plan)
         if start >= end:
             continue
-        backend.trace_train_step(model, datasets["train"])
-        model.fit(datasets["train"], epochs=end, initial_epoch=start, steps_per_epoch=plan.steps_per_epoch,
+        # Each fit opens a new iterator, at the stream's first batch (initial_epoch's): the second part
+        # skips what the first took, so it goes on with the batches a run resumed at the switch sees.
+        train = datasets["train"].skip((start - initial_epoch) * plan.steps_per_epoch)
+        backend.trace_train_step(model, train)
+        model.fit(train, epochs=end, initial_epoch=start, steps_per_epoch=plan.steps_per_epoch,
                   validation_data=datasets.get("val"), **fit_args)
 
 
@@ -430,7 +433,7 @@ def log_start(writer: RunWriter, rt: Runtime, plan: Plan, split: Split, catalog:
     passes = f" x {plan.backward_passes_per_step} backward passes" if plan.backward_passes_per_step > 1 else ""
     writer.log(f"hvdweather: {rt.strategy}, {rt.num_workers} worker(s) x per-worker batch "
                f"{plan.per_worker_batch_size}{passes} = global batch {plan.global_batch_size}; "
-               f"lr {plan.base_lr:g} x {rt.num_workers} = {plan.scaled_lr:g}{warmup}; "
+               f"lr {plan.base_lr:g} x {plan.scaled_lr / plan.base_lr:g} = {plan.scaled_lr:g}{warmup}; "  # Adasum: x 1
                f"{plan.steps_per_epoch} steps/epoch; {rt.threads} thread(s) per process; train/val/test = "
                f"{split.size('train')}/{split.size('val')}/{split.size('test')} images; "
                f"{len(names)} classes: {shown}")
