@@ -330,6 +330,60 @@ def bench_eda_command(**flags) -> None:
     run_eda_bench(spec_from_flags(EdaBenchSpec, **flags))
 
 
+@bench_group.command("models")
+@click.option("--models", default=",".join(CHOICES["model"]), show_default=True,
+              help="Comma-separated --model names to measure.")
+@click.option("--image-size", type=int, default=256, show_default=True,
+              help="One input size for every model (the weather CNN needs >= "
+                   f"{WEATHER_CNN_MIN_IMAGE_SIZE}, ViT a multiple of 16).")
+@click.option("--batch-size", "per_worker_batch_size", type=int, default=32, show_default=True,
+              help="Images per training step and per forward pass.")
+@click.option("--steps", type=int, default=2, show_default=True,
+              help="Timed training steps (and forward passes) per model in each repeat, after an untimed one.")
+@click.option("--repeats", type=int, default=3, show_default=True,
+              help="Rounds over all models, taken in turn; the table shows medians.")
+@click.option("--threads", type=int, default=0, show_default=True,
+              help="TensorFlow threads in each model's process; 0 = all cores.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--timeout", "timeout_s", type=float, default=600, show_default=True,
+              help="Seconds one model's process (start-up and timed steps) may take before it is killed.")
+@click.option("--out", default="", type=click.Path(file_okay=False),
+              help="Write models.jsonl, models.md, machine.json and logs/ here. [default: print only]")
+def bench_models_command(**flags) -> None:
+    """Every --model at one image size: trainable parameters, training and inference images/s (synthetic
+    tensors), each measurement in its own process, the models in turn within each repeat."""
+    from hvdweather.bench.models import ModelsSpec, run_models_bench
+    from hvdweather.bench.spec import spec_from_flags
+
+    run_models_bench(spec_from_flags(ModelsSpec, **flags))
+
+
+@bench_group.command("knobs")
+@click.option("--data", required=True, help="Class-folder data set every run trains on (e.g. hvdweather-data synth).")
+@click.option("--variants", default=None, help="Comma-separated knob variants to run; each one's reference "
+              "(baseline, or horovod-np2 for Horovod's options) runs too.  [default: all but baseline]")
+@click.option("--epochs", type=int, default=4, show_default=True, help="Epochs of every run.")
+@click.option("--batch-size", "per_worker_batch_size", type=int, default=32, show_default=True,
+              help="Per-process batch of every run.")
+@click.option("--image-size", type=int, default=256, show_default=True)
+@click.option("--model", type=click.Choice(CHOICES["model"]), default="weather_cnn", show_default=True)
+@click.option("--repeats", type=int, default=1, show_default=True,
+              help="Times the whole list runs, in turn; the table shows medians.")
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--per-run-timeout", "per_run_timeout_s", type=float, default=900, show_default=True,
+              help="Seconds before a run is killed and reported as timed out.")
+@click.option("--out", default="bench/knobs", show_default=True,
+              help="knobs.jsonl, knobs.md, machine.json, logs/, runs/.")
+@click.option("--launcher", default="", help="horovodrun to use  [default: the venv's]")
+def bench_knobs_command(**flags) -> None:
+    """What each training knob and Horovod option does to a short run: final val accuracy/loss, test
+    accuracy, epochs run, images/s, each against a baseline run of the same benchmark."""
+    from hvdweather.bench.knobs import KnobsSpec, run_knobs_bench
+    from hvdweather.bench.spec import spec_from_flags
+
+    run_knobs_bench(spec_from_flags(KnobsSpec, **flags))
+
+
 _EXECUTORS = ["sequential", "multiprocessing", "mpi", "spark"]
 _WORKERS_HELP = ("multiprocessing: pool processes [default: all cores]; mpi: ranks come from mpirun -np "
                  "(leave this out); spark: local[N] threads, or the chunking for --spark-master [default: all "
