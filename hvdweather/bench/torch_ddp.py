@@ -189,11 +189,17 @@ def _worker(rank: int, args, split, steps: int) -> None:
     torch.set_num_threads(args.threads_per_worker)
     dist.init_process_group("gloo", rank=rank, world_size=args.workers)
     _train(rank, args.workers, args, split, steps)
-    # Every rank past its last collective before any tears gloo down: a rank that destroyed its group
-    # while another was still in gloo's last exchange aborted it ("terminate called without an active
-    # exception", seen once in a full test run). A failing rank skips this and ends the spawn with its error.
+    # Every rank past its last collective before any tears gloo down. A failing rank skips all this and
+    # ends the spawn with its error.
     dist.barrier()
     dist.destroy_process_group()
+    # Then leave without the interpreter's teardown: torch 2.13's gloo can still hold worker threads then,
+    # and a joinable std::thread destroyed at exit aborts the process ("terminate called without an active
+    # exception", SIGABRT; twice in full test runs even after the barrier; pytorch/pytorch#179291 describes
+    # the same teardown race). Everything this rank writes is written and closed by now.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _free_port() -> int:
