@@ -300,14 +300,19 @@ def test_train_horovod_sbatch_preempted_requeues_and_ends_as_if_uninterrupted(
                                   env={"HVDW_DATA": str(job_data)})
     _assert_completed(slurm, whole_id, code)
     signalled: list[str] = []
+    requeued: list[str] = []
 
     def preempt_after_epoch_2(job_id: str) -> bool:
-        """Signal once epoch 2's checkpoint is on disk; the job may end only after its requeue."""
+        """Signal once epoch 2's checkpoint is on disk; the job may end only once its requeued attempt
+        has been seen waiting or running (Restarts counts up while the killed attempt still shows FAILED)."""
         state = tmp_path / "runs" / f"train-horovod-{job_id}" / "resume_state.pkl"  # written atomically
         if not signalled and state.exists() and pickle.loads(state.read_bytes())["epochs_done"] >= 2:
             subprocess.run(["scancel", "--signal=USR1", "--batch", job_id], env=slurm.env, check=True, timeout=30)
             signalled.append(job_id)
-        return bool(signalled) and int(slurm.jobs(job_id)[0].get("Restarts", "0")) >= 1
+        record = slurm.jobs(job_id)[0]
+        if signalled and int(record.get("Restarts", "0")) >= 1 and record["JobState"] in ("PENDING", "RUNNING"):
+            requeued.append(job_id)
+        return bool(requeued)
 
     cut_id, code = slurm.submit(JOBS / "slurm" / "train_horovod.sbatch", *train, sbatch=shape, cwd=tmp_path,
                                 env={"HVDW_DATA": str(job_data)}, on_poll=preempt_after_epoch_2)
