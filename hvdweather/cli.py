@@ -409,13 +409,13 @@ def _executor_options(prog: str) -> Callable[[Callable], Callable]:
 def _make_executor(executor: str | None, old_backend: str | None, workers: int | None,
                    spark_master: str | None = None):
     """The executor named by --executor, or by its old name --backend (the two must agree when both are given)."""
-    from hvdweather.eda.executors import launcher_rank, make_executor
+    from hvdweather.eda.executors import make_executor, note_once
 
     if old_backend is not None and executor is not None and old_backend != executor:
         raise click.UsageError(f"--executor {executor} and --backend {old_backend} disagree; --backend is the "
                                "old name of --executor: pass only --executor")
-    if old_backend is not None and launcher_rank() == 0:
-        print("note: --backend is now called --executor; --backend still works", file=sys.stderr, flush=True)
+    if old_backend is not None:
+        note_once("note: --backend is now called --executor; --backend still works")
     return make_executor(executor or old_backend or "sequential", workers, spark_master)
 
 

@@ -17,12 +17,14 @@ import os
 import platform
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import tensorflow as tf
 
 from hvdweather.errors import ConfigError
 from hvdweather.host import available_cores
+from hvdweather.writers import RunWriter
 
 T = TypeVar("T")
 
@@ -47,6 +49,10 @@ class Runtime:
     @property
     def is_primary(self) -> bool:
         return self.rank == 0
+
+    def writer(self, run_dir: str | Path) -> RunWriter:
+        """This process's writer for `run_dir`: it writes on the primary only, so callers never test the rank."""
+        return RunWriter(run_dir, self.is_primary)
 
 
 def default_threads(requested: int, local_size: int) -> int:

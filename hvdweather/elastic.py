@@ -18,7 +18,6 @@ import tensorflow as tf
 
 from hvdweather.callbacks import Checkpoints
 from hvdweather.config import TrainConfig
-from hvdweather.data.normalization import IMAGENET_MEAN, IMAGENET_STD, Moments, moments_from_eda
 from hvdweather.data.source import Source
 from hvdweather.distributed import HorovodBackend
 from hvdweather.models import create_model
@@ -30,6 +29,7 @@ from hvdweather.train import (
     class_weights,
     finish,
     fit,
+    fixed_normalization,
     load_resume_state,
     log_start,
     make_datasets,
@@ -39,13 +39,6 @@ from hvdweather.train import (
     run_record,
 )
 from hvdweather.writers import RunWriter
-
-
-def fixed_normalization(cfg: TrainConfig) -> Moments | None:
-    """--normalize without a pass over the images: none, ImageNet's constants or --stats."""
-    if cfg.normalize == "imagenet":
-        return IMAGENET_MEAN, IMAGENET_STD
-    return moments_from_eda(cfg.stats) if cfg.normalize == "dataset" else None
 
 
 def train_elastic(cfg: TrainConfig, source: Source, backend: HorovodBackend) -> dict[str, Any]:
@@ -68,7 +61,7 @@ def elastic_attempt(cfg: TrainConfig, source: Source, backend: HorovodBackend, m
     state); every one recomputes the plan (shards, steps, LR) for its world and trains from the state's
     epoch, committing the state at each epoch end."""
     rt = backend.runtime
-    writer = RunWriter(cfg.out, rt.is_primary)
+    writer = rt.writer(cfg.out)
     if state.split is None:  # the job's first world (the state sync gives later ones its split)
         start_elastic_run(cfg, source, backend, writer, model, state)
     split, start = state.split, replace(state.best, epochs_done=state.epoch)

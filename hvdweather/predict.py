@@ -213,15 +213,14 @@ def run_predict(model: str, images: list[str], out: str, top_k: int, batch_size:
     out_file = check_out_file(out)
     grid_file = check_out_file(grid, "--grid") if grid else None
     backend = make_backend("horovod", threads_per_worker=0)  # Horovod when launched so; else one process
-    primary = backend.runtime.is_primary
     predictions = predict_sharded(load_keras(run_model), loose_files(paths, run_model.class_names), paths,
                                   run_model.image_size, batch_size, backend)
     header, rows = prediction_rows(predictions, run_model.class_names, top_k)
-    writer = RunWriter(out_file.parent, primary)
+    writer = backend.runtime.writer(out_file.parent)
     writer.write_csv(out_file.name, header, rows)
     if grid_file:
-        RunWriter(grid_file.parent, primary).save_figure(grid_file.name,
-                                                         lambda: plot_grid(predictions, run_model.class_names))
+        backend.runtime.writer(grid_file.parent).save_figure(
+            grid_file.name, lambda: plot_grid(predictions, run_model.class_names))
     bad = len(paths) - int(predictions.readable.sum())
     writer.log(f"predicted {len(paths) - bad} of {len(paths)} image(s) with {run_model.checkpoint}; "
                f"{bad} unreadable (in the CSV with the reason, no prediction); wrote {out_file}")
@@ -326,7 +325,7 @@ def run_evaluate(run_dir: str, checkpoint: str = "best", data: str = "", out: st
     out_dir = Path(out) if out else run_path / f"eval-{labelled.name}-{checkpoint}"
     check_output_dir(out_dir)
     backend = make_backend("horovod", threads_per_worker=0)  # Horovod when launched so; else one process
-    writer = RunWriter(out_dir, backend.runtime.is_primary)
+    writer = backend.runtime.writer(out_dir)
     # The run's own batch by default: the test split is then batched exactly as the training report did.
     batch = batch_size or run_model.per_worker_batch_size
     predictions = predict_sharded(load_keras(run_model), loose_files(labelled.paths, run_model.class_names),

@@ -236,20 +236,23 @@ def run_record(cfg: TrainConfig, runtime: Runtime, plan: Plan, split: Split) -> 
             "versions": versions(), "host": platform.node(), "command": sys.argv}
 
 
+def fixed_normalization(cfg: TrainConfig) -> Moments | None:
+    """--normalize without a pass over the images: none, ImageNet's constants or --stats."""
+    if cfg.normalize == "imagenet":
+        return IMAGENET_MEAN, IMAGENET_STD
+    return moments_from_eda(cfg.stats) if cfg.normalize == "dataset" else None
+
+
 def input_normalization(cfg: TrainConfig, source: Source, split: Split, backend: TrainingBackend,
                         writer: RunWriter) -> Moments | None:
     """--normalize: None, ImageNet's constants, or the training split's mean/std (a resumed run reads
     its own from config.json: the same floats, no second pass over the images)."""
-    if cfg.normalize == "none":
-        return None
-    if cfg.normalize == "imagenet":
-        return IMAGENET_MEAN, IMAGENET_STD
-    if cfg.resume:
+    if cfg.normalize == "dataset" and cfg.resume:
         record = backend.broadcast_object(writer.read_json("config.json")) or {}
         if record.get("normalization"):
             return tuple(map(tuple, record["normalization"]))
-    if cfg.stats:
-        return moments_from_eda(cfg.stats)
+    if cfg.normalize != "dataset" or cfg.stats:
+        return fixed_normalization(cfg)
     mine = source.decoded(split.paths["train"], split.labels["train"], cfg.image_size, backend.shard_count,
                           backend.shard_index)
     return moments_from_sums(backend.allgather_object(channel_sums(mine)))  # Horovod: every rank's sums
@@ -461,7 +464,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
         return train_elastic(cfg, source, backend)
     rt = backend.runtime
-    writer = RunWriter(cfg.out, rt.is_primary)
+    writer = rt.writer(cfg.out)
     tf.keras.utils.set_random_seed(cfg.seed)  # same initial weights on every rank
     split = make_split(cfg, source, backend, writer)
     if cfg.resume:

@@ -136,6 +136,12 @@ def launched_by_mpirun() -> bool:
     return any(name in os.environ for name in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"))
 
 
+def note_once(message: str) -> None:
+    """Print `message` to stderr on the launcher's first rank only (before MPI is initialised)."""
+    if launcher_rank() == 0:
+        print(message, file=sys.stderr, flush=True)
+
+
 def launcher_rank() -> int:
     """This process's rank as the MPI launcher set it in the environment (0 when not launched by one):
     for messages that only the first rank should print, before MPI is initialised."""
