@@ -129,6 +129,12 @@ def experiment_options(command: Callable) -> Callable:
 @click.option("--val-split", type=float, help=f"Fraction of each class for validation. [default: {_D.val_split}]")
 @click.option("--test-split", type=float, help="Fraction of each class for the test report. "
               f"[default: {_D.test_split}]")
+@click.option("--group-duplicates/--no-group-duplicates", default=None, help="Keep byte-identical files "
+              "(found by SHA-256 in the check before training) in one subset, so no test image is also "
+              "trained on; listed in OUT/duplicates.csv. --no-group-duplicates: the naive split. [default: on]")
+@click.option("--group-near-duplicates/--no-group-near-duplicates", default=None, help="Also keep together "
+              "files whose perceptual hashes (pHash) nearly match: the same photo re-encoded or resized. "
+              "[default: off]")
 @click.option("--augment", is_flag=False, flag_value="standard", type=click.Choice(CHOICES["augment"]),
               help="none; flip; flip_crop (+ random crop after padding, as in the CIFAR-10 lab); standard "
                    "(+ brightness, contrast, small rotation). A bare --augment means standard. [default: none]")

@@ -35,6 +35,8 @@ class TrainConfig:
     image_size: int = 256  # images are resized to image_size x image_size
     val_split: float = 0.15  # fraction of each class held out for validation
     test_split: float = 0.15  # fraction of each class held out for the final test report
+    group_duplicates: bool = True  # byte-identical files stay in one subset (False: the naive split)
+    group_near_duplicates: bool = False  # also keep together files whose perceptual hashes nearly match
     # none, flip, flip_crop (flip + random crop after padding) or standard (flip_crop + brightness,
     # contrast, small rotation); true/false (the old --augment/--no-augment) mean standard/none
     augment: str = "none"
@@ -131,6 +133,8 @@ def validate(cfg: TrainConfig) -> None:
     for name in ("val_split", "test_split"):
         if not 0 <= getattr(cfg, name) < 1:
             raise ConfigError(f"{flag_name(name)} must be in [0, 1), got {getattr(cfg, name)}")
+    if cfg.group_near_duplicates and not cfg.group_duplicates:
+        raise ConfigError("--group-near-duplicates groups exact duplicates too; drop --no-group-duplicates")
     if cfg.val_split + cfg.test_split >= 0.9:
         raise ConfigError("--val-split + --test-split must leave at least 10% of images for training")
     _validate_choices(cfg)

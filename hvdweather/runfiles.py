@@ -33,7 +33,7 @@ def first_epoch_reaching(rows: list[dict[str, Any]], target: float) -> int | Non
 
 
 # What a training run writes into its directory (a new run removes exactly these with --overwrite).
-RUN_FILES = ("config.json", "split.csv", "skipped.csv", "shards.csv", "ranks.json", "metrics.jsonl",
+RUN_FILES = ("config.json", "split.csv", "skipped.csv", "duplicates.csv", "shards.csv", "ranks.json", "metrics.jsonl",
              "best.keras", "last.keras", "resume_state.pkl", "report", "tensorboard")
 
 

@@ -33,6 +33,7 @@ from hvdweather.callbacks import (
 )
 from hvdweather.config import ConfigError, TrainConfig, decay_epochs
 from hvdweather.data.discovery import Catalog
+from hvdweather.data.fingerprint import Duplicates, find_duplicates
 from hvdweather.data.normalization import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -43,7 +44,14 @@ from hvdweather.data.normalization import (
 )
 from hvdweather.data.pipeline import eval_pipeline, shard_size, sharded_files, steps_per_epoch, train_pipeline
 from hvdweather.data.source import Source, open_source
-from hvdweather.data.split import Split, read_split, stratified_split, write_split
+from hvdweather.data.split import (
+    DUPLICATES_HEADER,
+    Split,
+    duplicate_rows,
+    read_split,
+    stratified_split,
+    write_split,
+)
 from hvdweather.distributed import HorovodOptions, Runtime, TrainingBackend, make_backend
 from hvdweather.errors import check_output_dir
 from hvdweather.evaluate import format_report, predict_probabilities, write_checkpoint_report, write_test_summaries
@@ -156,27 +164,50 @@ def check_inputs(cfg: TrainConfig) -> Source:
     return source
 
 
-def scan(source: Source, backend: TrainingBackend, writer: RunWriter) -> Catalog:
-    """Decode-check every file once (each process checks 1/shard_count), report and drop the bad ones."""
+def scan(cfg: TrainConfig, source: Source, backend: TrainingBackend, writer: RunWriter) -> tuple[Catalog, Duplicates]:
+    """Decode-check and hash every file once (each process takes 1/shard_count); report and drop the
+    bad ones; find the duplicates the split must keep together."""
     catalog = source.catalog
     mine = catalog.paths[backend.shard_index::backend.shard_count]
-    gathered = backend.allgather_object(source.unreadable(mine, backend.runtime.threads))
-    bad = {path: reason for part in gathered for path, reason in part.items()}
+    parts = backend.allgather_object(source.inspect(mine, backend.runtime.threads, cfg.group_near_duplicates))
+    facts = {path: fact for part in parts for path, fact in part.items()}
+    bad = {path: fact.reason for path, fact in facts.items() if fact.reason}
     rows = source.skipped_rows() + sorted([p, r] for p, r in bad.items())
     writer.write_csv("skipped.csv", ["path", "reason"], rows)
     if rows:
         writer.log(f"skipped {len(rows)} unreadable file(s); see {writer.path('skipped.csv')}")
-    return catalog.without(set(bad))
+    duplicates = find_duplicates(facts, cfg.group_duplicates, cfg.group_near_duplicates)
+    if duplicates.wrong_extension:
+        path, real = duplicates.wrong_extension[0]
+        writer.log(f"{len(duplicates.wrong_extension)} file(s) hold another format than their extension says "
+                   f"(e.g. {path} is a {real}); decoded by their content")
+    return catalog.without(set(bad)), duplicates
 
 
 def make_split(cfg: TrainConfig, source: Source, backend: TrainingBackend, writer: RunWriter) -> Split:
-    """Reuse split.csv on --resume, else scan, split and write split.csv."""
+    """Reuse split.csv on --resume, else scan, split (duplicates kept in one subset) and write
+    split.csv and duplicates.csv."""
     split_file = writer.path("split.csv")
     if cfg.resume and split_file.exists():
         return read_split(split_file, source.catalog.class_names)
-    split = stratified_split(scan(source, backend, writer), cfg.val_split, cfg.test_split, cfg.seed)
+    catalog, duplicates = scan(cfg, source, backend, writer)
+    split = stratified_split(catalog, cfg.val_split, cfg.test_split, cfg.seed, duplicates.groups)
     writer.write_with("split.csv", lambda path: write_split(split, path))
+    writer.write_csv("duplicates.csv", DUPLICATES_HEADER, duplicate_rows(split, duplicates.groups, duplicates.exact))
     return split
+
+
+def duplicates_note(writer: RunWriter) -> str:
+    """The start line's words on duplicate files, from the run's duplicates.csv (a resume reads it too)."""
+    rows = writer.read_csv("duplicates.csv")
+    if not rows:
+        return ""
+    groups = {row["group"] for row in rows}
+    conflicts = {row["group"] for row in rows if row["kind"] == "conflict"}
+    note = f"; {len(groups)} duplicate group(s) ({len(rows)} files) each kept in one subset"
+    if conflicts:
+        note += f", {len(conflicts)} of them under several classes (trained on, never tested)"
+    return note + f" (see {writer.path('duplicates.csv')})"
 
 
 def cache_file(cfg: TrainConfig, train_paths: tuple[str, ...], shard_index: int) -> str:
@@ -439,7 +470,7 @@ def log_start(writer: RunWriter, rt: Runtime, plan: Plan, split: Split, catalog:
                f"lr {plan.base_lr:g} x {plan.scaled_lr / plan.base_lr:g} = {plan.scaled_lr:g}{warmup}; "  # Adasum: x 1
                f"{plan.steps_per_epoch} steps/epoch; {rt.threads} thread(s) per process; train/val/test = "
                f"{split.size('train')}/{split.size('val')}/{split.size('test')} images; "
-               f"{len(names)} classes: {shown}")
+               f"{len(names)} classes: {shown}{duplicates_note(writer)}")
     if catalog.ignored:
         writer.log(f"ignored {len(catalog.ignored)} image(s) at the top level of {catalog.root}, outside "
                    f"any class folder (e.g. {catalog.ignored[0]})")

@@ -13,6 +13,9 @@ os.environ.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
 os.environ.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
 
 BIN = Path(sys.executable).parent  # the venv's bin: hvdweather-*, horovodrun
+# 44 real MWD photos (CC BY 4.0; tests/data/mwd/README.md): a duplicate pair in one class, one across
+# extensions, a GIF named .jpg and a large photo.
+MWD_SAMPLE = Path(__file__).parent / "data" / "mwd"
 
 
 @pytest.fixture(scope="session")

@@ -64,3 +64,32 @@ def test_csv_with_unknown_class_is_refused(tmp_path):
     write_split(split, tmp_path / "split.csv")
     with pytest.raises(DataError, match="class 'b' is not in the data set"):
         read_split(tmp_path / "split.csv", ("a", "c"))
+
+
+def test_groups_stay_in_one_subset_and_conflicts_go_to_train():
+    catalog = _catalog({"a": 30, "b": 30})
+    groups = [("/d/a/0.jpg", "/d/a/1.jpg", "/d/a/2.jpg"), ("/d/b/5.jpg", "/d/b/9.jpg"),
+              ("/d/a/7.jpg", "/d/b/7.jpg")]  # the last: one image under two classes
+    for seed in range(20):
+        split = stratified_split(catalog, 0.2, 0.2, seed=seed, groups=groups)
+        where = {p: s for s in SUBSETS for p in split.paths[s]}
+        assert len(where) == 60
+        for group in groups[:2]:
+            assert len({where[p] for p in group}) == 1, (seed, group)
+        assert where["/d/a/7.jpg"] == where["/d/b/7.jpg"] == "train"
+
+
+def test_no_groups_gives_the_split_made_before_groups():
+    """The grouped split with singleton units equals the old per-class permutation, so existing
+    data sets without duplicates keep their split for a given seed."""
+    import numpy as np
+
+    catalog = _catalog({"a": 17, "b": 11})
+    split = stratified_split(catalog, 0.2, 0.2, seed=5)
+    rng = np.random.default_rng(5)
+    labels = np.asarray(catalog.labels)
+    expected_test = []
+    for label, n in ((0, 17), (1, 11)):
+        order = rng.permutation(np.flatnonzero(labels == label))
+        expected_test.extend(catalog.paths[i] for i in order[:max(round(n * 0.2), 1)])
+    assert set(split.paths["test"]) == set(expected_test)

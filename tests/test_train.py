@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import MWD_SAMPLE, run_cli
 
 METRIC_KEYS = {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "epoch_time_s",
                "images_per_s", "world_size", "strategy"}
@@ -184,3 +184,31 @@ def test_report_holds_best_and_last_checkpoint_test_metrics(trained, tmp_path):
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     assert ((tmp_path / "e" / "classification_report.csv").read_text()
             == (run / "report" / "last" / "classification_report.csv").read_text())
+
+
+@pytest.mark.timeout(300)
+def test_real_photos_train_with_duplicates_kept_in_one_subset(tmp_path):
+    """The committed MWD sample end to end: duplicates.csv lists both byte-identical pairs, each
+    inside one subset, the start line counts them, and the GIF named .jpg is named and trained on.
+    --no-group-duplicates gives the naive split and an empty duplicates.csv."""
+    run = tmp_path / "run"
+    result = run_cli("hvdweather-train", "--data", str(MWD_SAMPLE), "--out", str(run), "--epochs", "1",
+                     "--batch-size", "4", "--verbose", "0", "--seed", "3", timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(run / "duplicates.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    groups: dict[str, set] = {}
+    for row in rows:
+        groups.setdefault(row["group"], set()).add(row["subset"])
+    assert len(rows) == 4 and len(groups) == 2 and all(len(s) == 1 for s in groups.values())
+    with open(run / "split.csv") as handle:
+        subset_of = {row["path"].rsplit("/", 1)[-1]: row["subset"] for row in csv.DictReader(handle)}
+    assert subset_of["cloudy102.jpg"] == subset_of["cloudy146.jpg"]
+    assert subset_of["rain142.jpg"] == subset_of["rain24.jpeg"] and len(subset_of) == 44
+    assert "2 duplicate group(s) (4 files) each kept in one subset" in result.stdout
+    assert "rain141.jpg is a GIF" in result.stdout
+    naive = run_cli("hvdweather-train", "--data", str(MWD_SAMPLE), "--out", str(tmp_path / "naive"),
+                    "--epochs", "1", "--batch-size", "4", "--verbose", "0", "--no-group-duplicates", timeout=300)
+    assert naive.returncode == 0, naive.stderr[-3000:]
+    assert (tmp_path / "naive" / "duplicates.csv").read_text().strip() == "group,kind,class_name,subset,path"
+    assert "duplicate group" not in naive.stdout

@@ -23,6 +23,7 @@ from typing import Any
 
 from hvdweather.data import records
 from hvdweather.data.discovery import Catalog
+from hvdweather.data.fingerprint import file_sha256
 from hvdweather.eda.analyse import list_images, run_facts
 from hvdweather.eda.executors import SequentialExecutor, balanced_chunks
 from hvdweather.errors import ConfigError
@@ -47,6 +48,7 @@ class ShardResult:
     file: str
     written: list[int] = field(default_factory=list)
     skipped: dict[int, str] = field(default_factory=dict)
+    sha256: dict[int, str] = field(default_factory=dict)  # of each written file's bytes: training groups duplicates
     tensorflow_import_s: float = 0.0  # this process's one-off TensorFlow import, paid by its first shard
 
 
@@ -66,6 +68,7 @@ def write_shard_task(task: ShardTask) -> ShardResult:
                 result.skipped[position] = error
                 continue
             result.written.append(position)
+            result.sha256[position] = file_sha256(path)
             yield pixels, label, os.path.abspath(path)
 
     records.write_shard(task.file, items())
@@ -95,9 +98,10 @@ def _start(data: str, out: str, image_size: int) -> Catalog:
 
 def _metadata(catalog: Catalog, results: list[ShardResult], image_size: int) -> tuple[dict, list, list]:
     shard_of = {i: r.file for r in results for i in r.written}
+    sha256 = {i: digest for r in results for i, digest in r.sha256.items()}
     skipped = {i: reason for r in results for i, reason in r.skipped.items()}
     images = [[os.path.abspath(catalog.paths[i]), catalog.labels[i],
-               catalog.class_names[catalog.labels[i]], shard_of[i]] for i in sorted(shard_of)]
+               catalog.class_names[catalog.labels[i]], shard_of[i], sha256[i]] for i in sorted(shard_of)]
     meta = {"image_size": image_size, "channels": 3, "dtype": "uint8",
             "class_names": list(catalog.class_names), "source": os.path.abspath(catalog.root),
             "num_images": len(images), "num_skipped": len(skipped),

@@ -6,7 +6,8 @@
 A prepared directory holds
     part-00000-of-00004.tfrecord ...  tf.train.Example records: image (raw uint8 bytes, S x S x 3),
                                       label (int64), path (the original file, bytes)
-    images.csv     path, label, class_name, shard of every stored image, in the source's order
+    images.csv     path, label, class_name, shard, sha256 (of the original file) of every stored image,
+                   in the source's order
     classes.txt    the class names, one a line, in label order
     skipped.csv    path, reason of every file that did not decode
     prepared.json  format marker, image size, class names, shard list; written last, so a directory
@@ -75,6 +76,13 @@ def prepared_catalog(path: str | Path, image_size: int | None = None) -> Catalog
     return Catalog(str(path), class_names, tuple(r["path"] for r in rows), tuple(int(r["label"]) for r in rows))
 
 
+def source_digests(path: str | Path) -> dict[str, str]:
+    """Path -> SHA-256 of the original file, from images.csv (empty for directories prepared before
+    digests were recorded: their duplicates cannot be grouped; prepare them again)."""
+    with open(Path(path) / "images.csv", newline="") as handle:
+        return {row["path"]: row.get("sha256") or "" for row in csv.DictReader(handle)}
+
+
 def skipped_csv(path: str | Path) -> str:
     """The text of the prepared directory's skipped.csv (the header alone if it is missing)."""
     file = Path(path) / "skipped.csv"
@@ -120,7 +128,7 @@ def write_metadata(out: str | Path, meta: dict[str, Any], images: list[list[Any]
     """images.csv, classes.txt, skipped.csv, then prepared.json (last: it marks the directory complete)."""
     out = Path(out)
     with open(out / "images.csv", "w", newline="") as handle:
-        csv.writer(handle).writerows([["path", "label", "class_name", "shard"], *images])
+        csv.writer(handle).writerows([["path", "label", "class_name", "shard", "sha256"], *images])
     with open(out / "skipped.csv", "w", newline="") as handle:
         csv.writer(handle).writerows([["path", "reason"], *skipped])
     (out / "classes.txt").write_text("".join(f"{name}\n" for name in meta["class_names"]))

@@ -4,6 +4,7 @@ directory written by `hvdweather-prepare` (decoded TFRecord shards).
     source = open_source(path, image_size)
     source.catalog                      # class names, paths, labels
     source.unreadable(paths, threads)   # files that would fail mid-epoch, with the reason
+    source.inspect(paths, threads)      # the same check, plus each file's SHA-256 (duplicates) and format
     source.skipped_rows()               # files dropped before this run (by hvdweather-prepare)
     source.decoded(paths, labels, image_size, shard_count, shard_index)  # tf.data of (uint8, label)
 
@@ -20,12 +21,15 @@ from typing import Any, Protocol
 
 from hvdweather.data import records
 from hvdweather.data.discovery import Catalog, discover, find_unreadable
+from hvdweather.data.fingerprint import FileFacts, inspect_files
 
 
 class Source(Protocol):
     catalog: Catalog
 
     def unreadable(self, paths: tuple[str, ...], threads: int) -> dict[str, str]: ...
+
+    def inspect(self, paths: tuple[str, ...], threads: int, perceptual: bool = False) -> dict[str, FileFacts]: ...
 
     def skipped_rows(self) -> list[list[str]]: ...
 
@@ -45,6 +49,12 @@ class FolderSource:
 
         return find_unreadable(paths, threads=threads, check=check_decodable)
 
+    def inspect(self, paths: tuple[str, ...], threads: int, perceptual: bool = False) -> dict[str, FileFacts]:
+        """`unreadable`'s check, and the facts the split needs to keep duplicates together."""
+        from hvdweather.data.decode_tf import check_decodable
+
+        return inspect_files(paths, check_decodable, threads, perceptual)
+
     def skipped_rows(self) -> list[list[str]]:
         return []
 
@@ -63,6 +73,11 @@ class PreparedSource:
 
     def unreadable(self, paths: tuple[str, ...], threads: int) -> dict[str, str]:
         return {}  # every stored record decoded when it was written
+
+    def inspect(self, paths: tuple[str, ...], threads: int, perceptual: bool = False) -> dict[str, FileFacts]:
+        """Every record decoded when it was written; its digest is the one prepare recorded."""
+        digests = records.source_digests(self.root)
+        return {path: FileFacts("", digests.get(path, "")) for path in paths}
 
     def skipped_rows(self) -> list[list[str]]:
         rows = list(csv.reader(io.StringIO(records.skipped_csv(self.root))))
