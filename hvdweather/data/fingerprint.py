@@ -49,7 +49,8 @@ def inspect_file(path: str, check: Callable[[str], str], perceptual: bool = Fals
     if reason:
         return FileFacts(reason)
     phash = perceptual_hash(path) if perceptual else None
-    return FileFacts("", file_sha256(path), extension_mismatch(path), phash)
+    data = Path(path).read_bytes()  # one read for the digest and the format
+    return FileFacts("", hashlib.sha256(data).hexdigest(), extension_mismatch(path, data[:16]), phash)
 
 
 def inspect_files(paths: Sequence[str], check: Callable[[str], str], threads: int = 2,
@@ -76,10 +77,10 @@ def content_format(head: bytes) -> str:
     return next((name for magic, name in _MAGIC if head.startswith(magic)), "")
 
 
-def extension_mismatch(path: str | Path) -> str:
-    """The real format when the file's extension names another one (a GIF named .jpg), else ''."""
-    with open(path, "rb") as handle:
-        real = content_format(handle.read(16))
+def extension_mismatch(path: str | Path, head: bytes) -> str:
+    """The real format (from the file's first bytes, `head`) when the extension names another one
+    (a GIF named .jpg), else ''."""
+    real = content_format(head)
     named = _FORMAT_OF_EXTENSION.get(Path(path).suffix.lower(), "")
     return real if real and named and real != named else ""
 
@@ -156,9 +157,6 @@ class Duplicates:
     groups: tuple[tuple[str, ...], ...] = ()  # each sorted; exact groups, joined by near pairs if asked
     exact: frozenset[tuple[str, ...]] = frozenset()  # the groups made of byte-identical files only
     wrong_extension: tuple[tuple[str, str], ...] = ()  # (path, real format)
-
-    def files(self) -> int:
-        return sum(len(group) for group in self.groups)
 
 
 def find_duplicates(facts: dict[str, FileFacts], exact: bool = True, near: bool = False) -> Duplicates:
