@@ -433,13 +433,16 @@ def _make_executor(executor: str | None, old_backend: str | None, workers: int |
 @click.option("--plots/--no-plots", default=True, show_default=True, help="Write the PNG plots.")
 @click.option("--progress/--no-progress", default=None, help="Progress line on stderr. "
               "[default: when stderr is a terminal]")
+@click.option("--duplicates/--no-duplicates", default=True, show_default=True,
+              help="Hash every file (SHA-256, pHash): duplicates.csv, near_duplicates.csv/.png.")
 def eda_command(data: str, out: str, executor: str | None, old_backend: str | None, workers: int | None,
-                spark_master: str | None, plots: bool, progress: bool | None) -> None:
-    """Per-class RGB histograms, counts, sizes, formats and mean/std of the class folders in DATA."""
+                spark_master: str | None, plots: bool, progress: bool | None, duplicates: bool) -> None:
+    """Per-class RGB histograms, counts, sizes, formats and mean/std of the class folders in DATA, and
+    its exact and near duplicates."""
     from hvdweather.eda.analyse import run_eda
 
     run_eda(data, out, _make_executor(executor, old_backend, workers, spark_master), plots,
-            sys.stderr.isatty() if progress is None else progress)
+            sys.stderr.isatty() if progress is None else progress, duplicates)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -468,6 +471,9 @@ def prepare_command(data: str, out: str, image_size: int, executor: str | None, 
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 _CHECKPOINT = click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True,
                            help="Which of the run's checkpoints: best (lowest val loss) or last.")
+_THREADS = click.option("--threads-per-worker", type=click.IntRange(min=0), default=0, show_default=True,
+                        help="TensorFlow threads per process; 0 = cores on the node / its processes. "
+                             "Equal counts give bit-equal probabilities across launches.")
 
 
 @click.command(context_settings=_CONTEXT)
@@ -482,13 +488,14 @@ _CHECKPOINT = click.option("--checkpoint", type=click.Choice(["best", "last"]), 
 @_CHECKPOINT
 @click.option("--grid", default="", type=click.Path(), help="Also write a contact sheet (PNG) of up to 64 "
               "images with their predicted class and probability.")
+@_THREADS
 def predict_command(model: str, images: tuple[str, ...], out: str, top_k: int, batch_size: int, checkpoint: str,
-                    grid: str) -> None:
+                    grid: str, threads_per_worker: int) -> None:
     """Class probabilities for IMAGES (files and/or folders, searched recursively) with MODEL (a run
     directory, or a .keras file in one). Run alone, or as `horovodrun -np N hvdweather-predict ...`."""
     from hvdweather.predict import run_predict
 
-    run_predict(model, list(images), out, top_k, batch_size, checkpoint, grid)
+    run_predict(model, list(images), out, top_k, batch_size, checkpoint, grid, threads_per_worker)
 
 
 @click.command(context_settings=_CONTEXT)
@@ -500,12 +507,14 @@ def predict_command(model: str, images: tuple[str, ...], out: str, top_k: int, b
               help="Report folder. [default: RUN_DIR/eval-<test|data name>-<checkpoint>]")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Images per forward pass, per process. [default: the run's --batch-size]")
-def evaluate_command(run_dir: str, checkpoint: str, data: str, out: str, batch_size: int | None) -> None:
+@_THREADS
+def evaluate_command(run_dir: str, checkpoint: str, data: str, out: str, batch_size: int | None,
+                     threads_per_worker: int) -> None:
     """Re-evaluate a run: classification report, confusion matrix, top-k accuracy, misclassified.png,
     examples.png and predictions.csv. Run alone, or under horovodrun / mpirun."""
     from hvdweather.predict import run_evaluate
 
-    run_evaluate(run_dir, checkpoint, data, out, batch_size or 0)
+    run_evaluate(run_dir, checkpoint, data, out, batch_size or 0, threads_per_worker)
 
 
 @click.command(context_settings=_CONTEXT)

@@ -178,28 +178,3 @@ def examples_per_class(y_true: np.ndarray, probabilities: np.ndarray,
     return pairs
 
 
-def _thumbnail(path: str, size: int = 128) -> np.ndarray:
-    from hvdweather.data.decode import load_rgb
-
-    try:  # squashed to a square, as the model saw it
-        return load_rgb(path, size)
-    except Exception:  # a file that cannot be shown still gets its caption
-        return np.full((size, size, 3), 255, np.uint8)
-
-
-def plot_contact_sheet(tiles: list[tuple[str | None, str, bool | None]], title: str, columns: int = 8):
-    """A grid of images, each captioned; `tiles` = (path or None for an empty cell, caption, correct?).
-    Captions are green for correct, red for wrong, black when unknown."""
-    columns = max(1, min(columns, len(tiles)))
-    rows = max(1, -(-len(tiles) // columns))
-    figure, axes = plt.subplots(rows, columns, figsize=(2.1 * columns, 2.4 * rows), squeeze=False)
-    for axis in axes.flat:
-        axis.axis("off")
-    for axis, (path, caption, correct) in zip(axes.flat, tiles):
-        if path:
-            axis.imshow(_thumbnail(path))
-        colour = {True: "darkgreen", False: "firebrick"}.get(correct, "black")
-        axis.set_title(caption, fontsize=7, color=colour)
-    figure.tight_layout()
-    figure.suptitle(title, y=1.0 + 0.25 / rows, va="bottom")  # above the first row's captions
-    return figure

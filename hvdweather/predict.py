@@ -192,7 +192,7 @@ def _caption(path: str, name: str, probability: float) -> str:
 
 def plot_grid(predictions: Predictions, class_names: tuple[str, ...], limit: int = 64):
     """The --grid contact sheet: up to `limit` predicted images with their class and probability."""
-    from hvdweather.evaluate import plot_contact_sheet
+    from hvdweather.sheets import plot_contact_sheet
 
     tiles = []
     for path, probs, reason in list(zip(predictions.paths, predictions.probabilities, predictions.reasons))[:limit]:
@@ -203,7 +203,7 @@ def plot_grid(predictions: Predictions, class_names: tuple[str, ...], limit: int
 
 
 def run_predict(model: str, images: list[str], out: str, top_k: int, batch_size: int, checkpoint: str = "best",
-                grid: str = "") -> Predictions:
+                grid: str = "", threads_per_worker: int = 0) -> Predictions:
     """hvdweather-predict: the cheap checks, then every rank predicts its shard; one CSV on the primary."""
     from hvdweather.distributed import make_backend
 
@@ -212,7 +212,7 @@ def run_predict(model: str, images: list[str], out: str, top_k: int, batch_size:
     paths = find_images(images)
     out_file = check_out_file(out)
     grid_file = check_out_file(grid, "--grid") if grid else None
-    backend = make_backend("horovod", threads_per_worker=0)  # Horovod when launched so; else one process
+    backend = make_backend("horovod", threads_per_worker=threads_per_worker)  # Horovod when launched; else one
     predictions = predict_sharded(load_keras(run_model), loose_files(paths, run_model.class_names), paths,
                                   run_model.image_size, batch_size, backend)
     header, rows = prediction_rows(predictions, run_model.class_names, top_k)
@@ -287,7 +287,8 @@ def evaluation_outputs(writer: RunWriter, labelled: LabelledSet, predictions: Pr
 
 
 def _mistakes_sheet(paths: list[str], y_true: np.ndarray, probs: np.ndarray, class_names: tuple[str, ...]):
-    from hvdweather.evaluate import confident_mistakes, plot_contact_sheet
+    from hvdweather.evaluate import confident_mistakes
+    from hvdweather.sheets import plot_contact_sheet
 
     tiles = []
     for i in confident_mistakes(y_true, probs):
@@ -298,7 +299,8 @@ def _mistakes_sheet(paths: list[str], y_true: np.ndarray, probs: np.ndarray, cla
 
 
 def _examples_sheet(paths: list[str], y_true: np.ndarray, probs: np.ndarray, class_names: tuple[str, ...]):
-    from hvdweather.evaluate import examples_per_class, plot_contact_sheet
+    from hvdweather.evaluate import examples_per_class
+    from hvdweather.sheets import plot_contact_sheet
 
     tiles = []
     for label, picks in enumerate(examples_per_class(y_true, probs, len(class_names))):
@@ -313,7 +315,7 @@ def _examples_sheet(paths: list[str], y_true: np.ndarray, probs: np.ndarray, cla
 
 
 def run_evaluate(run_dir: str, checkpoint: str = "best", data: str = "", out: str = "",
-                 batch_size: int = 0) -> float:
+                 batch_size: int = 0, threads_per_worker: int = 0) -> float:
     """hvdweather-evaluate: the run's test split (or --data) predicted by every rank, reported by the primary."""
     from hvdweather.distributed import make_backend
 
@@ -324,7 +326,7 @@ def run_evaluate(run_dir: str, checkpoint: str = "best", data: str = "", out: st
     labelled = labelled_folders(data, run_model) if data else run_test_split(run_path, run_model.class_names)
     out_dir = Path(out) if out else run_path / f"eval-{labelled.name}-{checkpoint}"
     check_output_dir(out_dir)
-    backend = make_backend("horovod", threads_per_worker=0)  # Horovod when launched so; else one process
+    backend = make_backend("horovod", threads_per_worker=threads_per_worker)  # Horovod when launched; else one
     writer = backend.runtime.writer(out_dir)
     # The run's own batch by default: the test split is then batched exactly as the training report did.
     batch = batch_size or run_model.per_worker_batch_size

@@ -17,7 +17,7 @@ CLASSES = ["fogsmog", "rainbow"]
 
 
 def make_run(root: Path, name: str, losses: list[float], accuracies: list[float], classes=CLASSES,
-             test_files=("a.jpg", "b.jpg"), with_last: bool = True, **config) -> Path:
+             test_files=("a.jpg", "b.jpg"), with_last: bool = True, best_test: float = 0.5, **config) -> Path:
     """A run directory as hvdweather-train leaves it, with chosen numbers (a 4-image-per-s run)."""
     run = root / name
     (run / "report").mkdir(parents=True)
@@ -35,7 +35,8 @@ def make_run(root: Path, name: str, losses: list[float], accuracies: list[float]
         for index, file in enumerate(test_files):
             writer.writerow(["test", index % 2, classes[index % 2], str(root / "data" / classes[index % 2] / file)])
     best = min(rows, key=lambda r: r["val_loss"])["epoch"]
-    sections = {"best": {"epoch": best, "test_accuracy": 0.5, "macro_f1": 0.4, "top_k_accuracy": {"1": 0.5, "2": 1.0}}}
+    sections = {"best": {"epoch": best, "test_accuracy": best_test, "macro_f1": 0.4,
+                         "top_k_accuracy": {"1": 0.5, "2": 1.0}}}
     if with_last:
         sections["last"] = {"epoch": len(rows), "test_accuracy": 0.25, "macro_f1": 0.2,
                             "top_k_accuracy": {"1": 0.25, "2": 1.0}}
@@ -80,6 +81,25 @@ def test_runs_of_other_classes_or_other_test_images_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="tested on different images"):
         compare_runs([a, other_split], tmp_path / "cmp")
     assert not (tmp_path / "cmp" / "compare.csv").exists()
+
+
+def test_runs_of_several_seeds_share_a_table_and_get_mean_and_std_per_setting(tmp_path):
+    """Each seed splits anew (other test images): allowed when seed varies, summarised over the seeds."""
+    a = make_run(tmp_path, "a", [0.9], [0.3], seed=1, lr=0.01, best_test=0.5)
+    b = make_run(tmp_path, "b", [0.8], [0.3], seed=2, lr=0.01, best_test=0.7, test_files=("c.jpg", "d.jpg"))
+    c = make_run(tmp_path, "c", [0.9], [0.3], seed=1, lr=0.1, best_test=0.6)
+    compare_runs([a, b, c], tmp_path / "cmp")
+    with open(tmp_path / "cmp" / "seeds.csv") as handle:
+        groups = {row["lr"]: row for row in csv.DictReader(handle)}
+    assert groups["0.01"]["seeds"] == "1 2" and groups["0.1"]["seeds"] == "1"
+    assert float(groups["0.01"]["best_test_accuracy_mean"]) == pytest.approx(0.6)
+    assert float(groups["0.01"]["best_test_accuracy_std"]) == pytest.approx(0.1414, abs=1e-4)
+    assert float(groups["0.1"]["best_test_accuracy_std"]) == 0.0
+    assert "| 0.01 | 1 2 | 0.6000 ± 0.1414 |" in (tmp_path / "cmp" / "seeds.md").read_text()
+    different_split_same_seed = make_run(tmp_path, "d", [0.9], [0.3], seed=1, lr=0.01,
+                                         test_files=("z.jpg", "b.jpg"))
+    with pytest.raises(ConfigError, match="tested on different images"):
+        compare_runs([a, different_split_same_seed], tmp_path / "cmp2")
 
 
 def test_failed_cells_are_rows_with_their_error(tmp_path):

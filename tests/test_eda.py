@@ -28,7 +28,8 @@ from hvdweather.eda.kernel import (
 )
 from hvdweather.eda.plots import plot_class_counts, plot_histograms, plot_image_sizes
 
-TABLES = ("histograms.npz", "histograms.csv", "class_counts.csv", "summary.json", "skipped.csv")
+TABLES = ("histograms.npz", "histograms.csv", "class_counts.csv", "summary.json", "skipped.csv", "duplicates.csv",
+          "near_duplicates.csv")
 PLOTS = ("histograms.png", "class_counts.png", "image_sizes.png")
 
 
@@ -45,7 +46,7 @@ def assert_same_results(a: Path, b: Path) -> None:
         assert left.files == right.files
         for key in left.files:
             assert np.array_equal(left[key], right[key]), key
-    for name in ("histograms.csv", "class_counts.csv", "skipped.csv"):
+    for name in ("histograms.csv", "class_counts.csv", "skipped.csv", "duplicates.csv", "near_duplicates.csv"):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
     summaries = [json.loads((d / "summary.json").read_text()) for d in (a, b)]
     for summary in summaries:
@@ -247,3 +248,51 @@ def test_histogram_legend_sits_with_the_panels(classes):
     grid_bottom = min(ax.get_window_extent().y0 for ax in panels)
     # in an empty panel of the grid or right on top of it: never in a corner below the x label
     assert grid_bottom <= box.y0 <= grid_top + 10, (box, grid_bottom, grid_top)
+
+
+def _with_planted_duplicates(root: Path) -> Path:
+    """The committed MWD sample plus a re-encoded, downscaled copy of a photo (a near duplicate: other
+    bytes, the same picture) and a byte copy of a cloudy photo filed under rain (a labelling error)."""
+    import shutil
+
+    from conftest import MWD_SAMPLE
+
+    data = root / "mwd"
+    shutil.copytree(MWD_SAMPLE, data)
+    with Image.open(data / "shine" / "shine1.jpg") as image:
+        small = image.convert("RGB").resize((image.width * 3 // 4, image.height * 3 // 4))
+    small.save(data / "shine" / "shine1_small.jpg", quality=70)
+    shutil.copy(data / "cloudy" / "cloudy102.jpg", data / "rain" / "rain_copy.jpg")
+    return data
+
+
+def test_real_photos_get_exact_near_and_cross_class_duplicates_reported(tmp_path):
+    import csv
+
+    data = _with_planted_duplicates(tmp_path)
+    summary = run_eda(str(data), str(tmp_path / "seq"), SequentialExecutor(), plots=True, progress=False)
+    with open(tmp_path / "seq" / "duplicates.csv") as handle:
+        groups: dict[str, list[tuple[str, str, str]]] = {}
+        for row in csv.DictReader(handle):
+            groups.setdefault(row["group"], []).append((row["kind"], row["class_name"], Path(row["path"]).name))
+    assert sorted(groups.values()) == [
+        [("conflict", "cloudy", "cloudy102.jpg"), ("conflict", "cloudy", "cloudy146.jpg"),
+         ("conflict", "rain", "rain_copy.jpg")],
+        [("exact", "rain", "rain142.jpg"), ("exact", "rain", "rain24.jpeg")]]
+    with open(tmp_path / "seq" / "near_duplicates.csv") as handle:
+        near = [(Path(r["path_a"]).name, Path(r["path_b"]).name, int(r["bits"])) for r in csv.DictReader(handle)]
+    assert [(a, b) for a, b, _ in near] == [("shine1.jpg", "shine1_small.jpg")]  # byte copies are not "near"
+    assert near[0][2] <= 6
+    assert summary["duplicates"] == {"exact_groups": 2, "exact_files": 5, "conflict_groups": 1, "near_pairs": 1,
+                                     "near_max_bits": 6}
+    assert (tmp_path / "seq" / "near_duplicates.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    run_eda(str(data), str(tmp_path / "mp"), MultiprocessingExecutor(2), plots=False, progress=False)
+    assert_same_results(tmp_path / "seq", tmp_path / "mp")
+
+
+def test_no_duplicates_flag_skips_the_hashing(tmp_path):
+    result = run_cli("hvdweather-eda", str(_with_planted_duplicates(tmp_path)), "--out", str(tmp_path / "out"),
+                     "--no-duplicates", "--no-plots", timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert not (tmp_path / "out" / "duplicates.csv").exists() and "near-duplicate" not in result.stdout
+    assert "duplicates" not in json.loads((tmp_path / "out" / "summary.json").read_text())

@@ -169,11 +169,14 @@ def test_bad_input_is_one_line_and_exit_2(run, tmp_path, case):
 @pytest.mark.multiprocess
 @pytest.mark.timeout(400)
 def test_two_horovod_ranks_write_the_one_process_csv(run, images, tmp_path):
+    # One thread per process on both sides: the kernels' summation order then does not change with the
+    # launch (two ranks on two cores default to one thread each, one process to two).
     one = run_cli("hvdweather-predict", str(run), str(images), "--out", str(tmp_path / "one.csv"),
-                  "--batch-size", "4", timeout=300)
+                  "--batch-size", "4", "--threads-per-worker", "1", timeout=300)
     assert one.returncode == 0, one.stderr[-3000:]
     two = run_cli("horovodrun", "-np", "2", str(BIN / "hvdweather-predict"), str(run), str(images),
-                  "--out", str(tmp_path / "two.csv"), "--batch-size", "4", timeout=300)
+                  "--out", str(tmp_path / "two.csv"), "--batch-size", "4", "--threads-per-worker", "1",
+                  timeout=300)
     assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
     assert (tmp_path / "two.csv").read_text() == (tmp_path / "one.csv").read_text()
     assert "1 unreadable" in two.stdout

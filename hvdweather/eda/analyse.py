@@ -37,6 +37,7 @@ class EdaTotals:
     sizes: np.ndarray  # (images, 2) int64 width, height in catalog order; 0 for skipped files
     formats: Counter  # (label, format) -> images
     skipped: dict[int, str]  # catalog index -> reason
+    fingerprints: dict[int, tuple[str, int]]  # catalog index -> (sha256, phash); {} without --duplicates
 
     def decoded(self) -> np.ndarray:
         """Boolean mask of the catalog images that decoded."""
@@ -79,28 +80,32 @@ def run_facts(executor: SequentialExecutor) -> dict[str, Any]:
             "cores_per_rank": available_cores()}
 
 
-def chunk_tasks(catalog: Catalog, chunks: list[np.ndarray]) -> list[ChunkTask]:
+def chunk_tasks(catalog: Catalog, chunks: list[np.ndarray], fingerprints: bool = False) -> list[ChunkTask]:
     """Picklable tasks, one per chunk of catalog indices."""
     return [ChunkTask(tuple(catalog.paths[i] for i in chunk), tuple(catalog.labels[i] for i in chunk),
-                      tuple(int(i) for i in chunk), len(catalog.class_names)) for chunk in chunks]
+                      tuple(int(i) for i in chunk), len(catalog.class_names), fingerprints) for chunk in chunks]
 
 
-def compute_totals(catalog: Catalog, executor: SequentialExecutor, progress: Progress) -> EdaTotals | None:
+def compute_totals(catalog: Catalog, executor: SequentialExecutor, progress: Progress,
+                   fingerprints: bool = False) -> EdaTotals | None:
     """Analyse every image once across the executor; the totals on the primary, None elsewhere."""
     num_classes, num_images = len(catalog.class_names), len(catalog.paths)
-    tasks = chunk_tasks(catalog, balanced_chunks(num_images, chunk_count(num_images, executor.workers)))
-    partial = merge(executor.map(analyse_chunk, tasks, progress), num_classes)
+    chunks = balanced_chunks(num_images, chunk_count(num_images, executor.workers))
+    partial = merge(executor.map(analyse_chunk, chunk_tasks(catalog, chunks, fingerprints), progress), num_classes)
     progress.close()
     arrays = executor.sum_arrays([partial.histograms, dense_sizes(partial, num_images)])
-    objects = executor.gather((partial.formats, partial.skipped))
+    objects = executor.gather((partial.formats, partial.skipped, partial.fingerprints))
     if arrays is None or objects is None:
         return None
     formats: Counter = Counter()
     skipped: dict[int, str] = {}
-    for part_formats, part_skipped in objects:
+    hashes: dict[int, tuple[str, int]] = {}
+    for part_formats, part_skipped, part_hashes in objects:
         formats.update(part_formats)
         skipped.update(part_skipped)
-    return EdaTotals(catalog, arrays[0], arrays[1], formats, dict(sorted(skipped.items())))
+        hashes.update(part_hashes)
+    return EdaTotals(catalog, arrays[0], arrays[1], formats, dict(sorted(skipped.items())),
+                     dict(sorted(hashes.items())))
 
 
 def channel_moments(histograms: np.ndarray) -> tuple[list[float | None], list[float | None]]:
@@ -159,25 +164,36 @@ def summarise(totals: EdaTotals) -> dict[str, Any]:
 
 
 def run_eda(data: str, out: str, executor: SequentialExecutor, plots: bool = True,
-            progress: bool = True) -> dict[str, Any] | None:
-    """The whole EDA stage; returns summary.json's content on the primary, None on other ranks."""
+            progress: bool = True, duplicates: bool = True) -> dict[str, Any] | None:
+    """The whole EDA stage; returns summary.json's content on the primary, None on other ranks.
+    `duplicates`: also hash every file and report exact and near duplicates (hvdweather.eda.duplicates)."""
     executor.barrier()  # MPI: start the clock when every rank is up
     start = time.perf_counter()
     catalog = executor.share(lambda: list_images(data, out))
     bar = executor.progress(len(catalog.paths), "eda", progress)
-    totals = compute_totals(catalog, executor, bar)
+    totals = compute_totals(catalog, executor, bar, duplicates)
     elapsed_s = time.perf_counter() - start
     if totals is None:
         return None
     summary = summarise(totals)
+    report = None
+    if duplicates:
+        from hvdweather.eda.duplicates import find_report
+
+        report = find_report(totals)
+        summary["duplicates"] = report.summary()
     summary["run"] = {**run_facts(executor), "elapsed_s": elapsed_s,
                       "kernel": "open_rgb + one Image.histogram() per image"}
     from hvdweather.eda.outputs import print_summary, write_outputs
 
     write_outputs(out, totals, summary)
+    if report is not None:
+        report.write(Path(out), plots)
     if plots:
         from hvdweather.eda.plots import write_plots
 
         write_plots(out, totals)
     print_summary(summary, out, plots)
+    if report is not None:
+        print(report.line(), flush=True)
     return summary

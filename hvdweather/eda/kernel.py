@@ -10,12 +10,16 @@ several times *slower* than even that project's per-channel PIL histogram, becau
 uint8 value to a 64-bit index. `bincount_histograms` stays as an independent reference for the tests
 and as a row of `hvdweather-bench eda`, which times all three kernels on the same images.
 
+Each image also gets its fingerprints (`hvdweather.data.fingerprint`: the file's SHA-256 and ImageHash's
+pHash, the very values training's split groups by), from which the EDA reports exact and near duplicates.
+
 Everything summed across images is an integer (counts, pixel values, sizes), so partial sums can be
 combined in any order, by any executor, and give bit-identical totals; the float statistics are
 computed once, from those totals.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -24,6 +28,7 @@ import numpy as np
 from PIL import Image
 
 from hvdweather.data.decode import open_rgb
+from hvdweather.data.fingerprint import file_sha256, perceptual_hash
 
 HIST_BINS = 256
 CHANNELS = ("R", "G", "B")
@@ -68,13 +73,19 @@ class ImageStats:
     height: int = 0
     format: str = ""  # Pillow's format name (JPEG, PNG...), not the file extension
     error: str = ""  # one-line reason when the file does not decode
+    sha256: str = ""  # of the file's bytes ("" when not asked for)
+    phash: int | None = None  # ImageHash's 64-bit pHash (None when not asked for)
 
 
-def analyse_image(path: str) -> ImageStats:
-    """Decode `path` once at full size and histogram it; a bad file gives a reason, never raises."""
+def analyse_image(path: str, fingerprints: bool = False) -> ImageStats:
+    """Decode `path` once at full size and histogram it (and fingerprint it); a bad file gives a
+    reason, never raises."""
     try:
         with open_rgb(path) as (rgb, image_format):
-            return ImageStats(rgb_histograms(rgb), rgb.width, rgb.height, image_format)
+            stats = ImageStats(rgb_histograms(rgb), rgb.width, rgb.height, image_format)
+        if fingerprints:  # the split's own functions, so EDA and training agree on every group
+            stats = dataclasses.replace(stats, sha256=file_sha256(path), phash=perceptual_hash(path))
+        return stats
     except Exception as exc:  # Pillow raises many types: UnidentifiedImageError, OSError, SyntaxError...
         return ImageStats(None, error=failure_reason(path, exc))
 
@@ -88,6 +99,7 @@ class Partial:
     sizes: list[tuple[int, int]] = field(default_factory=list)  # (width, height) of each of those
     formats: Counter = field(default_factory=Counter)  # (label, format) -> images
     skipped: dict[int, str] = field(default_factory=dict)  # catalog index -> reason
+    fingerprints: dict[int, tuple[str, int]] = field(default_factory=dict)  # catalog index -> (sha256, phash)
 
     @classmethod
     def empty(cls, num_classes: int) -> Partial:
@@ -102,13 +114,14 @@ class ChunkTask:
     labels: tuple[int, ...]
     index: tuple[int, ...]  # positions of these images in the catalog
     num_classes: int
+    fingerprints: bool = False  # also hash every file (the duplicate report)
 
 
 def analyse_chunk(task: ChunkTask) -> Partial:
     """Run the kernel over a chunk and sum its results per class."""
     partial = Partial.empty(task.num_classes)
     for path, label, position in zip(task.paths, task.labels, task.index):
-        stats = analyse_image(path)
+        stats = analyse_image(path, task.fingerprints)
         if stats.histograms is None:
             partial.skipped[position] = stats.error
             continue
@@ -116,6 +129,8 @@ def analyse_chunk(task: ChunkTask) -> Partial:
         partial.index.append(position)
         partial.sizes.append((stats.width, stats.height))
         partial.formats[(label, stats.format)] += 1
+        if task.fingerprints:
+            partial.fingerprints[position] = (stats.sha256, stats.phash)
     return partial
 
 
@@ -128,6 +143,7 @@ def merge(partials: list[Partial], num_classes: int) -> Partial:
         total.sizes.extend(part.sizes)
         total.formats.update(part.formats)
         total.skipped.update(part.skipped)
+        total.fingerprints.update(part.fingerprints)
     return total
 
 

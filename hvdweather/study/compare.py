@@ -6,7 +6,8 @@ One row per run: the settings that differ between the runs, best and last checkp
 val accuracy, test accuracy, macro F1, top-k), epochs to --target-accuracy, training images/s (median
 over epochs after the first), wall time (sum of epoch times) and world size. Written as compare.csv and
 compare.md, with curves.png (every run's val loss and accuracy, overlaid) and test_accuracy.png (best vs
-last). Runs of different classes or test images are refused (study.runs.check_comparable).
+last). Runs of different classes or test images are refused (study.runs.check_comparable), unless the
+runs differ in --seed: then seeds.csv/seeds.md also give mean ± std over the seeds (study.seeds).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from typing import Any
 from hvdweather.bench.spec import make_out_dir
 from hvdweather.errors import ConfigError
 from hvdweather.study.runs import RunRecord, check_comparable, read_run, run_row, varied_settings
+from hvdweather.study.seeds import varies_seed, write_seed_summary
 
 Row = dict[str, Any]
 # Every column but the settings, in table order (top-k is named top<K>_accuracy after --top-k).
@@ -129,11 +131,11 @@ def compare_runs(run_dirs: list[str | Path], out: str | Path, target_accuracy: f
     names = [r.name for r in records]
     if len(set(names)) < len(names):  # e.g. the same cell of two studies: name each by its study too
         records = [dataclasses.replace(r, name=f"{r.run_dir.parent.name}/{r.name}") for r in records]
-    if records:
-        check_comparable(records)
-    out = make_out_dir(out)
     k = max(1, min(top_k, len(records[0].class_names) if records else top_k))
     rows, settings = table_rows(records, failed, k, target_accuracy)
+    if records:
+        check_comparable(records, other_tests_ok=varies_seed(settings))
+    out = make_out_dir(out)
     names = columns(settings, k)
     write_csv(rows, names, out / "compare.csv")
     table = markdown_table(rows, names, settings)
@@ -144,6 +146,9 @@ def compare_runs(run_dirs: list[str | Path], out: str | Path, target_accuracy: f
         save(plot_curves(records), out / "curves.png")
         save(plot_test_accuracy(rows), out / "test_accuracy.png")
     print(table, flush=True)
+    if varies_seed(settings):
+        print(write_seed_summary(rows, settings, out), flush=True)
     print(f"compared {len(records)} run(s)" + (f", {len(failed)} failed" if failed else "")
-          + f"; wrote compare.csv, compare.md, curves.png, test_accuracy.png in {out}", flush=True)
+          + "; wrote compare.csv, compare.md, " + ("seeds.csv, seeds.md, " if varies_seed(settings) else "")
+          + f"curves.png, test_accuracy.png in {out}", flush=True)
     return rows

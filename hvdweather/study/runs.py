@@ -69,8 +69,9 @@ def _test_set_digest(run_dir: Path, data: str) -> str:
     return hashlib.sha256(repr(pairs).encode()).hexdigest()
 
 
-def check_comparable(records: list[RunRecord]) -> None:
-    """Refuse, in one line, runs whose numbers cannot share a table: other classes or other test images."""
+def check_comparable(records: list[RunRecord], other_tests_ok: bool = False) -> None:
+    """Refuse, in one line, runs whose numbers cannot share a table: other classes or other test images
+    (`other_tests_ok`: a seed study, where each seed's split has its own test images by design)."""
     first = records[0]
     for other in records[1:]:
         if other.class_names != first.class_names:
@@ -78,9 +79,10 @@ def check_comparable(records: list[RunRecord]) -> None:
                               f"({len(first.class_names)}: {', '.join(first.class_names[:4])}... vs "
                               f"{len(other.class_names)}: {', '.join(other.class_names[:4])}...); "
                               "compare runs of one data set")
-        if other.test_set_digest != first.test_set_digest:
+        if other.test_set_digest != first.test_set_digest and not other_tests_ok:
             raise ConfigError(f"{first.run_dir} and {other.run_dir} were tested on different images (split.csv: "
-                              "another --data, --seed or --test-split); their test accuracies are not comparable")
+                              "another --data, --seed or --test-split); their test accuracies are not comparable, "
+                              "except as a mean over seeds: give runs of several seeds")
 
 
 def varied_settings(configs: list[dict[str, Any]]) -> list[str]:

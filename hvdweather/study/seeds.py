@@ -1,0 +1,80 @@
+"""Mean ± standard deviation over seeds: a comparison's runs that differ in --seed, grouped by their other
+settings, one row per group (seeds.csv, seeds.md).
+
+    hvdweather-compare studies/mwd/* --out studies/mwd    # seed varies: seeds.md beside compare.md
+
+Every seed draws its own split, so runs of different seeds are tested on different images; the spread
+over seeds is the figure that carries, and the only one a single split cannot give.
+"""
+from __future__ import annotations
+
+import csv
+import statistics
+from pathlib import Path
+from typing import Any
+
+Row = dict[str, Any]
+# The columns summarised (mean and std over the seeds), in table order.
+SUMMARISED = ("best_test_accuracy", "best_macro_f1", "last_test_accuracy", "last_macro_f1", "best_epoch",
+              "images_per_s", "wall_s")
+
+
+def varies_seed(settings: list[str]) -> bool:
+    return "seed" in settings
+
+
+def seed_groups(rows: list[Row], settings: list[str]) -> list[tuple[tuple[Any, ...], list[Row]]]:
+    """Finished runs grouped by every varied setting but the seed, in the order they first appear."""
+    others = [s for s in settings if s != "seed"]
+    groups: dict[tuple[Any, ...], list[Row]] = {}
+    for row in rows:
+        if row["status"] == "ok":
+            groups.setdefault(tuple(repr(row.get(s)) for s in others), []).append(row)
+    return list(groups.items())
+
+
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    values = [float(v) for v in values if v is not None]
+    if not values:
+        return None, None
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def seed_rows(rows: list[Row], settings: list[str]) -> list[Row]:
+    """One row per group: its settings, the seeds, and mean/std of each SUMMARISED column."""
+    others = [s for s in settings if s != "seed"]
+    summary = []
+    for _, group in seed_groups(rows, settings):
+        row: Row = {s: group[0].get(s) for s in others}
+        row["seeds"] = " ".join(str(r.get("seed")) for r in group)
+        for column in SUMMARISED:
+            row[f"{column}_mean"], row[f"{column}_std"] = _mean_std([r.get(column) for r in group])
+        summary.append(row)
+    return summary
+
+
+def _cell(mean: float | None, std: float | None) -> str:
+    if mean is None:
+        return ""
+    digits = 4 if abs(mean) < 10 else 1
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def write_seed_summary(rows: list[Row], settings: list[str], out: Path) -> str:
+    """seeds.csv (every mean and std) and seeds.md (mean ± std); returns the markdown table."""
+    summary = seed_rows(rows, settings)
+    others = [s for s in settings if s != "seed"]
+    names = [*others, "seeds", *(f"{c}_{stat}" for c in SUMMARISED for stat in ("mean", "std"))]
+    with (out / "seeds.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=names)
+        writer.writeheader()
+        writer.writerows(summary)
+    header = [*others, "seeds", *SUMMARISED]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join([*(str(r[s]) for s in others), r["seeds"],
+                                 *(_cell(r[f"{c}_mean"], r[f"{c}_std"]) for c in SUMMARISED)]) + " |"
+              for r in summary]
+    table = "\n".join(lines) + "\n"
+    (out / "seeds.md").write_text(f"Mean ± standard deviation over seeds ({len(summary)} group(s)); each seed is "
+                                  "its own split, so its own test images.\n\n" + table)
+    return table
