@@ -184,7 +184,7 @@ def train_config(config_file: str | None, flags: dict) -> TrainConfig:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def data_group() -> None:
-    """Data sets: make the embedded synthetic WEAPD-like set."""
+    """Data sets: make the embedded synthetic WEAPD-like set, or fetch the real MWD / WEAPD photographs."""
 
 
 @data_group.command("synth")
@@ -199,6 +199,27 @@ def synth_command(out: str, images_per_class: int, seed: int) -> None:
 
     paths = make_synthetic_dataset(out, images_per_class, seed)
     print(f"wrote {len(paths)} images in 11 class folders under {out}")
+
+
+@data_group.command("fetch")
+@click.argument("name", type=click.Choice(["mwd", "weapd"]))
+@click.argument("dest", type=click.Path(file_okay=False))
+@click.option("--from", "archive", default="", type=click.Path(dir_okay=False),
+              help="The release's archive, already downloaded (no network needed).")
+@click.option("--url", default="", help="Download from here instead of the release's address.")
+@click.option("--manifest", default="", type=click.Path(dir_okay=False),
+              help="TSV (sha256, size, name) to verify against. [default: the packaged one for mwd; none for weapd]")
+@click.option("--verify/--no-verify", "verify_files", default=True, show_default=True,
+              help="Refuse an archive whose files differ from the manifest (--no-verify: a re-packed copy).")
+def fetch_command(name: str, dest: str, archive: str, url: str, manifest: str, verify_files: bool) -> None:
+    """Download (or take --from) the public MWD or WEAPD release, verify it and lay it out as class folders
+    in DEST (new or empty), with SHA256SUMS and SOURCE.md (the attribution)."""
+    from hvdweather.data.fetch import fetch
+
+    done = fetch(name, dest, archive, url, manifest, verify_files)
+    print(f"{name}: {sum(done.per_class.values())} images in {len(done.per_class)} class folders under {done.dest} ("
+          + ", ".join(f"{k} {v}" for k, v in done.per_class.items()) + f"); {done.checked}; archive SHA-256 "
+          f"{done.archive_sha256}; attribution in {done.dest / 'SOURCE.md'}", flush=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
