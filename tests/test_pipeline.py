@@ -28,8 +28,21 @@ def files(tiny_data):
     return list(catalog.paths), list(catalog.labels)
 
 
-def test_decode_in_tfdata_equals_eager_decoder(files):
-    paths, labels = files
+def real_photos() -> tuple[list[str], list[int]]:
+    """The committed MWD sample: real JPEGs of mixed sizes, a GIF named .jpg, a .jpeg duplicate."""
+    from conftest import MWD_SAMPLE
+
+    catalog = discover(MWD_SAMPLE)
+    return list(catalog.paths), list(catalog.labels)
+
+
+@pytest.mark.parametrize("which", ["synthetic", "real"])
+def test_decode_in_tfdata_equals_eager_decoder(files, which):
+    paths, labels = files if which == "synthetic" else real_photos()
+    if which == "real":  # the GIF, the large photo and the duplicate across extensions among them
+        picks = [i for i, p in enumerate(paths) if p.endswith(("rain141.jpg", "sunrise116.jpg", "rain24.jpeg"))]
+        picks += [i for i in range(len(paths)) if i not in picks][:2]
+        paths, labels = [paths[i] for i in picks], [labels[i] for i in picks]
     from_pipeline = [img.numpy() for img, _ in decoded_files(paths[:5], labels[:5], SIZE)]
     eager_tf = [decode_image(tf.constant(p), SIZE).numpy() for p in paths[:5]]
     eager_fn = [decode_file(p, SIZE) for p in paths[:5]]

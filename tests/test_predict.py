@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import BIN, run_cli
+from conftest import BIN, MWD_SAMPLE, run_cli
 from hvdweather.predict import Predictions, find_images, prediction_rows
 
 CLASSES = ("fogsmog", "lightning", "rainbow")
@@ -26,10 +26,14 @@ def run(tiny_data, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def images(tiny_data, tmp_path_factory):
-    """Good JPEG and PNG files from the data set, a grayscale PNG, and a corrupt JPEG among them."""
+    """Good JPEG and PNG files from the data set, a grayscale PNG, real photos (MWD: a GIF named .jpg, a
+    1600 x 1000 JPEG, one photo as .jpg and as .jpeg), and a corrupt JPEG among them."""
     root = tmp_path_factory.mktemp("images")
     shutil.copytree(tiny_data / "rainbow", root / "a")
     shutil.copytree(tiny_data / "lightning", root / "b" / "deeper")
+    (root / "b" / "real").mkdir()
+    for name in ("rain/rain141.jpg", "sunrise/sunrise116.jpg", "rain/rain142.jpg", "rain/rain24.jpeg"):
+        shutil.copy(MWD_SAMPLE / name, root / "b" / "real")
     Image.open(next((tiny_data / "fogsmog").glob("*.jpg"))).convert("L").save(root / "b" / "gray.png")
     (root / "b" / "broken.jpg").write_bytes(b"\xff\xd8\xff" + b"not really a JPEG" * 4)
     (root / "b" / ".hidden.jpg").write_bytes(b"ignored")
@@ -88,6 +92,9 @@ def test_predict_lists_every_image_and_survives_a_corrupt_one(run, images, tmp_p
         assert row["predicted_class"] == row["top1_class"] in CLASSES
     assert f"predicted {len(good)} of {len(rows)} image(s)" in result.stdout and "1 unreadable" in result.stdout
     assert (tmp_path / "grid.png").stat().st_size > 0
+    same = [{k: v for k, v in r.items() if k != "path"} for r in rows
+            if r["path"].endswith(("rain142.jpg", "rain24.jpeg"))]
+    assert len(same) == 2 and same[0] == same[1]  # one photo's bytes under two names: one prediction
 
 
 @pytest.mark.timeout(300)
