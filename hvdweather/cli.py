@@ -17,6 +17,7 @@ import click
 from hvdweather.config import CHOICES, ConfigError, TrainConfig, load_config_file, make_config, resume_config
 from hvdweather.errors import INPUT_ERRORS
 from hvdweather.geometry import WEATHER_CNN_MIN_IMAGE_SIZE
+from hvdweather.host import prefer_onednn
 
 _D = TrainConfig()  # defaults shown in --help
 
@@ -48,6 +49,7 @@ def run_command(command: click.Command, prog: str, argv: list[str] | None = None
 def _main(command: click.Command, prog: str) -> Callable[[], None]:
     def entry() -> None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ info lines drown the progress bar
+        prefer_onednn()  # before any TensorFlow import; inherited by every rank a launcher starts from here
         sys.exit(run_command(command, prog))
 
     return entry

@@ -16,6 +16,28 @@ PACKAGES = ("hvdweather", "tensorflow-cpu", "tensorflow", "keras", "horovod", "m
 SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_bf16")
 
 
+# TensorFlow 2.15 turns its oneDNN kernels on by default only on CPUs with AVX-512 VNNI/BF16 or AMX; on
+# AVX2-only CPUs it leaves them off and trains ~2.3x slower (docs/benchmarks.md, "CPU speed" in the stack
+# notes). Every console script sets this before TensorFlow is imported, unless the user set it.
+ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
+
+
+def prefer_onednn() -> None:
+    """oneDNN on unless the environment says otherwise (TF_ENABLE_ONEDNN_OPTS=0 turns it off)."""
+    os.environ.setdefault(ONEDNN_ENV, "1")
+
+
+def onednn_state() -> str:
+    """on / off as TensorFlow runs it (asked when it is loaded), else as the environment will make it."""
+    import sys
+
+    if "tensorflow" in sys.modules:
+        from tensorflow.python.util import _pywrap_util_port  # TF 2.15's own check of the setting and the CPU
+
+        return "on" if _pywrap_util_port.IsMklEnabled() else "off"
+    return {"1": "on", "0": "off"}.get(os.environ.get(ONEDNN_ENV, ""), "TensorFlow's default for this CPU")
+
+
 def available_cores() -> int:
     """Cores this process may run on (respects SLURM/taskset CPU masks, unlike os.cpu_count)."""
     return len(os.sched_getaffinity(0))

@@ -55,7 +55,7 @@ from hvdweather.data.split import (
 from hvdweather.distributed import HorovodOptions, Runtime, TrainingBackend, make_backend
 from hvdweather.errors import check_output_dir
 from hvdweather.evaluate import format_report, predict_probabilities, write_checkpoint_report, write_test_summaries
-from hvdweather.host import versions
+from hvdweather.host import onednn_state, versions
 from hvdweather.model import use_fast_cpu_allocator
 from hvdweather.models import create_model, reorder_weights, set_backbone_trainable
 from hvdweather.optim import balanced_class_weights, make_loss, make_metrics, make_optimizer
@@ -264,7 +264,7 @@ def run_record(cfg: TrainConfig, runtime: Runtime, plan: Plan, split: Split) -> 
     return {"config": cfg.to_dict(), "world": runtime.__dict__ | {"num_workers": runtime.num_workers},
             "plan": plan.__dict__, "class_names": list(split.class_names),
             "subset_sizes": {s: split.size(s) for s in ("train", "val", "test")},
-            "versions": versions(), "host": platform.node(), "command": sys.argv}
+            "versions": versions(), "onednn": onednn_state(), "host": platform.node(), "command": sys.argv}
 
 
 def fixed_normalization(cfg: TrainConfig) -> Moments | None:

@@ -123,3 +123,21 @@ def test_resume_of_nothing_and_a_run_in_the_way(capsys, tmp_path, tiny_data):
     code, err = _train(capsys, "--data", str(tiny_data), "--out", str(run))
     assert code == 2
     _one_line_error(err, f"--out {run} already holds a run", "--resume", "--overwrite")
+
+
+@pytest.mark.parametrize("given,expected", [(None, "1"), ("0", "0"), ("1", "1")])
+def test_every_console_script_turns_onednn_on_unless_the_user_set_it(given, expected):
+    """Set before TensorFlow is imported, so ranks started by horovodrun/mpirun/srun inherit it."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import os, sys\nfrom hvdweather import cli\nsys.argv = ['hvdweather-data', '--help']\n"
+            "try:\n    cli.data_main()\nexcept SystemExit:\n    pass\n"
+            "print('tf loaded' if 'tensorflow' in sys.modules else 'tf not loaded',\n"
+            "      os.environ['TF_ENABLE_ONEDNN_OPTS'])")
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    if given is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = given
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert out.stdout.strip().splitlines()[-1] == f"tf not loaded {expected}", out.stderr[-2000:]

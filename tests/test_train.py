@@ -51,6 +51,7 @@ def test_run_directory_is_complete(trained):
     assert rows[0]["world_size"] == 1 and rows[0]["strategy"] == "horovod"
     config = json.loads((run / "config.json").read_text())
     assert config["world"]["num_workers"] == 1 and config["plan"]["global_batch_size"] == 4
+    assert config["onednn"] == "on"  # as TensorFlow ran it: the console script asked for it
     assert "global batch 4" in result.stdout
 
 

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hvdweather.host import SPEED_FLAGS, available_cores, cpu_flags, cpu_model, versions
+from hvdweather.host import SPEED_FLAGS, available_cores, cpu_flags, cpu_model, onednn_state, versions
 
 
 def mpi_version() -> str:
@@ -27,7 +27,7 @@ def mpi_version() -> str:
 def machine_info() -> dict[str, Any]:
     """Host, cores this process may use, CPU model and flags, MPI and library versions, date."""
     return {"host": platform.node(), "cores": available_cores(), "cpu_model": cpu_model() or "unknown",
-            "cpu_flags": cpu_flags(), "mpi": mpi_version(), "versions": versions(),
+            "cpu_flags": cpu_flags(), "mpi": mpi_version(), "versions": versions(), "onednn": onednn_state(),
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
 
 
@@ -42,8 +42,9 @@ def machine_line(machine: dict[str, Any]) -> str:
     libraries = [f"TensorFlow {v.get('tensorflow') or v.get('tensorflow-cpu')}", f"Horovod {v.get('horovod')}"]
     if v.get("torch"):
         libraries.append(f"PyTorch {v['torch']}")
+    onednn = f"; oneDNN {machine['onednn']}" if machine.get("onednn") else ""
     return (f"Machine: {machine.get('host')}, {machine.get('cores')} cores ({machine.get('cpu_model')}; "
-            f"{flag_text}); {', '.join(libraries)}, {machine.get('mpi')}; {machine.get('date')}.")
+            f"{flag_text}); {', '.join(libraries)}, {machine.get('mpi')}{onednn}; {machine.get('date')}.")
 
 
 def write_machine(out: str | Path, machine: dict[str, Any]) -> None:
