@@ -41,7 +41,7 @@ demo: install
 		--out $(DEMO_DIR)/run --overwrite --epochs 6 --batch-size 16 --verbose 2
 
 test: install install-slurm install-multihost install-spark
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 test-fast: install
 	$(PY) -m pytest -q -m "not multiprocess and not slurm and not multihost and not spark and not elastic"

@@ -207,6 +207,13 @@ hvdw_run() {  # RUN_DIR RANKS HOSTS COMMAND...: record, print and run COMMAND; i
       kill -0 "$HVDW_CHILD" 2>/dev/null || break
     done
     trap - USR1
+    if [[ ${HVDW_REQUEUED:-0} == 1 ]]; then
+      # SLURM ends this attempt's steps once the requeue is accepted: their exit is no failure of the job,
+      # and a failing exit of this script must not race the requeue into a FAILED job.
+      echo "$HVDW_JOB: attempt ended for the requeue (its steps exited $status); the next attempt resumes"
+      python "$HVDWEATHER_HOME/jobs/lib/record.py" finish "$run_dir/job.json" "$status"
+      return 0
+    fi
   else
     "$@" || status=$?
   fi
@@ -219,8 +226,15 @@ hvdw_requeue() {  # the USR1 trap: SLURM's --signal=B:USR1@SECONDS, sent before 
   # back to the queue now; SLURM then ends this attempt and the next one continues with --resume.
   echo "$HVDW_JOB: SIGUSR1 (time limit or pre-emption near): requeueing job $SLURM_JOB_ID; it continues" \
        "from the last finished epoch with --resume"
-  scontrol requeue "$SLURM_JOB_ID" \
-    || echo "$HVDW_JOB: scontrol requeue failed; the job ends at its time limit (resubmit with --resume)" >&2
+  local attempt
+  for attempt in 1 2 3 4 5; do  # slurmctld may be busy (a transient RPC error): try again before giving up
+    if scontrol requeue "$SLURM_JOB_ID"; then
+      HVDW_REQUEUED=1
+      return 0
+    fi
+    sleep "$attempt"
+  done
+  echo "$HVDW_JOB: scontrol requeue failed; the job ends at its time limit (resubmit with --resume)" >&2
 }
 
 hvdw_resume_args() {  # RUN_DIR: print --resume when this is a requeued attempt of a run that has started
