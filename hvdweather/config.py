@@ -137,6 +137,9 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError("--group-near-duplicates groups exact duplicates too; drop --no-group-duplicates")
     if cfg.val_split + cfg.test_split >= 0.9:
         raise ConfigError("--val-split + --test-split must leave at least 10% of images for training")
+    if cfg.data and cfg.out and Path(cfg.out).resolve().is_relative_to(Path(cfg.data).resolve()):
+        raise ConfigError(f"--out {cfg.out} is inside --data {cfg.data}: the run's report/ and tensorboard/ would "
+                          "become class folders of the data set; put the run elsewhere, e.g. --out runs/NAME")
     _validate_choices(cfg)
     _validate_experiment(cfg)
 
@@ -252,16 +255,30 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         else:
             values = json.loads(text)
     except Exception as exc:  # both parsers raise their own error types
-        raise ConfigError(f"--config {path}: cannot parse ({exc.__class__.__name__}: {exc})") from None
+        mark = getattr(exc, "problem_mark", None)  # YAML: where; JSON: lineno
+        line = mark.line + 1 if mark is not None else getattr(exc, "lineno", None)
+        what = getattr(exc, "problem", None) or getattr(exc, "msg", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"--config {path}" + (f" line {line}" if line else "") + f": cannot parse ({what})") from None
     if not isinstance(values, dict):
         raise ConfigError(f"--config {path}: expected a mapping of field: value")
     return config_values(values, f"--config {path}")
 
 
+def _numeric(name: str, value: Any) -> Any:
+    """YAML 1.1 (PyYAML) reads 1e-3 as a string (it wants 1.0e-3): a number field takes numeric strings."""
+    kind = {f.name: f.type for f in fields(TrainConfig)}.get(name)
+    if kind == "float" and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
 def config_values(values: dict[str, Any], source: str) -> dict[str, Any]:
     """A mapping of TrainConfig fields or flag names (a --config file, a sweep's base or grid cell) as
     field names; an unknown key or a value of the wrong type is a ConfigError starting with `source`."""
-    values = _field_names(values, source)
+    values = {name: _numeric(name, value) for name, value in _field_names(values, source).items()}
     for name, value in values.items():
         problem = _type_error(name, value)
         if problem:

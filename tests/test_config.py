@@ -37,11 +37,30 @@ def test_config_file_errors(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config_file(tmp_path / "nope.json")
     (tmp_path / "bad.json").write_text("{oops")
-    with pytest.raises(ConfigError, match="cannot parse"):
+    with pytest.raises(ConfigError, match="bad.json line 1: cannot parse"):
         load_config_file(tmp_path / "bad.json")
+    (tmp_path / "bad.yaml").write_text("lr: 0.1\nepochs: [2\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml line 3: cannot parse \(expected ',' or ']'"):
+        load_config_file(tmp_path / "bad.yaml")
     (tmp_path / "extra.json").write_text('{"epochz": 3}')
     with pytest.raises(ConfigError, match="unknown field.*epochz"):
         load_config_file(tmp_path / "extra.json")
+
+
+def test_yaml_exponent_numbers_are_numbers(tmp_path):
+    """PyYAML (YAML 1.1) reads 1e-3 as the string '1e-3'; a number field takes it as 0.001."""
+    (tmp_path / "c.yaml").write_text("lr: 1e-3\nweight-decay: 5e-4\n")
+    assert load_config_file(tmp_path / "c.yaml") == {"lr": 0.001, "weight_decay": 0.0005}
+    (tmp_path / "d.yaml").write_text("epochs: 1e1\n")  # an integer field stays strict
+    with pytest.raises(ConfigError, match="epochs must be an integer, got '1e1'"):
+        load_config_file(tmp_path / "d.yaml")
+
+
+def test_out_inside_data_is_refused(tmp_path):
+    for out in (tmp_path / "data", tmp_path / "data" / "run"):
+        with pytest.raises(ConfigError, match="--out .* is inside --data .*put the run elsewhere"):
+            TrainConfig(data=str(tmp_path / "data"), out=str(out))
+    TrainConfig(data=str(tmp_path / "data"), out=str(tmp_path / "data-runs"))  # a sibling is fine
 
 
 def test_config_is_frozen():
