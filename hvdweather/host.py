@@ -38,6 +38,16 @@ def onednn_state() -> str:
     return {"1": "on", "0": "off"}.get(os.environ.get(ONEDNN_ENV, ""), "TensorFlow's default for this CPU")
 
 
+# Set in every rank by mpirun/horovodrun (OpenMPI, MPICH/Intel MPI, PMIx, Gloo) and srun steps.
+LAUNCHER_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "HOROVOD_RANK", "SLURM_STEP_ID")
+
+
+def under_launcher() -> bool:
+    """Whether a launcher started this process: its stdout is then the launcher's (a pty under OpenMPI,
+    whatever the user redirected the launcher's output to), so a terminal check says nothing."""
+    return any(name in os.environ for name in LAUNCHER_VARIABLES)
+
+
 def available_cores() -> int:
     """Cores this process may run on (respects SLURM/taskset CPU masks, unlike os.cpu_count)."""
     return len(os.sched_getaffinity(0))

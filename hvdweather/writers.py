@@ -47,9 +47,12 @@ class RunWriter:
         print(message, flush=True)
 
     def keras_verbose(self, level: int) -> int:
-        """Keras's `verbose` for this process: its bar only on the primary, at level 1, in a terminal.
-        Everywhere else (other ranks, log files, level 0 or 2) callbacks.ProgressLog writes whole lines."""
-        return 1 if self.is_primary and level == 1 and sys.stdout.isatty() else 0
+        """Keras's `verbose` for this process: its bar only on the primary, at level 1, in a terminal, not
+        under a launcher. Everywhere else (other ranks, launchers, log files, level 0 or 2)
+        callbacks.ProgressLog writes whole lines."""
+        from hvdweather.host import under_launcher
+
+        return 1 if self.is_primary and level == 1 and sys.stdout.isatty() and not under_launcher() else 0
 
     @_primary_only
     def write_json(self, name: str, obj: Any) -> None:
