@@ -141,12 +141,16 @@ def make_plan(cfg: TrainConfig, n_train: int, runtime: Runtime, shard_count: int
 
 
 def check_run_dir(cfg: TrainConfig) -> None:
-    """A new run never mixes with an old one's files: refuse, replace (--overwrite) or --resume."""
+    """A new run never mixes with an old one's files: refuse, replace (--overwrite) or --resume. Only a
+    run that started (config.json, written once the checks passed) counts: the files of one refused
+    before that (split.csv, skipped.csv...) are removed, so the corrected command just runs."""
     existing = run_files_in(cfg.out)
     if cfg.resume and "config.json" not in existing:
         raise ConfigError(f"--resume: {cfg.out} holds no run to resume (no config.json); "
                           "drop --resume to start a new run there")
-    if existing and not cfg.resume:
+    if existing and "config.json" not in existing:
+        clear_run(cfg.out)  # every rank may do this: it runs before any rank writes
+    elif existing and not cfg.resume:
         if not cfg.overwrite:
             raise ConfigError(f"--out {cfg.out} already holds a run ({', '.join(existing[:3])}); pass "
                               "--resume to continue it, --overwrite to replace it, or another --out")

@@ -125,6 +125,21 @@ def test_resume_of_nothing_and_a_run_in_the_way(capsys, tmp_path, tiny_data):
     _one_line_error(err, f"--out {run} already holds a run", "--resume", "--overwrite")
 
 
+@pytest.mark.timeout(300)
+def test_a_refused_run_leaves_nothing_that_blocks_the_corrected_one(tmp_path, tiny_data):
+    """Refused after the scan (a batch larger than the shard): its split.csv and skipped.csv are no run."""
+    out = tmp_path / "run"
+    args = ("hvdweather-train", "--data", str(tiny_data), "--out", str(out), "--epochs", "1", "--verbose", "0")
+    refused = run_cli(*args, "--batch-size", "100", timeout=120)
+    assert refused.returncode == 2 and "lower --batch-size" in refused.stderr
+    assert (out / "split.csv").exists() and not (out / "config.json").exists()
+    resumed = run_cli("hvdweather-train", "--out", str(out), "--resume", timeout=120)
+    assert resumed.returncode == 2 and "no run to resume" in resumed.stderr
+    fixed = run_cli(*args, "--batch-size", "4", timeout=240)
+    assert fixed.returncode == 0, fixed.stderr[-2000:]
+    assert (out / "config.json").exists()
+
+
 @pytest.mark.parametrize("given,expected", [(None, "1"), ("0", "0"), ("1", "1")])
 def test_every_console_script_turns_onednn_on_unless_the_user_set_it(given, expected):
     """Set before TensorFlow is imported, so ranks started by horovodrun/mpirun/srun inherit it."""
