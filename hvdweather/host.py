@@ -48,6 +48,16 @@ def under_launcher() -> bool:
     return any(name in os.environ for name in LAUNCHER_VARIABLES)
 
 
+def launched_processes() -> int:
+    """How many processes the launcher started alongside this one (1 when none did)."""
+    for name in ("OMPI_COMM_WORLD_SIZE", "HOROVOD_SIZE", "PMI_SIZE", "PMIX_SIZE"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    if "SLURM_STEP_ID" in os.environ and os.environ.get("SLURM_STEP_NUM_TASKS", "").isdigit():
+        return int(os.environ["SLURM_STEP_NUM_TASKS"])
+    return 1
+
+
 def available_cores() -> int:
     """Cores this process may run on (respects SLURM/taskset CPU masks, unlike os.cpu_count)."""
     return len(os.sched_getaffinity(0))

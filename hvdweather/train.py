@@ -55,7 +55,7 @@ from hvdweather.data.split import (
 from hvdweather.distributed import HorovodOptions, Runtime, TrainingBackend, make_backend
 from hvdweather.errors import check_output_dir
 from hvdweather.evaluate import format_report, predict_probabilities, write_checkpoint_report, write_test_summaries
-from hvdweather.host import onednn_state, versions
+from hvdweather.host import launched_processes, onednn_state, versions
 from hvdweather.model import use_fast_cpu_allocator
 from hvdweather.models import create_model, reorder_weights, set_backbone_trainable
 from hvdweather.optim import balanced_class_weights, make_loss, make_metrics, make_optimizer
@@ -159,6 +159,10 @@ def check_run_dir(cfg: TrainConfig) -> None:
 
 def check_inputs(cfg: TrainConfig) -> Source:
     """The cheap checks that must fail in seconds, before any image is decoded."""
+    processes = launched_processes()
+    if cfg.strategy == "mirrored" and processes > 1:  # every process would train into one --out
+        raise ConfigError(f"--strategy mirrored is one process with --replicas replicas, but a launcher started "
+                          f"{processes} processes; run it without horovodrun/mpirun/srun, or use --strategy horovod")
     source = open_source(cfg.data, cfg.image_size)
     check_output_dir(cfg.out)
     if not cfg.elastic:  # elastic: in the first world only (a worker joining later finds the run there)

@@ -128,3 +128,21 @@ def test_mirrored_with_the_training_knobs(tiny_data, tmp_path):
     np.testing.assert_allclose(layer["mean"], mean)
     np.testing.assert_allclose(layer["variance"], std ** 2)
     assert "mirrored, 2 worker(s)" in result.stdout and record["config"]["class_weights"] == "balanced"
+
+
+@pytest.mark.multiprocess
+@pytest.mark.timeout(200)
+@pytest.mark.parametrize("launcher", ["horovodrun", "mpirun"])
+def test_mirrored_under_a_multi_rank_launch_is_refused_before_any_work(launcher, tiny_data, tmp_path):
+    """Both ranks would train into one --out (rank 1 then dies on rank 0's checkpoint files)."""
+    from conftest import MPIRUN
+
+    out = tmp_path / "run"
+    train = [str(BIN / "hvdweather-train"), "--data", str(tiny_data), "--out", str(out), "--strategy", "mirrored",
+             "--replicas", "2", "--epochs", "1"]
+    command = ["horovodrun", "-np", "2", *train] if launcher == "horovodrun" else [*MPIRUN, *train]
+    result = run_cli(*command, timeout=180)
+    assert result.returncode != 0
+    assert "--strategy mirrored is one process" in result.stdout + result.stderr
+    assert "a launcher started 2 processes" in result.stdout + result.stderr
+    assert not out.exists() or not any(out.iterdir())  # refused before anything was written
