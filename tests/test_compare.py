@@ -83,19 +83,19 @@ def test_runs_of_other_classes_or_other_test_images_are_refused(tmp_path):
     assert not (tmp_path / "cmp" / "compare.csv").exists()
 
 
-def test_runs_of_several_seeds_share_a_table_and_get_mean_and_std_per_setting(tmp_path):
-    """Each seed splits anew (other test images): allowed when seed varies, summarised over the seeds."""
+def test_runs_of_several_seed_values_share_a_table_and_get_mean_and_std_per_setting(tmp_path):
+    """Each seed splits anew (other test images): allowed when seed varies, summarised over the --seed values."""
     a = make_run(tmp_path, "a", [0.9], [0.3], seed=1, lr=0.01, best_test=0.5)
     b = make_run(tmp_path, "b", [0.8], [0.3], seed=2, lr=0.01, best_test=0.7, test_files=("c.jpg", "d.jpg"))
     c = make_run(tmp_path, "c", [0.9], [0.3], seed=1, lr=0.1, best_test=0.6)
     compare_runs([a, b, c], tmp_path / "cmp")
-    with open(tmp_path / "cmp" / "seeds.csv") as handle:
+    with open(tmp_path / "cmp" / "seed_spread.csv") as handle:
         groups = {row["lr"]: row for row in csv.DictReader(handle)}
-    assert groups["0.01"]["seeds"] == "1 2" and groups["0.1"]["seeds"] == "1"
+    assert groups["0.01"]["seed_values"] == "1 2" and groups["0.1"]["seed_values"] == "1"
     assert float(groups["0.01"]["best_test_accuracy_mean"]) == pytest.approx(0.6)
     assert float(groups["0.01"]["best_test_accuracy_std"]) == pytest.approx(0.1414, abs=1e-4)
     assert float(groups["0.1"]["best_test_accuracy_std"]) == 0.0
-    assert "| 0.01 | 1 2 | 0.6000 ± 0.1414 |" in (tmp_path / "cmp" / "seeds.md").read_text()
+    assert "| 0.01 | 1 2 | 0.6000 ± 0.1414 |" in (tmp_path / "cmp" / "seed_spread.md").read_text()
     different_split_same_seed = make_run(tmp_path, "d", [0.9], [0.3], seed=1, lr=0.01,
                                          test_files=("z.jpg", "b.jpg"))
     with pytest.raises(ConfigError, match="tested on different images"):

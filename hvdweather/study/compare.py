@@ -7,7 +7,7 @@ val accuracy, test accuracy, macro F1, top-k), epochs to --target-accuracy, trai
 over epochs after the first), wall time (sum of epoch times) and world size. Written as compare.csv and
 compare.md, with curves.png (every run's val loss and accuracy, overlaid) and test_accuracy.png (best vs
 last). Runs of different classes or test images are refused (study.runs.check_comparable), unless the
-runs differ in --seed: then seeds.csv/seeds.md also give mean ± std over the seeds (study.seeds).
+runs differ in --seed: then seed_spread.csv/.md also give mean ± std over the --seed values (study.spread).
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from typing import Any
 from hvdweather.bench.spec import make_out_dir
 from hvdweather.errors import ConfigError
 from hvdweather.study.runs import RunRecord, check_comparable, read_run, run_row, varied_settings
-from hvdweather.study.seeds import varies_seed, write_seed_summary
+from hvdweather.study.spread import varies_seed, write_seed_summary
 
 Row = dict[str, Any]
 # Every column but the settings, in table order (top-k is named top<K>_accuracy after --top-k).
@@ -149,6 +149,6 @@ def compare_runs(run_dirs: list[str | Path], out: str | Path, target_accuracy: f
     if varies_seed(settings):
         print(write_seed_summary(rows, settings, out), flush=True)
     print(f"compared {len(records)} run(s)" + (f", {len(failed)} failed" if failed else "")
-          + "; wrote compare.csv, compare.md, " + ("seeds.csv, seeds.md, " if varies_seed(settings) else "")
+          + "; wrote compare.csv, compare.md, " + ("seed_spread.csv, seed_spread.md, " if varies_seed(settings) else "")
           + f"curves.png, test_accuracy.png in {out}", flush=True)
     return rows

@@ -82,7 +82,7 @@ def check_comparable(records: list[RunRecord], other_tests_ok: bool = False) -> 
         if other.test_set_digest != first.test_set_digest and not other_tests_ok:
             raise ConfigError(f"{first.run_dir} and {other.run_dir} were tested on different images (split.csv: "
                               "another --data, --seed or --test-split); their test accuracies are not comparable, "
-                              "except as a mean over seeds: give runs of several seeds")
+                              "except as a mean over --seed values: give runs of several --seed values")
 
 
 def varied_settings(configs: list[dict[str, Any]]) -> list[str]:

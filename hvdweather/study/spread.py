@@ -1,10 +1,10 @@
-"""Mean ± standard deviation over seeds: a comparison's runs that differ in --seed, grouped by their other
-settings, one row per group (seeds.csv, seeds.md).
+"""Mean ± standard deviation over --seed values: a comparison's runs that differ in --seed, grouped by
+their other settings, one row per group (seed_spread.csv, seed_spread.md).
 
-    hvdweather-compare studies/mwd/* --out studies/mwd    # seed varies: seeds.md beside compare.md
+    hvdweather-compare studies/mwd/* --out studies/mwd    # seed varies: seed_spread.md beside compare.md
 
-Every seed draws its own split, so runs of different seeds are tested on different images; the spread
-over seeds is the figure that carries, and the only one a single split cannot give.
+Every seed draws its own split, so runs of different --seed values are tested on different images; the spread
+over --seed values is the figure that carries, and the only one a single split cannot give.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 Row = dict[str, Any]
-# The columns summarised (mean and std over the seeds), in table order.
+# The columns summarised (mean and std over the --seed values), in table order.
 SUMMARISED = ("best_test_accuracy", "best_macro_f1", "last_test_accuracy", "last_macro_f1", "best_epoch",
               "images_per_s", "wall_s")
 
@@ -41,12 +41,12 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
 
 
 def seed_rows(rows: list[Row], settings: list[str]) -> list[Row]:
-    """One row per group: its settings, the seeds, and mean/std of each SUMMARISED column."""
+    """One row per group: its settings, its --seed values, and mean/std of each SUMMARISED column."""
     others = [s for s in settings if s != "seed"]
     summary = []
     for _, group in seed_groups(rows, settings):
         row: Row = {s: group[0].get(s) for s in others}
-        row["seeds"] = " ".join(str(r.get("seed")) for r in group)
+        row["seed_values"] = " ".join(str(r.get("seed")) for r in group)
         for column in SUMMARISED:
             row[f"{column}_mean"], row[f"{column}_std"] = _mean_std([r.get(column) for r in group])
         summary.append(row)
@@ -61,20 +61,20 @@ def _cell(mean: float | None, std: float | None) -> str:
 
 
 def write_seed_summary(rows: list[Row], settings: list[str], out: Path) -> str:
-    """seeds.csv (every mean and std) and seeds.md (mean ± std); returns the markdown table."""
+    """seed_spread.csv (every mean and std) and seed_spread.md (mean ± std); returns the markdown table."""
     summary = seed_rows(rows, settings)
     others = [s for s in settings if s != "seed"]
-    names = [*others, "seeds", *(f"{c}_{stat}" for c in SUMMARISED for stat in ("mean", "std"))]
-    with (out / "seeds.csv").open("w", newline="") as handle:
+    names = [*others, "seed_values", *(f"{c}_{stat}" for c in SUMMARISED for stat in ("mean", "std"))]
+    with (out / "seed_spread.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=names)
         writer.writeheader()
         writer.writerows(summary)
-    header = [*others, "seeds", *SUMMARISED]
+    header = [*others, "seed_values", *SUMMARISED]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join([*(str(r[s]) for s in others), r["seeds"],
+    lines += ["| " + " | ".join([*(str(r[s]) for s in others), r["seed_values"],
                                  *(_cell(r[f"{c}_mean"], r[f"{c}_std"]) for c in SUMMARISED)]) + " |"
               for r in summary]
     table = "\n".join(lines) + "\n"
-    (out / "seeds.md").write_text(f"Mean ± standard deviation over seeds ({len(summary)} group(s)); each seed is "
-                                  "its own split, so its own test images.\n\n" + table)
+    (out / "seed_spread.md").write_text(f"Mean ± standard deviation over --seed values ({len(summary)} group(s)); "
+                                        "each seed is its own split, so its own test images.\n\n" + table)
     return table
