@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -29,8 +30,6 @@ def prefer_onednn() -> None:
 
 def onednn_state() -> str:
     """on / off as TensorFlow runs it (asked when it is loaded), else as the environment will make it."""
-    import sys
-
     if "tensorflow" in sys.modules:
         from tensorflow.python.util import _pywrap_util_port  # TF 2.15's own check of the setting and the CPU
 

@@ -185,11 +185,16 @@ def lay_out(extracted: Path, staging: Path, spec: PublicSet) -> dict[str, int]:
     return counts
 
 
-def verify(staging: Path, manifest: dict[str, str]) -> int:
+def digests(staging: Path) -> dict[Path, str]:
+    """SHA-256 of every laid-out file, read once for both the check and SHA256SUMS."""
+    return {p: file_sha256(p) for p in sorted(staging.rglob("*")) if p.is_file()}
+
+
+def verify(files: dict[Path, str], manifest: dict[str, str]) -> int:
     """Every file of the manifest present with its checksum, and nothing else; the files checked."""
-    found = {p.name: p for p in staging.rglob("*") if p.is_file()}
+    found = {p.name: sha for p, sha in files.items()}
     missing = sorted(set(manifest) - set(found))
-    wrong = sorted(name for name in set(manifest) & set(found) if file_sha256(found[name]) != manifest[name])
+    wrong = sorted(name for name in set(manifest) & set(found) if found[name] != manifest[name])
     extra = sorted(set(found) - set(manifest))
     if missing or wrong or extra:
         parts = [f"{len(items)} {what} (first: {items[0]})" for items, what in
@@ -200,10 +205,9 @@ def verify(staging: Path, manifest: dict[str, str]) -> int:
     return len(manifest)
 
 
-def write_records(staging: Path, spec: PublicSet, source: str, archive_sha256: str) -> None:
+def write_records(staging: Path, files: dict[Path, str], spec: PublicSet, source: str, archive_sha256: str) -> None:
     """DEST/SHA256SUMS (sha256sum -c) and DEST/SOURCE.md (the attribution travels with the data)."""
-    files = sorted(p for p in staging.rglob("*") if p.is_file())
-    (staging / "SHA256SUMS").write_text("".join(f"{file_sha256(p)}  {p.relative_to(staging)}\n" for p in files))
+    (staging / "SHA256SUMS").write_text("".join(f"{sha}  {p.relative_to(staging)}\n" for p, sha in files.items()))
     (staging / "SOURCE.md").write_text(
         f"# {spec.name.upper()}\n\n{spec.citation}\n\nKeep this attribution wherever these images, or images derived "
         f"from them, are stored.\n\nFetched by hvdweather-data fetch on {time.strftime('%Y-%m-%d')} from {source} "
@@ -228,10 +232,11 @@ def fetch(name: str, dest: str | Path, archive: str = "", url: str = "", manifes
         archive_sha256 = file_sha256(local)
         unpack(local, staging / "extracted")
         counts = lay_out(staging / "extracted", staging / "set", spec)
+        files = digests(staging / "set")
         checked = ("no published checksums to verify against" if manifest_path is None else
                    "not verified (--no-verify)" if not verify_files else
-                   f"all {verify(staging / 'set', read_manifest(manifest_path))} files match the release's checksums")
-        write_records(staging / "set", spec, source, archive_sha256)
+                   f"all {verify(files, read_manifest(manifest_path))} files match the release's checksums")
+        write_records(staging / "set", files, spec, source, archive_sha256)
         if dest.exists():
             dest.rmdir()  # the empty folder check_dest allowed
         os.replace(staging / "set", dest)

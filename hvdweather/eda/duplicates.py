@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hvdweather.data.fingerprint import NEAR_DUPLICATE_BITS, duplicate_groups, near_duplicate_pairs
+from hvdweather.eda.outputs import write_csv
 
 SHEET_PAIRS = 8  # pairs on near_duplicates.png: half the closest, half the farthest
 
@@ -37,11 +38,11 @@ class DuplicateReport:
                 "near_pairs": len(self.near), "near_max_bits": NEAR_DUPLICATE_BITS}
 
     def write(self, out: Path, plots: bool) -> None:
-        _csv(out / "duplicates.csv", ["group", "kind", "class_name", "path"],
-             [[number, self.kind(group), self.class_of[path], path]
-              for number, group in enumerate(self.groups, start=1) for path in group])
-        _csv(out / "near_duplicates.csv", ["path_a", "class_a", "path_b", "class_b", "bits"],
-             [[a, self.class_of[a], b, self.class_of[b], bits] for a, b, bits in self.near])
+        write_csv(out / "duplicates.csv", ["group", "kind", "class_name", "path"],
+                  [[number, self.kind(group), self.class_of[path], path]
+                   for number, group in enumerate(self.groups, start=1) for path in group])
+        write_csv(out / "near_duplicates.csv", ["path_a", "class_a", "path_b", "class_b", "bits"],
+                  [[a, self.class_of[a], b, self.class_of[b], bits] for a, b, bits in self.near])
         if plots and self.near:
             from hvdweather.sheets import plot_contact_sheet, save_sheet
 
@@ -79,11 +80,3 @@ def find_report(totals) -> DuplicateReport:
             if digest_of[pair[0]] != digest_of[pair[1]]]
     return DuplicateReport(class_of, duplicate_groups(paths, digests), near)
 
-
-def _csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
-    import csv
-
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)

@@ -38,15 +38,15 @@ def write_outputs(out: str | Path, totals, summary: dict[str, Any]) -> None:
             for channel, counts in zip(CHANNELS, per_channel):
                 writer.writerow([name, channel, *counts.tolist()])
     decoded_total = max(1, summary["all"]["images"])
-    _write_csv(out / "class_counts.csv", ["class", "images", "skipped", "fraction"],
+    write_csv(out / "class_counts.csv", ["class", "images", "skipped", "fraction"],
                [[name, c["images"], c["skipped"], f"{c['images'] / decoded_total:.6f}"]
                 for name, c in summary["classes"].items()])
-    _write_csv(out / "skipped.csv", ["path", "reason"],
+    write_csv(out / "skipped.csv", ["path", "reason"],
                [[catalog.paths[i], reason] for i, reason in totals.skipped.items()])
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 
-def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
+def write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
