@@ -39,10 +39,10 @@ def write_outputs(out: str | Path, totals, summary: dict[str, Any]) -> None:
                 writer.writerow([name, channel, *counts.tolist()])
     decoded_total = max(1, summary["all"]["images"])
     write_csv(out / "class_counts.csv", ["class", "images", "skipped", "fraction"],
-               [[name, c["images"], c["skipped"], f"{c['images'] / decoded_total:.6f}"]
-                for name, c in summary["classes"].items()])
+              [[name, c["images"], c["skipped"], f"{c['images'] / decoded_total:.6f}"]
+               for name, c in summary["classes"].items()])
     write_csv(out / "skipped.csv", ["path", "reason"],
-               [[catalog.paths[i], reason] for i, reason in totals.skipped.items()])
+              [[catalog.paths[i], reason] for i, reason in totals.skipped.items()])
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 
