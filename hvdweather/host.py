@@ -47,6 +47,14 @@ def under_launcher() -> bool:
     return any(name in os.environ for name in LAUNCHER_VARIABLES)
 
 
+def say(message: str, stream=None) -> None:
+    """`message` and its newline in one write: a launcher tags each write it relays ("[1,0]<stdout>:"), and
+    print's two writes on an unbuffered stream (horovodrun's ranks) leave a stray tag at the end of the line."""
+    stream = sys.stdout if stream is None else stream
+    stream.write(f"{message}\n")
+    stream.flush()
+
+
 def launched_processes() -> int:
     """How many processes the launcher started alongside this one (1 when none did)."""
     for name in ("OMPI_COMM_WORLD_SIZE", "HOROVOD_SIZE", "PMI_SIZE", "PMIX_SIZE"):

@@ -17,6 +17,7 @@ from typing import Any
 
 import tensorflow as tf
 
+from hvdweather import host
 from hvdweather.runfiles import read_csv_rows, read_json, read_jsonl
 
 
@@ -44,7 +45,7 @@ class RunWriter:
     @_primary_only
     def log(self, message: str) -> None:
         """One line on the primary's stdout (one voice for the whole job)."""
-        print(message, flush=True)
+        host.say(message)
 
     def keras_verbose(self, level: int) -> int:
         """Keras's `verbose` for this process: its bar only on the primary, at level 1, in a terminal, not

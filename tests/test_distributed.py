@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -40,6 +41,14 @@ def _check_two_rank_run(run: Path) -> None:
     assert accuracy > 0.3, f"test accuracy {accuracy} is not well above chance (1/11)"
 
 
+def _assert_tags_only_at_line_starts(stdout: str) -> None:
+    """The launcher tags each write it relays ("[1,0]<stdout>:"); a line written in two writes (text, then
+    its newline) shows a second tag at its end."""
+    stray = [line for line in stdout.splitlines()
+             if line.count("<stdout>:") > 1 or ("<stdout>:" in line and not re.match(r"\[[\d,]+\]<stdout>:", line))]
+    assert not stray, stray[:3]
+
+
 @pytest.mark.multiprocess
 @pytest.mark.timeout(400)
 def test_horovodrun_gloo_two_ranks(synth_data, tmp_path):
@@ -52,6 +61,7 @@ def test_horovodrun_gloo_two_ranks(synth_data, tmp_path):
     assert "global batch 16" in result.stdout
     # stdout is a pipe here, as in a log file: whole lines, never Keras's \r-redrawn bar
     assert "\r" not in result.stdout and "\r" not in result.stderr
+    _assert_tags_only_at_line_starts(result.stdout)
     assert result.stdout.count("epoch 5/5: loss") == 1  # one voice: only rank 0 reports progress
     step_lines = [line for line in result.stdout.splitlines() if "steps (" in line and "images/s, ETA" in line]
     assert len(step_lines) >= 5, result.stdout[-2000:]
@@ -69,6 +79,7 @@ def test_mpirun_two_ranks(synth_data, tmp_path):
     # OpenMPI gives each rank a pty, so isatty() is true in the ranks even with the output in a file:
     # the launcher decides, and Keras's \r-redrawn bar never reaches the log
     assert "\r" not in result.stdout and "[==" not in result.stdout
+    _assert_tags_only_at_line_starts(result.stdout)
     assert any("steps (" in line and "images/s, ETA" in line for line in result.stdout.splitlines())
     _check_two_rank_run(run)
 

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from hvdweather.config import ConfigError
-from hvdweather.host import available_cores
+from hvdweather.host import available_cores, say
 
 EXECUTORS = ("sequential", "multiprocessing", "mpi", "spark")
 CHUNKS_PER_WORKER = 8  # enough that the last chunks leave little idle time, few enough to be cheap
@@ -139,7 +139,7 @@ def launched_by_mpirun() -> bool:
 def note_once(message: str) -> None:
     """Print `message` to stderr on the launcher's first rank only (before MPI is initialised)."""
     if launcher_rank() == 0:
-        print(message, file=sys.stderr, flush=True)
+        say(message, sys.stderr)
 
 
 def launcher_rank() -> int:
@@ -216,7 +216,7 @@ class MpiExecutor(SequentialExecutor):
     def abort(self) -> None:
         """Print this rank's traceback and end the whole job (the other ranks would wait forever)."""
         traceback.print_exc()
-        print(f"rank {self.rank}: failed; aborting all {self.size} ranks", file=sys.stderr, flush=True)
+        say(f"rank {self.rank}: failed; aborting all {self.size} ranks", sys.stderr)
         self.comm.Abort(1)
 
 
