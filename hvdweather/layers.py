@@ -15,11 +15,13 @@ class StepSeededDropout(tf.keras.layers.Layer):
     resume its masks differ from the uninterrupted run's. Here the step is a (non-trainable, integer)
     weight of the layer, saved and restored with the others. The seed is drawn once from numpy's RNG
     (seeded by --seed through tf.keras.utils.set_random_seed) and stored in the layer's config.
+    `noise_shape` as Keras's Dropout: (None, 1, 1, 1) drops whole images' residual branches (stochastic depth).
     """
 
-    def __init__(self, rate: float, seed: int | None = None, **kwargs):
+    def __init__(self, rate: float, seed: int | None = None, noise_shape: tuple | None = None, **kwargs):
         super().__init__(**kwargs)
         self.rate = float(rate)
+        self.noise_shape = None if noise_shape is None else tuple(noise_shape)
         self.seed = int(np.random.randint(0, 2**31 - 1)) if seed is None else int(seed)
 
     def build(self, input_shape) -> None:
@@ -33,10 +35,14 @@ class StepSeededDropout(tf.keras.layers.Layer):
             return inputs
         seed = tf.stack([tf.constant(self.seed, tf.int64), self.step.read_value()])
         self.step.assign_add(1)
-        return tf.nn.experimental.stateless_dropout(inputs, self.rate, seed=seed)
+        noise_shape = None
+        if self.noise_shape is not None:  # None entries take the input's size, as in Keras's Dropout
+            dims = tf.unstack(tf.shape(inputs))
+            noise_shape = tf.stack([d if n is None else n for d, n in zip(dims, self.noise_shape)])
+        return tf.nn.experimental.stateless_dropout(inputs, self.rate, seed=seed, noise_shape=noise_shape)
 
     def get_config(self) -> dict:
-        return super().get_config() | {"rate": self.rate, "seed": self.seed}
+        return super().get_config() | {"rate": self.rate, "seed": self.seed, "noise_shape": self.noise_shape}
 
 
 @tf.keras.utils.register_keras_serializable(package="hvdweather")

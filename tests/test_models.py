@@ -24,6 +24,11 @@ def test_registry_and_geometry_name_the_same_models():
     assert all(MODELS[n].min_image_size == MODEL_GEOMETRY[n]["min_image_size"] for n in MODELS)
 
 
+def test_efficientnet_lite0_has_the_originals_parameter_count():
+    # efficientnet-lite0-57934424.pth: 4,652,008 trainable parameters, of which the 1000-class fc is 1,281,000
+    assert _trainable(create_model("efficientnet_lite0", 11, 64)) == 4_652_008 - 1_281_000 + (1280 * 11 + 11)
+
+
 def test_resnet18_has_torchvisions_parameter_count():
     # torchvision.models.resnet18(num_classes=11): 11,176,512 backbone + 512 x 11 + 11 head
     assert _trainable(create_model("resnet18", 11, 64)) == 11_176_512 + 512 * 11 + 11
@@ -37,7 +42,9 @@ def test_vit_tiny_is_deit_tiny_sized():
 
 @pytest.mark.parametrize("name,size,problem", [("resnet18", 16, "too small for resnet18"),
                                                  ("vit_tiny", 40, "multiple of 16"),
-                                                 ("weather_cnn", 64, "needs >= 253")])
+                                                 ("weather_cnn", 64, "needs >= 253"),
+                                                 ("efficientnet_b0", 32, "needs >= 64"),
+                                                 ("efficientnet_lite0", 48, "needs >= 64")])
 def test_sizes_a_model_cannot_take_are_one_line_errors(name, size, problem):
     with pytest.raises(ConfigError, match=problem):
         TrainConfig(model=name, image_size=size)

@@ -139,9 +139,9 @@ def test_resume_before_at_and_after_the_unfreeze_is_exact(tiny_data, tmp_path):
     """--freeze-backbone-epochs 2 of 3: stopped after epoch 1 and resumed across the switch; stopped at
     the switch (epoch 2) and resumed after it: both end as one run never stopped, every epoch's metrics
     and the weights (the second part reads the stream where the first stopped; a resumed run builds the
-    frozen or the whole trainable set its checkpoint holds)."""
-    flags = ["--data", str(tiny_data), "--batch-size", "2", "--verbose", "0", "--model", "resnet18",
-             "--image-size", "32", "--freeze-backbone-epochs", "2", "--optimizer", "adam"]
+    frozen or the whole trainable set its checkpoint holds, and never reloads ImageNet over it)."""
+    flags = ["--data", str(tiny_data), "--batch-size", "2", "--verbose", "0", "--model", "efficientnet_lite0",
+             "--weights", "imagenet", "--image-size", "64", "--freeze-backbone-epochs", "2", "--optimizer", "adam"]
     runs = {"whole": [3], "across": [1, 3], "at": [2, 3]}  # epochs at which each launch stops
     for name, stops in runs.items():
         first = run_cli(*_one_process(*flags, "--out", str(tmp_path / name), "--epochs", str(stops[0])), timeout=300)

@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from hvdweather.errors import ConfigError
+from hvdweather.layers import StepSeededDropout
 
 __all__ = ["build_efficientnet_lite0", "load_state_dict"]
 
@@ -46,8 +47,8 @@ def _block(x: tf.Tensor, index: int, count: int, kernel: int, stride: int, expan
     x = _conv_bn(x, filters, 1, 1, name + "project_conv", name + "bn2", relu=False)
     if stride == 1 and inputs.shape[-1] == filters:
         rate = _DROP_CONNECT * index / count
-        if rate:  # drops the whole residual branch per image: Keras's EfficientNet does it the same way
-            x = tf.keras.layers.Dropout(rate, noise_shape=(None, 1, 1, 1), name=name + "drop")(x)
+        if rate:  # drops the whole residual branch per image; step-seeded so that a resume is exact
+            x = StepSeededDropout(rate, noise_shape=(None, 1, 1, 1), name=name + "drop")(x)
         x = tf.keras.layers.Add(name=name + "add")([x, inputs])
     return x
 
@@ -73,7 +74,7 @@ def build_efficientnet_lite0(num_classes: int, image_size: int = 224, head_name:
     inputs = tf.keras.Input((image_size, image_size, 3), name="image")
     x = tf.keras.layers.Rescaling(255.0 / 128.0, -127.0 / 128.0, name="input_scaling")(inputs)
     x = _backbone(image_size)(x)
-    x = tf.keras.layers.Dropout(_DROPOUT, name="dropout")(x)
+    x = StepSeededDropout(_DROPOUT, name="dropout")(x)
     logits = tf.keras.layers.Dense(num_classes, name=head_name)(x)
     return tf.keras.Model(inputs, logits, name="efficientnet_lite0")
 
@@ -102,7 +103,8 @@ def load_state_dict(model: tf.keras.Model, state: Mapping[str, np.ndarray], sour
     """Copy a PyTorch EfficientNet-Lite0 state dict into `model`'s backbone (and into its head too when
     that is the 1000-class 'fc'). A missing tensor or a shape that differs is a ConfigError naming `source`."""
     backbone = model.get_layer("backbone")
-    layers = [layer for layer in backbone.layers if layer.weights]
+    kinds = (tf.keras.layers.Conv2D, tf.keras.layers.DepthwiseConv2D, tf.keras.layers.BatchNormalization)
+    layers = [layer for layer in backbone.layers if isinstance(layer, kinds)]
     layers += [layer for layer in model.layers if layer.name == "fc"]
     for layer in layers:
         module = _torch_module(layer.name)
