@@ -1,12 +1,16 @@
-"""Shared fixtures: small synthetic data sets made once per test session, and a CLI runner."""
+"""Shared fixtures: small synthetic data sets made once per test session, one SLURM test cluster per
+session, and a CLI runner."""
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from cluster.slurm import SlurmCluster, single_node_cluster
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
@@ -48,6 +52,33 @@ def dirty_data(tiny_data, tmp_path_factory) -> Path:
     (root / "fogsmog" / "broken.jpg").write_bytes(b"this is not a JPEG")
     (root / "rainbow" / "empty.png").write_bytes(b"")
     return root
+
+
+@pytest.fixture(scope="session")
+def job_data(tmp_path_factory) -> Path:
+    """11 classes x 12 images: enough for 2 ranks x batch 8 and one epoch (the SLURM and mpirun jobs)."""
+    from hvdweather.data.synthetic import make_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("jobdata") / "data"
+    make_synthetic_dataset(root, images_per_class=12, seed=3)
+    return root
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory) -> Iterator[SlurmCluster]:
+    """One single-node SLURM cluster (tests/cluster/slurm.py) for the whole session, started when a test
+    first asks for it; its daemons are stopped by pid when the session ends, also after failures."""
+    with single_node_cluster(tmp_path_factory.mktemp("slurm")) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def slurm(slurm_cluster: SlurmCluster) -> Iterator[SlurmCluster]:
+    """The session's SLURM cluster, with nothing of an earlier test left in its queue: whatever a test
+    leaves pending or running is cancelled after it. Jobs keep their state apart by running in the
+    test's own tmp_path (their runs/ and output files are relative to the submit directory)."""
+    yield slurm_cluster
+    slurm_cluster.cancel_all()
 
 
 # mpirun as root, 2 ranks on a 2-core machine whatever its slot count, TF quiet in every rank.

@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from test_elastic import _rows, _workers_on
-from test_jobs import SlurmCluster, _assert_completed, _start_munged, _stop, _wait_idle, job_env
 
 from cluster import netns
+from cluster.slurm import SlurmCluster, job_env, start_munged, stop, wait_idle
 from conftest import BIN
 
 REPO = Path(__file__).resolve().parents[1]
@@ -234,18 +234,18 @@ def slurm2(hosts: netns.NamespaceHosts, tmp_path_factory) -> Iterator[SlurmClust
     _slurm_shims(hosts, state / "bin")
     cluster = SlurmCluster(state, job_env(PATH=f"{state / 'bin'}{os.pathsep}{os.environ['PATH']}"))
     try:
-        conf = _two_node_conf(state, _start_munged(munge_dir), hosts)
+        conf = _two_node_conf(state, start_munged(munge_dir), hosts)
         cluster.env["SLURM_CONF"] = str(conf)
         for host, daemon in (("hostA", ["slurmctld"]), ("hostA", ["slurmd", "-N", "hostA"]),
                              ("hostB", ["slurmd", "-N", "hostB"])):
             done = hosts.run(host, [*daemon, "-f", str(conf)], timeout=60, env=cluster.env, machine_sys=True)
             assert done.returncode == 0, f"{daemon} on {host}: {done.stderr}"
-        _wait_idle(cluster.env, state)
+        wait_idle(cluster.env, state)
         yield cluster
     finally:
         if "SLURM_CONF" in cluster.env:
             cluster.cancel_all()
-        _stop(pid_files)
+        stop(pid_files)
         shutil.rmtree(munge_dir, ignore_errors=True)
 
 
@@ -259,7 +259,7 @@ def test_sbatch_two_nodes_train_horovod(launcher: str, slurm2: SlurmCluster, hos
                                  sbatch=("-N2", "--ntasks-per-node=1", "-c1"), cwd=tmp_path, timeout=280,
                                  env={"HVDW_DATA": str(data), "HVDW_NETWORK_INTERFACE": netns.INTERFACE,
                                       "HVDW_LAUNCHER": launcher})
-    _assert_completed(slurm2, job_id, code)
+    slurm2.assert_completed(job_id, code)
     run = tmp_path / "runs" / f"train-horovod-{job_id}"
     check_two_host_run(run, hosts, hosts.interface_bytes("hostB") - before)
     record = json.loads((run / "job.json").read_text())
@@ -278,7 +278,7 @@ def test_sbatch_two_nodes_eda_mpi(slurm2: SlurmCluster, data: Path, tmp_path: Pa
     job_id, code = slurm2.submit(REPO / "jobs" / "slurm" / "eda_mpi.sbatch", "--no-plots",
                                  sbatch=("-N2", "--ntasks-per-node=1"), cwd=tmp_path, timeout=180,
                                  env={"HVDW_DATA": str(data), "HVDW_NETWORK_INTERFACE": netns.INTERFACE})
-    _assert_completed(slurm2, job_id, code)
+    slurm2.assert_completed(job_id, code)
     run = tmp_path / "runs" / f"eda-mpi-{job_id}"
     assert json.loads((run / "job.json").read_text())["hosts"] == ["hostA", "hostB"]
     summary = json.loads((run / "summary.json").read_text())
