@@ -6,11 +6,15 @@ and the LSF script parsed.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import pickle
 import re
+import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -242,6 +246,104 @@ def test_train_mirrored_sbatch_dry_run_records_one_process(slurm: SlurmCluster, 
     assert record["dry_run"] and record["ranks"] == 1
     assert record["command"][:2] == ["hvdweather-train", "--out"]
     assert "--strategy mirrored" in record["command_line"] and "--replicas 2" in record["command_line"]
+
+
+# ---------------------------------------------------------------- the pre-emption trap of jobs/lib/common.sh
+
+# A stand-in for scontrol: `requeue` answers with the next line of $STUB_REPLIES ("ok", or an error message
+# as scontrol prints it), `show job` with a record in the state $STUB_STATE / $STUB_RESTARTS; every call is
+# logged to $STUB_LOG.
+FAKE_SCONTROL = """#!/bin/bash
+echo "$*" >>"$STUB_LOG"
+if [[ $1 == requeue ]]; then
+  reply=$(sed -n "$(grep -c '^requeue' "$STUB_LOG")p" "$STUB_REPLIES")
+  [[ $reply == ok ]] && exit 0
+  echo "$reply for job $2" >&2
+  exit 1
+fi
+echo "JobId=5 JobName=hvdw-train UserId=root(0) JobState=$STUB_STATE Reason=None Restarts=$STUB_RESTARTS"
+"""
+REQUEUE_CASES = {  # replies to `scontrol requeue`, then the job's state and restarts: (requeued?, requeue calls)
+    "accepted": (["ok"], "RUNNING", "0", True, 1),
+    "reply lost but applied": (["Socket timed out on send/recv operation"], "COMPLETING", "1", True, 1),
+    "transient error, then accepted": (["Unable to contact slurm controller (connect failure)", "ok"],
+                                       "RUNNING", "0", True, 2),
+    "job not requeueable": (["Requested operation is presently disabled"], "RUNNING", "0", False, 1),
+}
+
+
+def _fake_scontrol(tmp_path: Path, replies: list[str], state: str, restarts: str) -> dict[str, str]:
+    """The environment of a fake SLURM job (id 5, first attempt) whose scontrol is FAKE_SCONTROL."""
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "scontrol").write_text(FAKE_SCONTROL)
+    (tmp_path / "bin" / "scontrol").chmod(0o755)
+    (tmp_path / "replies").write_text("\n".join(replies) + "\n")
+    return job_env(PATH=f"{tmp_path / 'bin'}:{os.environ['PATH']}", SLURM_JOB_ID="5", HVDW_JOB="test-job",
+                   HVDWEATHER_HOME=str(REPO), STUB_LOG=str(tmp_path / "calls"),
+                   STUB_REPLIES=str(tmp_path / "replies"), STUB_STATE=state, STUB_RESTARTS=restarts)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("case", list(REQUEUE_CASES))
+def test_requeue_trap_retries_only_what_a_retry_can_change(case: str, tmp_path: Path) -> None:
+    """hvdw_requeue: a requeue SLURM applied counts as done even when scontrol reported an error (a second
+    one would only get "Job is pending execution"), a transient error is retried, and a refusal a retry
+    cannot change is not. Proven to fail with the previous trap (5 plain retries): "reply lost but
+    applied" made 5 calls and reported a failure, "job not requeueable" made 5 calls."""
+    replies, state, restarts, requeued, calls = REQUEUE_CASES[case]
+    env = _fake_scontrol(tmp_path, replies, state, restarts)
+    done = subprocess.run(["bash", "-c", 'source "$HVDWEATHER_HOME/jobs/lib/common.sh"; hvdw_requeue; '
+                           'echo "requeued=${HVDW_REQUEUED:-0}"'], env=env, capture_output=True, text=True,
+                          timeout=50)
+    assert done.stdout.strip().endswith(f"requeued={int(requeued)}"), done.stdout + done.stderr
+    assert (tmp_path / "calls").read_text().count("requeue 5") == calls
+    if not requeued:
+        assert "scontrol requeue failed (Requested operation is presently disabled for job 5)" in done.stderr
+
+
+@pytest.mark.timeout(60)
+def test_requeued_attempt_logs_and_records_its_end_on_slurms_sigterm(tmp_path: Path) -> None:
+    """What SLURM does to the batch script after it accepts the requeue: SIGTERM to every process of the
+    batch step. The TERM trap keeps bash alive until its step exits, so it logs the attempt's end and
+    records it in job.json. Proven to fail by deleting the `trap ... TERM` line: bash then dies of the
+    signal (return code -15) and neither happens, as in every pre-empted job before."""
+    env = _fake_scontrol(tmp_path, ["ok"], "RUNNING", "0")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with subprocess.Popen(["bash", "-c", 'source "$HVDWEATHER_HOME/jobs/lib/common.sh"; '
+                           'hvdw_run "$0" 1 localhost sleep 60', str(run_dir)], env=env, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True) as job:
+        try:
+            _wait_for(lambda: "sleep" in _children(job.pid), "the job's step (sleep) to start")
+            os.kill(job.pid, signal.SIGUSR1)
+            _wait_for(lambda: "requeue 5" in (tmp_path / "calls").read_text(errors="replace")
+                      if (tmp_path / "calls").exists() else False, "the trap's scontrol requeue")
+            os.killpg(job.pid, signal.SIGTERM)
+            output, _ = job.communicate(timeout=30)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(job.pid, signal.SIGKILL)
+    assert job.returncode == 0, output
+    assert "test-job: attempt ended for the requeue (its steps exited 143)" in output, output
+    assert json.loads((run_dir / "job.json").read_text())["exit_status"] == 143
+
+
+def _children(pid: int) -> list[str]:
+    """The command names of `pid`'s child processes (Linux: /proc/PID/task/*/children)."""
+    pids = [c for task in Path(f"/proc/{pid}/task").glob("*") for c in (task / "children").read_text().split()]
+    names = []
+    for child in pids:
+        with contextlib.suppress(FileNotFoundError):  # ended meanwhile
+            names.append(Path(f"/proc/{child}/comm").read_text().strip())
+    return names
+
+
+def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.05)
 
 
 # ---------------------------------------------------------------- plain mpirun and LSF

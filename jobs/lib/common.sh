@@ -196,20 +196,10 @@ hvdw_run() {  # RUN_DIR RANKS HOSTS COMMAND...: record, print and run COMMAND; i
     return 0
   fi
   if [[ -n ${SLURM_JOB_ID:-} && ${HVDW_REQUEUE:-1} == 1 ]]; then
-    # In the background, so that bash runs the pre-emption trap while we wait (it defers traps until a
-    # foreground command ends); `wait` returns early when a trapped signal arrives, hence the loop.
-    # (Only under SLURM: a non-interactive shell's background jobs ignore Ctrl-C.)
-    trap hvdw_requeue USR1
-    "$@" &
-    HVDW_CHILD=$!
-    while :; do
-      wait "$HVDW_CHILD" && status=0 || status=$?
-      kill -0 "$HVDW_CHILD" 2>/dev/null || break
-    done
-    trap - USR1
+    hvdw_run_requeueable "$@" || status=$?
     if [[ ${HVDW_REQUEUED:-0} == 1 ]]; then
-      # SLURM ends this attempt's steps once the requeue is accepted: their exit is no failure of the job,
-      # and a failing exit of this script must not race the requeue into a FAILED job.
+      # SLURM ended this attempt's steps (SIGTERM) once it accepted the requeue; the job goes back to the
+      # queue whatever this script returns, and the next attempt resumes.
       echo "$HVDW_JOB: attempt ended for the requeue (its steps exited $status); the next attempt resumes"
       python "$HVDWEATHER_HOME/jobs/lib/record.py" finish "$run_dir/job.json" "$status"
       return 0
@@ -221,20 +211,59 @@ hvdw_run() {  # RUN_DIR RANKS HOSTS COMMAND...: record, print and run COMMAND; i
   return "$status"
 }
 
+hvdw_run_requeueable() {  # COMMAND...: run it under SLURM with the pre-emption trap; return its exit status
+  # In the background, so that bash runs the USR1 trap while we wait (it defers traps until a foreground
+  # command ends); `wait` returns early when a trapped signal arrives, hence the loop. (Only under SLURM:
+  # a non-interactive shell's background jobs ignore Ctrl-C.)
+  # SLURM sends SIGTERM to this shell and its steps when it ends an attempt (an accepted requeue,
+  # scancel, the time limit), and SIGKILL KillWait seconds later (30 by default). Without the TERM trap
+  # bash would die at once; with it, the loop waits for the steps to exit, and the caller logs and
+  # records the attempt's end well within KillWait.
+  local status=0
+  trap hvdw_requeue USR1
+  trap 'HVDW_TERMINATED=1' TERM
+  "$@" &
+  HVDW_CHILD=$!
+  while :; do
+    wait "$HVDW_CHILD" && status=0 || status=$?
+    kill -0 "$HVDW_CHILD" 2>/dev/null || break
+  done
+  trap - USR1 TERM
+  if [[ ${HVDW_TERMINATED:-0} == 1 && ${HVDW_REQUEUED:-0} != 1 ]]; then
+    echo "$HVDW_JOB: SLURM ended this attempt (SIGTERM: cancelled or at its time limit); its steps exited $status"
+  fi
+  return "$status"
+}
+
 hvdw_requeue() {  # the USR1 trap: SLURM's --signal=B:USR1@SECONDS, sent before the time limit or on pre-emption
   # The checkpoint of the last finished epoch is already on disk (written atomically), so the job can go
   # back to the queue now; SLURM then ends this attempt and the next one continues with --resume.
   echo "$HVDW_JOB: SIGUSR1 (time limit or pre-emption near): requeueing job $SLURM_JOB_ID; it continues" \
        "from the last finished epoch with --resume"
-  local attempt
-  for attempt in 1 2 3 4 5; do  # slurmctld may be busy (a transient RPC error): try again before giving up
-    if scontrol requeue "$SLURM_JOB_ID"; then
+  local attempt error=""
+  for attempt in 1 2 3 4 5; do
+    if error=$(scontrol requeue "$SLURM_JOB_ID" 2>&1) || hvdw_requeued; then
       HVDW_REQUEUED=1
       return 0
     fi
-    sleep "$attempt"
+    case $error in  # refusals that a retry cannot change: the job or the cluster does not allow requeues
+      *"presently disabled"* | *"Only batch jobs"* | *"Access/permission denied"* | *"Invalid job id"*) break ;;
+    esac
+    sleep "$attempt"  # anything else is taken for transient (slurmctld busy or restarting)
   done
-  echo "$HVDW_JOB: scontrol requeue failed; the job ends at its time limit (resubmit with --resume)" >&2
+  echo "$HVDW_JOB: scontrol requeue failed (${error:-no message}); the job ends at its time limit" \
+       "(resubmit, and train with --resume)" >&2
+}
+
+hvdw_requeued() {  # true once SLURM has requeued this job, whatever scontrol said
+  # A requeue can be applied although scontrol reports an error: its reply lost, or scontrol itself killed
+  # by the SIGTERM that the accepted requeue sends to this attempt. A second `scontrol requeue` then only
+  # gets "Job is pending execution". The restart count goes up in the same step as the requeue
+  # (slurmctld's _job_requeue_op), and the job shows COMPLETING, then PENDING, on its way back.
+  local record restarts
+  record=$(scontrol -o show job "$SLURM_JOB_ID" 2>/dev/null) || return 1
+  restarts=$(sed -n 's/.* Restarts=\([0-9]*\).*/\1/p' <<<"$record")
+  (( ${restarts:-0} > ${SLURM_RESTART_COUNT:-0} )) || [[ $record == *" JobState=PENDING "* ]]
 }
 
 hvdw_resume_args() {  # RUN_DIR: print --resume when this is a requeued attempt of a run that has started
