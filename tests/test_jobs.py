@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from cluster.slurm import SlurmCluster, job_env
+from conftest import run_mpirun
 
 REPO = Path(__file__).resolve().parents[1]
 JOBS = REPO / "jobs"
@@ -378,6 +379,34 @@ def test_mpirun_script_refuses_more_ranks_than_slots(job_data: Path, tmp_path: P
                           capture_output=True, timeout=50, env=env)
     assert done.returncode == 2
     assert "impossible task count: HVDW_NP=3 ranks but" in done.stderr and "has only 2 slots" in done.stderr
+
+
+@pytest.mark.multiprocess
+@pytest.mark.timeout(240)
+def test_mpirun_dry_run_refuses_the_batch_that_training_refuses(job_data: Path, tmp_path: Path) -> None:
+    """The job's batch check is training's: each of 2 ranks needs a whole per-worker batch from its shard of
+    the TRAINING images (132 images less --val-split/--test-split leave 88, shards of 44). The dry run
+    accepts batch 44, refuses 45 with one line naming 88 training images, and hvdweather-train itself,
+    under mpirun, refuses 45 with "only 44 image(s) per process": the same count. Proven to fail with the
+    previous job check (2 x 45 = 90 <= 132 images: the dry run accepted 45)."""
+    env = job_env(HVDW_DATA=str(job_data), HVDW_NP="2", HVDW_DRY_RUN="1")
+    script = str(JOBS / "mpirun" / "train_horovod.sh")
+    runs = {}
+    for batch in ("44", "45"):  # each from its own directory: the refused one must leave no runs/ behind
+        (tmp_path / batch).mkdir()
+        runs[batch] = subprocess.run([script, "--batch-size", batch], check=False, cwd=tmp_path / batch,
+                                     text=True, capture_output=True, timeout=60, env=env)
+    assert runs["44"].returncode == 0 and "HVDW_DRY_RUN=1" in runs["44"].stdout, runs["44"].stderr
+    refused = runs["45"]
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+    assert refused.stderr.startswith("train_horovod.sh: error: impossible task count: 2 workers x per-worker "
+                                     "batch 45 = 90 images per step, but --data ")
+    assert "leaves only 88 training images" in refused.stderr and not (tmp_path / "45" / "runs").exists()
+    training = run_mpirun("hvdweather-train", "--data", str(job_data), "--batch-size", "45", "--out",
+                          str(tmp_path / "train"), "--verbose", "0", timeout=200)
+    assert training.returncode != 0
+    assert "--batch-size 45: a worker's training shard has only 44 image(s) per process (2 workers)" \
+        in training.stderr, training.stderr[-3000:]
 
 
 def bsub_directives(path: Path) -> dict[str, str]:

@@ -82,7 +82,8 @@ PY
 
 hvdw_train_args() {  # WORKERS [FLAG=VALUE...] -- ARG...: checked hvdweather-train flags in HVDW_ARGS
   # Defaults come from HVDW_* variables (and the caller's FLAG=VALUE pairs); arguments given to the job
-  # win. Sets HVDW_IMAGES and HVDW_CLASSES. Dies on a missing data set or an impossible worker count.
+  # win. Sets HVDW_IMAGES, HVDW_CLASSES and HVDW_TRAIN_IMAGES. Dies on a bad flag or data set, or on more
+  # workers x per-worker batch than training images: training's own checks (check_train.py, no TensorFlow).
   local workers=$1 data batch summary
   local -a extra=()
   shift
@@ -97,12 +98,10 @@ hvdw_train_args() {  # WORKERS [FLAG=VALUE...] -- ARG...: checked hvdweather-tra
   batch=$(hvdw_flag_value --batch-size "${HVDW_ARGS[@]}")
   [[ -n $data ]] || hvdw_die "HVDW_DATA is not set (and no --data argument); point it at a folder of class folders"
   hvdw_positive_int "--batch-size (HVDW_BATCH_SIZE)" "$batch"
-  summary=$(hvdw_data_summary "$data") || exit $?
-  read -r HVDW_IMAGES HVDW_CLASSES <<<"$summary"
-  if (( workers * batch > HVDW_IMAGES )); then
-    hvdw_die "impossible task count: $workers workers x per-worker batch $batch = $((workers * batch)) images" \
-      "per step, but $data has only $HVDW_IMAGES images; use fewer tasks or a smaller --batch-size"
-  fi
+  # The arguments as hvdweather-train reads them, the split it makes (about 0.5 s): job and program agree.
+  summary=$(python "$HVDWEATHER_HOME/jobs/lib/check_train.py" "$workers" "${HVDW_ARGS[@]}" 2>&1) \
+    || hvdw_die "${summary##*$'\n'}"
+  read -r HVDW_IMAGES HVDW_CLASSES HVDW_TRAIN_IMAGES <<<"${summary##*$'\n'}"
 }
 
 hvdw_job_id() {  # the scheduler's id for this job (array tasks: ARRAYID_TASKID), else a timestamp and pid
@@ -259,7 +258,8 @@ hvdw_requeued() {  # true once SLURM has requeued this job, whatever scontrol sa
   # A requeue can be applied although scontrol reports an error: its reply lost, or scontrol itself killed
   # by the SIGTERM that the accepted requeue sends to this attempt. A second `scontrol requeue` then only
   # gets "Job is pending execution". The restart count goes up in the same step as the requeue
-  # (slurmctld's _job_requeue_op), and the job shows COMPLETING, then PENDING, on its way back.
+  # (slurmctld's _job_requeue_op); PENDING means the same. COMPLETING alone does not: a job ending at its
+  # time limit completes too, and a retried requeue still puts it back in the queue.
   local record restarts
   record=$(scontrol -o show job "$SLURM_JOB_ID" 2>/dev/null) || return 1
   restarts=$(sed -n 's/.* Restarts=\([0-9]*\).*/\1/p' <<<"$record")
