@@ -45,7 +45,9 @@ SSH_PORT = 22  # each namespace has its own network stack, so the standard port 
 NETNS_PREFIX = "hvdwns"  # our namespaces are hvdwns<pid>-...: stale ones (dead pid) can be found and removed
 ETC_NETNS = Path("/etc/netns")
 ROOT_SSH = Path(pwd.getpwuid(0).pw_dir) / ".ssh"  # horovodrun's ssh writes known_hosts here
-TOOLS = ("ip", "unshare", "nsenter", "ssh", "ssh-keygen", "/usr/sbin/sshd")
+# The tools the hosts need, and the Debian package of each (util-linux is always installed).
+TOOLS = {"ip": "iproute2", "unshare": "util-linux", "nsenter": "util-linux", "ssh": "openssh-client",
+         "ssh-keygen": "openssh-client", "/usr/sbin/sshd": "openssh-server"}
 
 
 @dataclass
@@ -277,12 +279,13 @@ def _restore_root_ssh(hosts: NamespaceHosts) -> None:
 
 
 def check_can_run() -> None:
-    """Raise RuntimeError naming what is missing: root, or a tool (openssh-server: `make test` installs it)."""
+    """Raise RuntimeError naming what is missing: root, or a tool and its Debian package (`make
+    install-multihost` installs iproute2 and openssh-server, the latter bringing openssh-client)."""
     if os.geteuid() != 0:
         raise RuntimeError("namespace hosts need root (network namespaces, sshd); CI runs as root")
-    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
+    missing = [f"{tool} (Debian package {package})" for tool, package in TOOLS.items() if shutil.which(tool) is None]
     if missing:
-        raise RuntimeError(f"missing {', '.join(missing)}: run `make install-multihost` (make test does it)")
+        raise RuntimeError(f"missing {', '.join(missing)}: `make install-multihost` installs them (make test runs it)")
 
 
 def up(state: Path, count: int = 2, tag: str = "") -> NamespaceHosts:
