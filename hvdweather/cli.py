@@ -109,7 +109,7 @@ def experiment_options(command: Callable) -> Callable:
               "(its files are removed first). [default: refuse]")
 @click.option("--resume/--no-resume", default=None, help="Continue the run in --out with its own config.json "
               "and split; only --epochs, --verbose, --threads-per-worker, --cache-dir and --horovod-timeline "
-              "may change. [default: off]")
+              "may change, and --data where the data set moved. [default: off]")
 @click.option("--strategy", type=click.Choice(["horovod", "mirrored"]),
               help="horovod: one process per worker (launch with horovodrun/mpirun); mirrored: "
                    f"one process with --replicas replicas. [default: {_D.strategy}]")
@@ -180,9 +180,23 @@ def train_config(config_file: str | None, flags: dict) -> TrainConfig:
                               "drop --resume to start a new run there")
         given = set(file_values) | {name for name, value in flags.items() if value is not None}
         cfg = resume_config(record["config"], cfg, given)
+        if "data" not in given:  # the recorded data set, or the one copied along with the run folder
+            cfg = resumed_data(cfg, record)
     if not cfg.data:
         raise ConfigError("--data is required: a folder of class folders (see hvdweather-data synth)")
     return cfg
+
+
+def resumed_data(cfg: TrainConfig, record: dict) -> TrainConfig:
+    """--resume without --data: the run's data set where config.json says, or beside the run folder."""
+    import dataclasses
+
+    from hvdweather.runfiles import data_not_found, locate_data
+
+    found = locate_data(record, cfg.out)
+    if not found:
+        raise ConfigError(f"--resume: {data_not_found(record, '--data')}")
+    return dataclasses.replace(cfg, data=found)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -527,18 +541,21 @@ def predict_command(model: str, images: tuple[str, ...], out: str, top_k: int, b
 @_CHECKPOINT
 @click.option("--data", default="", type=click.Path(), help="A labelled class-folder set (class names "
               "matched by name) instead of the run's own test split (split.csv).")
+@click.option("--data-root", default="", type=click.Path(), help="Where the run's data set lies now (moved, "
+              "or copied with the run to another machine): its test split is read under this folder. "
+              "[default: where config.json says, else the same place relative to RUN_DIR]")
 @click.option("--out", default="", type=click.Path(file_okay=False),
               help="Report folder. [default: RUN_DIR/eval-<test|data name>-<checkpoint>]")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Images per forward pass, per process. [default: the run's --batch-size]")
 @_THREADS
-def evaluate_command(run_dir: str, checkpoint: str, data: str, out: str, batch_size: int | None,
+def evaluate_command(run_dir: str, checkpoint: str, data: str, data_root: str, out: str, batch_size: int | None,
                      threads_per_worker: int) -> None:
     """Re-evaluate a run: classification report, confusion matrix, top-k accuracy, misclassified.png,
     examples.png and predictions.csv. Run alone, or under horovodrun / mpirun."""
     from hvdweather.predict import run_evaluate
 
-    run_evaluate(run_dir, checkpoint, data, out, batch_size or 0, threads_per_worker)
+    run_evaluate(run_dir, checkpoint, data, out, batch_size or 0, threads_per_worker, data_root)
 
 
 @click.command(context_settings=_CONTEXT)

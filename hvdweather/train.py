@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import platform
 import sys
 from collections.abc import Callable
@@ -60,7 +61,7 @@ from hvdweather.model import use_fast_cpu_allocator
 from hvdweather.models import create_model, reorder_weights, set_backbone_trainable
 from hvdweather.optim import balanced_class_weights, make_loss, make_metrics, make_optimizer
 from hvdweather.resume import STATE_FILE, check_same_files, check_same_world, restore, start_element
-from hvdweather.runfiles import clear_run, run_files_in
+from hvdweather.runfiles import clear_run, data_fields, read_json, rebase, run_files_in, split_root
 from hvdweather.writers import RunWriter
 
 
@@ -196,8 +197,9 @@ def make_split(cfg: TrainConfig, source: Source, backend: TrainingBackend, write
     """Reuse split.csv on --resume, else scan, split (duplicates kept in one subset) and write
     split.csv and duplicates.csv."""
     split_file = writer.path("split.csv")
-    if cfg.resume and split_file.exists():
-        return read_split(split_file, source.catalog.class_names)
+    if cfg.resume and split_file.exists():  # every rank reads it, as it reads the data: a shared folder
+        record = read_json(writer.path("config.json")) or {}
+        return read_split(split_file, source.catalog.class_names, split_root(record), cfg.data)
     catalog, duplicates = scan(cfg, source, backend, writer)
     split = stratified_split(catalog, cfg.val_split, cfg.test_split, cfg.seed, duplicates.groups)
     writer.write_with("split.csv", lambda path: write_split(split, path))
@@ -269,7 +271,10 @@ def recompile(cfg: TrainConfig, backend: TrainingBackend, model: tf.keras.Model,
 
 def run_record(cfg: TrainConfig, runtime: Runtime, plan: Plan, split: Split) -> dict[str, Any]:
     """What config.json holds: the resolved config, the world, the batch/LR plan and versions."""
-    return {"config": cfg.to_dict(), "world": runtime.__dict__ | {"num_workers": runtime.num_workers},
+    previous = read_json(Path(cfg.out) / "config.json") if cfg.resume else None
+    return {"config": cfg.to_dict() | {"data": os.path.abspath(cfg.data)},
+            **data_fields(cfg.data, cfg.out, previous),  # a run folder that works from any folder (issue 25)
+            "world": runtime.__dict__ | {"num_workers": runtime.num_workers},
             "plan": plan.__dict__, "class_names": list(split.class_names),
             "subset_sizes": {s: split.size(s) for s in ("train", "val", "test")},
             "versions": versions(), "onednn": onednn_state(), "host": platform.node(), "command": sys.argv}
@@ -312,7 +317,8 @@ def check_resume(cfg: TrainConfig, writer: RunWriter, backend: TrainingBackend, 
     if not cfg.elastic:  # an elastic run changes its world by design; its plan follows each world
         check_same_world(record, rt.strategy, rt.num_workers)
     # The run's files live on the primary's disk; every rank then checks the same sets, so all stop.
-    skipped = backend.broadcast_object({row["path"] for row in writer.read_csv("skipped.csv")})
+    skipped = backend.broadcast_object(set(rebase([row["path"] for row in writer.read_csv("skipped.csv")],
+                                                  split_root(record), cfg.data)))
     check_same_files(catalog, set().union(*split.paths.values()), skipped, cfg.data)
 
 

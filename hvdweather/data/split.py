@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from hvdweather.data.discovery import Catalog, DataError
+from hvdweather.runfiles import rebase
 
 SUBSETS = ("train", "val", "test")
 
@@ -105,8 +106,10 @@ def write_split(split: Split, path: str | Path) -> None:
                 writer.writerow([subset, label, split.class_names[label], file])
 
 
-def read_split(path: str | Path, class_names: tuple[str, ...]) -> Split:
-    """Read a split.csv written by `write_split` (used on --resume and by evaluation)."""
+def read_split(path: str | Path, class_names: tuple[str, ...], recorded_root: str = "", root: str = "") -> Split:
+    """Read a split.csv written by `write_split` (used on --resume and by evaluation). Its paths lie under
+    `recorded_root` (config.json's split_root); with `root`, they are read under it instead (the data set
+    moved, or an old run's paths were relative to the folder training started in)."""
     paths: dict[str, list[str]] = {s: [] for s in SUBSETS}
     labels: dict[str, list[int]] = {s: [] for s in SUBSETS}
     with open(path, newline="") as handle:
@@ -116,7 +119,7 @@ def read_split(path: str | Path, class_names: tuple[str, ...]) -> Split:
                                 "start a new run directory or restore the data")
             paths[row["subset"]].append(row["path"])
             labels[row["subset"]].append(class_names.index(row["class_name"]))
-    return Split(class_names, {s: tuple(v) for s, v in paths.items()},
+    return Split(class_names, {s: rebase(v, recorded_root, root) for s, v in paths.items()},
                  {s: tuple(v) for s, v in labels.items()})
 
 

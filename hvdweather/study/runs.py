@@ -14,7 +14,7 @@ from typing import Any
 
 from hvdweather.config import RESUMABLE
 from hvdweather.errors import ConfigError
-from hvdweather.runfiles import first_epoch_reaching, read_csv_rows, read_json, read_jsonl
+from hvdweather.runfiles import first_epoch_reaching, read_csv_rows, read_json, read_jsonl, split_root
 
 # Fields that never change what a run computes are not "settings" of a comparison; --epochs does.
 NOT_SETTINGS = (RESUMABLE - {"epochs"}) | {"data"}
@@ -46,7 +46,7 @@ def read_run(run_dir: str | Path) -> RunRecord:
     config = record["config"]
     return RunRecord(run_dir.name, run_dir, config, int(record.get("world", {}).get("num_workers", 1)),
                      tuple(record.get("class_names", ())), metrics, _test_sections(run_dir),
-                     _test_set_digest(run_dir, config.get("data", "")))
+                     _test_set_digest(run_dir, split_root(record)))
 
 
 def _test_sections(run_dir: Path) -> dict[str, dict[str, Any]]:
