@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import traceback
 from collections.abc import Callable
 
@@ -17,9 +18,16 @@ import click
 from hvdweather.config import CHOICES, ConfigError, TrainConfig, load_config_file, make_config, resume_config
 from hvdweather.errors import INPUT_ERRORS
 from hvdweather.geometry import WEATHER_CNN_MIN_IMAGE_SIZE
-from hvdweather.host import prefer_onednn, say
+from hvdweather.host import launched_rank, prefer_onednn, say
 
 _D = TrainConfig()  # defaults shown in --help
+
+
+# Under horovodrun/mpirun/srun an input error (a missing --data, a batch too large) is the same on every
+# rank. The first rank prints it at once; the others wait this long first, and the launcher, which ends
+# the whole job as soon as one process exits non-zero, ends them before they print the line again. A rank
+# that fails alone (its node lacks the data) still prints its line, this much later.
+_OTHER_RANKS_WAIT_S = 10.0
 
 
 def run_command(command: click.Command, prog: str, argv: list[str] | None = None) -> int:
@@ -38,6 +46,8 @@ def run_command(command: click.Command, prog: str, argv: list[str] | None = None
         return 130
     except (*INPUT_ERRORS, click.UsageError, FileNotFoundError) as exc:
         message = exc.format_message() if isinstance(exc, click.ClickException) else str(exc)
+        if launched_rank() > 0:  # the same input fails every rank the same way: let the first one say it
+            time.sleep(_OTHER_RANKS_WAIT_S)
         say(f"{prog}: error: {message}", sys.stderr)
         return 2
     except Exception:
@@ -160,9 +170,12 @@ def train_command(config_file: str | None, no_augment: bool | None = None, **fla
     if no_augment:  # the old --no-augment: an alias, not a field of its own
         flags["augment"] = "none"
     cfg = train_config(config_file, flags)
+    from hvdweather.checks import check_inputs
+
+    source = check_inputs(cfg)  # before TensorFlow loads: a wrong --data, --out or batch fails in a second
     from hvdweather.train import train
 
-    train(cfg)
+    train(cfg, source)
 
 
 def train_config(config_file: str | None, flags: dict) -> TrainConfig:

@@ -62,7 +62,9 @@ def resolve_model(model: str | Path, checkpoint: str = "best", label: str = "MOD
 def load_keras(run_model: RunModel) -> tf.keras.Model:
     """The checkpoint as a Keras model, for inference only (no optimizer state)."""
     import hvdweather.model  # noqa: F401 - registers the model's own Keras layers before loading
+    from hvdweather.host import start_xla_quietly
 
+    start_xla_quietly()
     return tf.keras.models.load_model(run_model.checkpoint, compile=False)
 
 

@@ -140,6 +140,24 @@ def test_mpi_executor_under_mpirun_gives_bit_identical_results(dirty_data, seque
     assert_same_results(sequential_run, tmp_path)
 
 
+@pytest.mark.multiprocess
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("command", ["hvdweather-eda", "hvdweather-prepare"])
+@pytest.mark.parametrize("executor", [[], ["--executor", "multiprocessing"]])
+def test_a_non_mpi_executor_under_mpirun_is_refused_before_any_work(dirty_data, tmp_path, command, executor):
+    """Issue 25: `mpirun -np 2 hvdweather-prepare` without --executor mpi ran the whole job in each rank into
+    one --out (a vanished .tfrecord.tmp; the EDA wrote everything twice). Now one line, from one rank,
+    exit 2, nothing written. Proven to fail by running it against the code before the fix."""
+    out = tmp_path / "out"
+    options = ["--image-size", "32"] if command == "hvdweather-prepare" else ["--no-plots"]
+    result = run_mpirun(command, str(dirty_data), "--out", str(out), *executor, *options)
+    assert result.returncode == 2, result.stdout + result.stderr
+    errors = [line for line in result.stderr.splitlines() if f"{command}: error:" in line]
+    assert len(errors) == 1, result.stderr
+    assert "under a launch of 2 processes" in errors[0] and "--executor mpi" in errors[0]
+    assert not out.exists()
+
+
 @pytest.mark.timeout(120)
 def test_mpi_executor_without_mpirun_runs_as_one_rank_and_says_so(dirty_data, sequential_run, tmp_path):
     # --backend, the flag's old name, still works (user scripts), with a note naming the new one

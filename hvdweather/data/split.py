@@ -26,7 +26,7 @@ class Split:
         return len(self.paths[subset])
 
 
-def _subset_sizes(n: int, val_frac: float, test_frac: float) -> tuple[int, int]:
+def subset_sizes(n: int, val_frac: float, test_frac: float) -> tuple[int, int]:
     n_val = int(round(n * val_frac)) if val_frac > 0 else 0
     n_test = int(round(n * test_frac)) if test_frac > 0 else 0
     # A requested subset gets at least one image of every class, so reports cover every class.
@@ -49,7 +49,7 @@ def stratified_split(catalog: Catalog, val_frac: float, test_frac: float, seed: 
     assignment[conflicts] = "train"
     for label, name in enumerate(catalog.class_names):
         n_class = int((labels == label).sum())
-        n_val, n_test = _subset_sizes(n_class, val_frac, test_frac)
+        n_val, n_test = subset_sizes(n_class, val_frac, test_frac)
         if n_class - n_val - n_test < 1:
             need = 1 + (val_frac > 0) + (test_frac > 0)
             raise DataError(f"--data {catalog.root}: class '{name}' has {n_class} usable image(s), "
