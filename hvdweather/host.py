@@ -9,8 +9,12 @@ import functools
 import os
 import platform
 import sys
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 # Packages whose versions decide behaviour or speed; absent ones are left out of `versions()`.
 PACKAGES = ("hvdweather", "tensorflow-cpu", "tensorflow", "keras", "horovod", "mpi4py", "numpy", "torch")
@@ -67,24 +71,37 @@ XLA_START_LINES = ("WARNING: All log messages before absl::InitializeLog() is ca
 
 @functools.cache
 def start_xla_quietly() -> None:
-    """Run a tiny XLA function once, with file descriptor 2 (where TensorFlow's C++ code writes) captured,
-    and pass on everything it caught except XLA_START_LINES, which TensorFlow prints only once per
-    process. Call after the training backend set TensorFlow's devices and threads: this starts TensorFlow."""
-    import tempfile
-
+    """Run a tiny XLA function once and pass on what it printed except XLA_START_LINES, which TensorFlow
+    prints only once per process. Call after the training backend set TensorFlow's devices and threads:
+    this starts TensorFlow."""
     import tensorflow as tf
+
+    _, text = call_catching_stderr(lambda: tf.function(lambda x: x + 1, jit_compile=True)(tf.zeros([1])))
+    os.write(2, drop_xla_start_lines(text).encode())
+
+
+def call_catching_stderr(call: Callable[[], T]) -> tuple[T, str]:
+    """`call()`'s result and what was written to file descriptor 2 meanwhile (where C and C++ libraries
+    write: TensorFlow, libjpeg), which does not reach the terminal. Process-wide: a caller with threads
+    holds a lock around it. If `call` raises, what it wrote goes on to stderr before the exception."""
+    import tempfile
 
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as caught:
         os.dup2(caught.fileno(), 2)
         try:
-            tf.function(lambda x: x + 1, jit_compile=True)(tf.zeros([1]))
+            result = call()
+        except BaseException:
+            os.dup2(saved, 2)
+            caught.seek(0)
+            os.write(2, caught.read())
+            raise
         finally:
             os.dup2(saved, 2)
             os.close(saved)
-            caught.seek(0)
-            os.write(2, drop_xla_start_lines(caught.read().decode(errors="replace")).encode())
+        caught.seek(0)
+        return result, caught.read().decode(errors="replace")
 
 
 def drop_xla_start_lines(text: str) -> str:
