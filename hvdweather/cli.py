@@ -223,10 +223,17 @@ def data_group() -> None:
               help="Images drawn for each of the 11 classes.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Random seed: the same seed writes the same bytes.")
-def synth_command(out: str, images_per_class: int, seed: int) -> None:
-    """Write a procedurally drawn WEAPD-like data set (11 classes, JPEG+PNG) to OUT."""
-    from hvdweather.data.synthetic import make_synthetic_dataset
+@click.option("--overwrite", is_flag=True, help="Replace the synthetic set OUT holds (only a set this command "
+              "wrote: anything else in OUT is refused). [default: OUT must be new or empty]")
+def synth_command(out: str, images_per_class: int, seed: int, overwrite: bool) -> None:
+    """Write a procedurally drawn WEAPD-like data set (11 classes, JPEG+PNG) to OUT (new or empty)."""
+    from hvdweather.data.synthetic import clear_synthetic, make_synthetic_dataset
 
+    if os.path.isdir(out) and os.listdir(out):  # old images would stay beside the new ones (issue 25)
+        if not overwrite:
+            raise click.UsageError(f"OUT {out} is not empty; pass --overwrite to replace the synthetic set in it, "
+                                   "or choose a new folder")
+        clear_synthetic(out)
     paths = make_synthetic_dataset(out, images_per_class, seed)
     print(f"wrote {len(paths)} images in 11 class folders under {out}")
 

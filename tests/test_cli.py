@@ -182,3 +182,23 @@ def test_an_input_error_under_a_launcher_is_printed_once(tmp_path, launcher):
     text = log.read_text()
     assert code == 2, text
     assert text.count("hvdweather-train: error: --data") == 1, text
+
+
+def test_synth_over_an_existing_set_is_refused_unless_overwrite(tmp_path):
+    """Issue 25: `hvdweather-data synth` into a folder holding a set left the old images beside the new
+    ones (40 then 5 per class gave 40). Proven to fail (rc 0, 8 images left) against the code before."""
+    out = tmp_path / "d"
+    first = run_cli("hvdweather-data", "synth", str(out), "--images-per-class", "4", timeout=60)
+    assert first.returncode == 0, first.stderr
+    again = run_cli("hvdweather-data", "synth", str(out), "--images-per-class", "2", timeout=60)
+    assert again.returncode == 2 and again.stderr.count("\n") == 1, again.stderr
+    assert f"OUT {out} is not empty; pass --overwrite" in again.stderr
+    assert len(list((out / "rain").iterdir())) == 4
+    replaced = run_cli("hvdweather-data", "synth", str(out), "--images-per-class", "2", "--overwrite", timeout=60)
+    assert replaced.returncode == 0, replaced.stderr
+    assert sorted(p.name for p in (out / "rain").iterdir())[0].startswith("rain_0000")
+    assert len(list(out.glob("*/*"))) == 22
+    (out / "rain" / "my_photo.jpg").write_bytes(b"mine")  # not the command's: --overwrite removes nothing
+    refused = run_cli("hvdweather-data", "synth", str(out), "--overwrite", timeout=60)
+    assert refused.returncode == 2 and "my_photo.jpg is not part of one" in refused.stderr
+    assert len(list(out.glob("*/*"))) == 23
