@@ -164,6 +164,12 @@ def _validate_choices(cfg: TrainConfig) -> None:
 _DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
 
 
+def effective_top_k(top_k: int, num_classes: int) -> int:
+    """The k of the top-k metric a run reports: --top-k, or 3 when it is 0 and there are >= 5 classes
+    (0 = no top-k metric); never more than the classes."""
+    return min(top_k if top_k else (3 if num_classes >= 5 else 0), num_classes)
+
+
 def decay_epochs(cfg: TrainConfig) -> tuple[int, ...]:
     """--lr-decay-epochs as increasing epoch numbers; ConfigError naming the flag otherwise."""
     try:

@@ -238,18 +238,21 @@ def test_count_axes_get_whole_number_ticks():
     assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks), ticks
 
 
-def test_image_sizes_give_each_class_a_distinct_colour_and_marker():
-    names = tuple(f"class{i}" for i in range(11))
-    labels = np.repeat(np.arange(11), 2)
-    figure = plot_image_sizes(np.arange(22) + 100, np.arange(22) + 200, labels, names)
-    qualitative = [to_rgb(f"C{i}") for i in range(10)]  # tab10: ten colours, no light/dark pairs
+@pytest.mark.parametrize("classes", [11, 20])
+def test_image_sizes_give_each_class_a_distinct_colour_and_marker(classes):
+    """Issue 25: WEAPD's 11 classes got 10 colours (the 11th differed by its marker only). Proven to fail
+    (10 colours) against the code before the fix."""
+    names = tuple(f"class{i}" for i in range(classes))
+    labels = np.repeat(np.arange(classes), 2)
+    figure = plot_image_sizes(np.arange(2 * classes) + 100, np.arange(2 * classes) + 200, labels, names)
+    qualitative = [to_rgb(f"C{i}") for i in range(10)]  # tab10 first: no light/dark pairs
     styles = []
-    for collection in figure.axes[0].collections:
+    for index, collection in enumerate(figure.axes[0].collections):
         colour = tuple(collection.get_facecolor()[0][:3])
-        assert any(np.allclose(colour, c) for c in qualitative), colour
+        assert index >= 10 or np.allclose(colour, qualitative[index]), colour
         styles.append((tuple(np.round(colour, 3)), collection.get_paths()[0].vertices.tobytes()))
-    assert len(styles) == 11 and len(set(styles)) == 11
-    assert len({colour for colour, _ in styles}) == 10  # the 11th class differs by its marker
+    assert len(styles) == classes and len(set(styles)) == classes
+    assert len({colour for colour, _ in styles}) == classes  # a colour of its own, the marker besides
 
 
 @pytest.mark.parametrize("classes", [11, 8])
