@@ -91,12 +91,20 @@ def _moved_alone(first: Path, run: Path, data: Path, tmp_path: Path) -> None:
     result = run_cli("hvdweather-evaluate", str(run), cwd=tmp_path, timeout=300)
     _one_line_error(result, "hvdweather-evaluate", "--data-root", str(first / "data" / "tiny"))
     assert not (run / "eval-test-best").exists()
+    wrong = tmp_path / "wrong"
+    shutil.copytree(data / "rainbow", wrong / "rainbow")
+    result = run_cli("hvdweather-evaluate", str(run), "--data-root", str(wrong), cwd=tmp_path, timeout=300)
+    _one_line_error(result, "hvdweather-evaluate", f"--data-root {wrong}", "test image(s) are not in")
     result = run_cli("hvdweather-evaluate", str(run), "--data-root", str(data), "--out", "e", cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert _report(tmp_path / "e") == _report(run / "report")
     more = str(len((run / "metrics.jsonl").read_text().splitlines()) + 1)  # one epoch to train
     result = _train(tmp_path, "--out", str(run), "--resume", "--epochs", more)
     _one_line_error(result, "hvdweather-train", "--resume", "--data DIR")
+    shutil.copytree(data, wrong, dirs_exist_ok=True)
+    (wrong / "rainbow" / next((data / "rainbow").iterdir()).name).unlink()  # one file of the split gone
+    result = _train(tmp_path, "--out", str(run), "--resume", "--epochs", more, "--data", str(wrong))
+    _one_line_error(result, "hvdweather-train", "--resume: 1 file(s) of the run's split are no longer in --data")
     result = _train(tmp_path, "--out", str(run), "--resume", "--epochs", more, "--data", str(data))
     assert result.returncode == 0, result.stderr[-3000:]
     record = json.loads((run / "config.json").read_text())
