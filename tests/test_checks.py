@@ -53,7 +53,7 @@ def test_input_errors_come_before_tensorflow_loads(tiny_data, tmp_path):
 @pytest.mark.timeout(300)
 def test_stats_of_another_data_set_is_refused(tiny_data, tmp_path):
     """--stats from an EDA of other classes was used without a word (issue 25). Proven to fail against
-    the code before the fix: the run trained."""
+    the code before the fix: the run trained (exit 0)."""
     eda = run_cli("hvdweather-eda", str(tiny_data), "--out", str(tmp_path / "eda"), "--no-plots", "--no-duplicates",
                   timeout=120)
     assert eda.returncode == 0, eda.stderr
@@ -61,7 +61,8 @@ def test_stats_of_another_data_set_is_refused(tiny_data, tmp_path):
     for name in ("fogsmog", "rainbow"):
         shutil.copytree(tiny_data / name, other / name)
     stats = str(tmp_path / "eda" / "summary.json")
-    line = _refused("--data", str(other), "--out", str(tmp_path / "run"), "--normalize", "dataset", "--stats", stats)
+    line = _refused("--data", str(other), "--out", str(tmp_path / "run"), "--normalize", "dataset", "--stats", stats,
+                    "--batch-size", "4", "--epochs", "1", "--verbose", "0")
     assert f"--stats {stats} describes another data set" in line and "3: fogsmog, lightning, rainbow" in line
     assert json.loads((tmp_path / "eda" / "summary.json").read_text())["class_names"] == [
         "fogsmog", "lightning", "rainbow"]

@@ -149,7 +149,7 @@ def test_a_non_mpi_executor_under_mpirun_is_refused_before_any_work(dirty_data, 
     one --out (a vanished .tfrecord.tmp; the EDA wrote everything twice). Now one line, from one rank,
     exit 2, nothing written. Proven to fail by running it against the code before the fix."""
     out = tmp_path / "out"
-    options = ["--image-size", "32"] if command == "hvdweather-prepare" else ["--no-plots"]
+    options = [] if command == "hvdweather-prepare" else ["--no-plots"]
     result = run_mpirun(command, str(dirty_data), "--out", str(out), *executor, *options)
     assert result.returncode == 2, result.stdout + result.stderr
     errors = [line for line in result.stderr.splitlines() if f"{command}: error:" in line]
