@@ -1,7 +1,10 @@
-"""Facts about the machine this process runs on: cores, CPU model and flags, library versions.
+"""Facts about the machine and launch this process runs in: cores, CPU model and flags, library versions,
+the launcher's process count and rank; and catching what C/C++ libraries write to stderr (XLA's start-up
+lines, libjpeg's warnings).
 
 TensorFlow-free (versions come from package metadata), so one-line errors, the EDA, the benchmarks'
-parent processes and the batch jobs' records can all use it without paying for a TensorFlow import.
+parent processes and the batch jobs' records can all use it without paying for a TensorFlow import;
+only `start_xla_quietly` imports TensorFlow, when called.
 """
 from __future__ import annotations
 
