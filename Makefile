@@ -54,7 +54,7 @@ $(STAMP): setup.cfg pyproject.toml
 	@touch $(STAMP)
 
 demo: install
-	$(VENV)/bin/hvdweather-data synth $(DEMO_DIR)/data --images-per-class 40 --seed 0
+	$(VENV)/bin/hvdweather-data synth $(DEMO_DIR)/data --images-per-class 40 --seed 0 --overwrite
 	$(VENV)/bin/horovodrun -np $(NP) $(VENV)/bin/hvdweather-train --data $(DEMO_DIR)/data \
 		--out $(DEMO_DIR)/run --overwrite --epochs 6 --batch-size 16 --verbose 2
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import traceback
 from collections.abc import Callable
 
@@ -17,9 +18,16 @@ import click
 from hvdweather.config import CHOICES, ConfigError, TrainConfig, load_config_file, make_config, resume_config
 from hvdweather.errors import INPUT_ERRORS
 from hvdweather.geometry import WEATHER_CNN_MIN_IMAGE_SIZE
-from hvdweather.host import prefer_onednn, say
+from hvdweather.host import launched_rank, prefer_onednn, say
 
 _D = TrainConfig()  # defaults shown in --help
+
+
+# Under horovodrun/mpirun/srun an input error (a missing --data, a batch too large) is the same on every
+# rank. The first rank prints it at once; the others wait this long first, and the launcher, which ends
+# the whole job as soon as one process exits non-zero, ends them before they print the line again. A rank
+# that fails alone (its node lacks the data) still prints its line, this much later.
+_OTHER_RANKS_WAIT_S = 10.0
 
 
 def run_command(command: click.Command, prog: str, argv: list[str] | None = None) -> int:
@@ -38,6 +46,8 @@ def run_command(command: click.Command, prog: str, argv: list[str] | None = None
         return 130
     except (*INPUT_ERRORS, click.UsageError, FileNotFoundError) as exc:
         message = exc.format_message() if isinstance(exc, click.ClickException) else str(exc)
+        if launched_rank() > 0:  # the same input fails every rank the same way: let the first one say it
+            time.sleep(_OTHER_RANKS_WAIT_S)
         say(f"{prog}: error: {message}", sys.stderr)
         return 2
     except Exception:
@@ -109,7 +119,7 @@ def experiment_options(command: Callable) -> Callable:
               "(its files are removed first). [default: refuse]")
 @click.option("--resume/--no-resume", default=None, help="Continue the run in --out with its own config.json "
               "and split; only --epochs, --verbose, --threads-per-worker, --cache-dir and --horovod-timeline "
-              "may change. [default: off]")
+              "may change, and --data where the data set moved. [default: off]")
 @click.option("--strategy", type=click.Choice(["horovod", "mirrored"]),
               help="horovod: one process per worker (launch with horovodrun/mpirun); mirrored: "
                    f"one process with --replicas replicas. [default: {_D.strategy}]")
@@ -160,9 +170,12 @@ def train_command(config_file: str | None, no_augment: bool | None = None, **fla
     if no_augment:  # the old --no-augment: an alias, not a field of its own
         flags["augment"] = "none"
     cfg = train_config(config_file, flags)
+    from hvdweather.checks import check_inputs
+
+    source = check_inputs(cfg)  # before TensorFlow loads: a wrong --data, --out or batch fails in a second
     from hvdweather.train import train
 
-    train(cfg)
+    train(cfg, source)
 
 
 def train_config(config_file: str | None, flags: dict) -> TrainConfig:
@@ -180,9 +193,23 @@ def train_config(config_file: str | None, flags: dict) -> TrainConfig:
                               "drop --resume to start a new run there")
         given = set(file_values) | {name for name, value in flags.items() if value is not None}
         cfg = resume_config(record["config"], cfg, given)
+        if "data" not in given:  # the recorded data set, or the one copied along with the run folder
+            cfg = resumed_data(cfg, record)
     if not cfg.data:
         raise ConfigError("--data is required: a folder of class folders (see hvdweather-data synth)")
     return cfg
+
+
+def resumed_data(cfg: TrainConfig, record: dict) -> TrainConfig:
+    """--resume without --data: the run's data set where config.json says, or beside the run folder."""
+    import dataclasses
+
+    from hvdweather.runfiles import data_not_found, locate_data
+
+    found = locate_data(record, cfg.out)
+    if not found:
+        raise ConfigError(f"--resume: {data_not_found(record, '--data')}")
+    return dataclasses.replace(cfg, data=found)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -196,10 +223,17 @@ def data_group() -> None:
               help="Images drawn for each of the 11 classes.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Random seed: the same seed writes the same bytes.")
-def synth_command(out: str, images_per_class: int, seed: int) -> None:
-    """Write a procedurally drawn WEAPD-like data set (11 classes, JPEG+PNG) to OUT."""
-    from hvdweather.data.synthetic import make_synthetic_dataset
+@click.option("--overwrite", is_flag=True, help="Replace the synthetic set OUT holds (only a set this command "
+              "wrote: anything else in OUT is refused). [default: OUT must be new or empty]")
+def synth_command(out: str, images_per_class: int, seed: int, overwrite: bool) -> None:
+    """Write a procedurally drawn WEAPD-like data set (11 classes, JPEG+PNG) to OUT (new or empty)."""
+    from hvdweather.data.synthetic import clear_synthetic, make_synthetic_dataset
 
+    if os.path.isdir(out) and os.listdir(out):  # old images would stay beside the new ones (issue 25)
+        if not overwrite:
+            raise click.UsageError(f"OUT {out} is not empty; pass --overwrite to replace the synthetic set in it, "
+                                   "or choose a new folder")
+        clear_synthetic(out)
     paths = make_synthetic_dataset(out, images_per_class, seed)
     print(f"wrote {len(paths)} images in 11 class folders under {out}")
 
@@ -527,18 +561,21 @@ def predict_command(model: str, images: tuple[str, ...], out: str, top_k: int, b
 @_CHECKPOINT
 @click.option("--data", default="", type=click.Path(), help="A labelled class-folder set (class names "
               "matched by name) instead of the run's own test split (split.csv).")
+@click.option("--data-root", default="", type=click.Path(), help="Where the run's data set lies now (moved, "
+              "or copied with the run to another machine): its test split is read under this folder. "
+              "[default: where config.json says, else the same place relative to RUN_DIR]")
 @click.option("--out", default="", type=click.Path(file_okay=False),
               help="Report folder. [default: RUN_DIR/eval-<test|data name>-<checkpoint>]")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Images per forward pass, per process. [default: the run's --batch-size]")
 @_THREADS
-def evaluate_command(run_dir: str, checkpoint: str, data: str, out: str, batch_size: int | None,
+def evaluate_command(run_dir: str, checkpoint: str, data: str, data_root: str, out: str, batch_size: int | None,
                      threads_per_worker: int) -> None:
     """Re-evaluate a run: classification report, confusion matrix, top-k accuracy, misclassified.png,
     examples.png and predictions.csv. Run alone, or under horovodrun / mpirun."""
     from hvdweather.predict import run_evaluate
 
-    run_evaluate(run_dir, checkpoint, data, out, batch_size or 0, threads_per_worker)
+    run_evaluate(run_dir, checkpoint, data, out, batch_size or 0, threads_per_worker, data_root)
 
 
 @click.command(context_settings=_CONTEXT)

@@ -164,6 +164,12 @@ def _validate_choices(cfg: TrainConfig) -> None:
 _DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
 
 
+def effective_top_k(top_k: int, num_classes: int) -> int:
+    """The k of the top-k metric a run reports: --top-k, or 3 when it is 0 and there are >= 5 classes
+    (0 = no top-k metric); never more than the classes."""
+    return min(top_k if top_k else (3 if num_classes >= 5 else 0), num_classes)
+
+
 def decay_epochs(cfg: TrainConfig) -> tuple[int, ...]:
     """--lr-decay-epochs as increasing epoch numbers; ConfigError naming the flag otherwise."""
     try:
@@ -309,22 +315,21 @@ def make_config(file_values: dict[str, Any], flag_values: dict[str, Any]) -> Tra
 
 
 def resume_config(run_config: dict[str, Any], given: TrainConfig, given_names: set[str]) -> TrainConfig:
-    """The config of a resumed run: the run's own config.json, with only RESUMABLE fields taken from
-    what was given now (`given_names`: fields set by a flag or a config file). Any other difference is
-    an error naming it, because it would change what the continued run computes."""
+    """The config of a resumed run: the run's own config.json, with only RESUMABLE fields and --data taken
+    from what was given now (`given_names`: fields set by a flag or a config file). --data may name
+    another folder (the data set moved); training then checks that it holds the split's files. Any other
+    difference is an error naming it, because it would change what the continued run computes."""
     source = f"--resume: {Path(given.out) / 'config.json'}"
     base = _field_names({k: v for k, v in run_config.items() if k != "batch_size"}
                         | ({"per_worker_batch_size": run_config["batch_size"]} if "batch_size" in run_config else {}),
                         source)
-    for name in sorted(given_names - RESUMABLE):
+    for name in sorted(given_names - RESUMABLE - {"data"}):  # --data: the data set moved; its files are checked
         ours, theirs = getattr(given, name), base.get(name, getattr(TrainConfig(), name))
-        if name == "data" and ours and theirs and os.path.realpath(ours) == os.path.realpath(theirs):
-            continue
         if ours != theirs:
             raise ConfigError(f"--resume: {flag_name(name)} {ours} differs from the run's {theirs} "
                               f"({Path(given.out) / 'config.json'}); only --epochs, --verbose, "
                               "--threads-per-worker, --cache-dir and --horovod-timeline may change")
     # resume, out and overwrite describe this launch, not the run: a run started with --overwrite resumes
-    keep = {name: getattr(given, name) for name in RESUMABLE
+    keep = {name: getattr(given, name) for name in RESUMABLE | {"data"}
             if name in given_names or name in ("resume", "out", "overwrite")}
     return TrainConfig(**(base | keep))

@@ -17,6 +17,7 @@ from typing import Any
 import tensorflow as tf
 
 from hvdweather.callbacks import Checkpoints
+from hvdweather.checks import check_run_dir
 from hvdweather.config import TrainConfig
 from hvdweather.data.source import Source
 from hvdweather.distributed import HorovodBackend
@@ -25,7 +26,6 @@ from hvdweather.train import (
     Start,
     begin,
     check_resume,
-    check_run_dir,
     class_weights,
     finish,
     fit,

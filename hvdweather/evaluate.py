@@ -14,6 +14,7 @@ import tensorflow as tf  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support  # noqa: E402
 
+from hvdweather.axes import loss_scale, whole_number_ticks  # noqa: E402
 from hvdweather.writers import RunWriter  # noqa: E402
 
 
@@ -94,8 +95,9 @@ def plot_curves(rows: list[dict[str, Any]]):
             values = [row.get(prefix + key) for row in rows]
             if any(v is not None for v in values):
                 axis.plot(epochs, values, style, label=(prefix or "train_") + key)
-        axis.set(xlabel="epoch", ylabel=key, title=key)
-        axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+        log = key == "loss" and loss_scale(axis, [row.get(p + key) for row in rows for p in ("", "val_")])
+        axis.set(xlabel="epoch", ylabel=key, title=f"{key} (log scale)" if log else key)
+        whole_number_ticks(axis.xaxis)  # epochs are whole numbers
         axis.grid(alpha=0.3)
         axis.legend()
     return figure

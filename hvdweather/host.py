@@ -1,15 +1,23 @@
-"""Facts about the machine this process runs on: cores, CPU model and flags, library versions.
+"""Facts about the machine and launch this process runs in: cores, CPU model and flags, library versions,
+the launcher's process count and rank; and catching what C/C++ libraries write to stderr (XLA's start-up
+lines, libjpeg's warnings).
 
 TensorFlow-free (versions come from package metadata), so one-line errors, the EDA, the benchmarks'
-parent processes and the batch jobs' records can all use it without paying for a TensorFlow import.
+parent processes and the batch jobs' records can all use it without paying for a TensorFlow import;
+only `start_xla_quietly` imports TensorFlow, when called.
 """
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import sys
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 # Packages whose versions decide behaviour or speed; absent ones are left out of `versions()`.
 PACKAGES = ("hvdweather", "tensorflow-cpu", "tensorflow", "keras", "horovod", "mpi4py", "numpy", "torch")
@@ -55,6 +63,56 @@ def say(message: str, stream=None) -> None:
     stream.flush()
 
 
+# What TensorFlow 2.15 prints the first time XLA runs in a process (the weather CNN's BatchNorm kernels and
+# Keras's optimizer steps are XLA-compiled), on every rank: absl's notice that logging is not initialised,
+# its INFO line, and an ERROR that is only a CPU stream lacking priorities. TF_CPP_MIN_LOG_LEVEL=2 hides
+# none of them (the first two are absl's logging; 3 would hide every real error too).
+XLA_START_LINES = ("WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+                   "Compiled cluster using XLA!  This line is logged at most once for the lifetime of the process.",
+                   "] SetPriority unimplemented for this stream.")
+
+
+@functools.cache
+def start_xla_quietly() -> None:
+    """Run a tiny XLA function once and pass on what it printed except XLA_START_LINES, which TensorFlow
+    prints only once per process. Call after the training backend set TensorFlow's devices and threads:
+    this starts TensorFlow."""
+    import tensorflow as tf
+
+    _, text = call_catching_stderr(lambda: tf.function(lambda x: x + 1, jit_compile=True)(tf.zeros([1])))
+    os.write(2, drop_xla_start_lines(text).encode())
+
+
+def call_catching_stderr(call: Callable[[], T]) -> tuple[T, str]:
+    """`call()`'s result and what was written to file descriptor 2 meanwhile (where C and C++ libraries
+    write: TensorFlow, libjpeg), which does not reach the terminal. Process-wide: a caller with threads
+    holds a lock around it. If `call` raises, what it wrote goes on to stderr before the exception."""
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            result = call()
+        except BaseException:
+            os.dup2(saved, 2)
+            caught.seek(0)
+            os.write(2, caught.read())
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        caught.seek(0)
+        return result, caught.read().decode(errors="replace")
+
+
+def drop_xla_start_lines(text: str) -> str:
+    """`text` without the lines that hold one of XLA_START_LINES (every other line kept, in order)."""
+    return "".join(line for line in text.splitlines(keepends=True)
+                   if not any(known in line for known in XLA_START_LINES))
+
+
 def launched_processes() -> int:
     """How many processes the launcher started alongside this one (1 when none did)."""
     for name in ("OMPI_COMM_WORLD_SIZE", "HOROVOD_SIZE", "PMI_SIZE", "PMIX_SIZE"):
@@ -63,6 +121,17 @@ def launched_processes() -> int:
     if "SLURM_STEP_ID" in os.environ and os.environ.get("SLURM_STEP_NUM_TASKS", "").isdigit():
         return int(os.environ["SLURM_STEP_NUM_TASKS"])
     return 1
+
+
+def launched_rank() -> int:
+    """This process's rank as the launcher set it in the environment (0 when none did): for what only the
+    first process should do before any collective exists (one-line errors, notes)."""
+    for name in ("OMPI_COMM_WORLD_RANK", "HOROVOD_RANK", "PMI_RANK", "PMIX_RANK"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    if "SLURM_STEP_ID" in os.environ and os.environ.get("SLURM_PROCID", "").isdigit():
+        return int(os.environ["SLURM_PROCID"])
+    return 0
 
 
 def available_cores() -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from hvdweather.config import TrainConfig
+from hvdweather.config import TrainConfig, effective_top_k
 
 
 def make_optimizer(cfg: TrainConfig, initial_lr: float) -> tf.keras.optimizers.Optimizer:
@@ -61,8 +61,7 @@ def balanced_class_weights(labels: np.ndarray, num_classes: int) -> dict[int, fl
 
 def top_k(cfg: TrainConfig, num_classes: int) -> int:
     """--top-k, or 3 when it is 0 and there are >= 5 classes (0 = no top-k metric)."""
-    k = cfg.top_k if cfg.top_k else (3 if num_classes >= 5 else 0)
-    return min(k, num_classes)
+    return effective_top_k(cfg.top_k, num_classes)
 
 
 def make_metrics(cfg: TrainConfig, num_classes: int) -> list:

@@ -62,7 +62,9 @@ def resolve_model(model: str | Path, checkpoint: str = "best", label: str = "MOD
 def load_keras(run_model: RunModel) -> tf.keras.Model:
     """The checkpoint as a Keras model, for inference only (no optimizer state)."""
     import hvdweather.model  # noqa: F401 - registers the model's own Keras layers before loading
+    from hvdweather.host import start_xla_quietly
 
+    start_xla_quietly()
     return tf.keras.models.load_model(run_model.checkpoint, compile=False)
 
 
@@ -236,17 +238,30 @@ class LabelledSet:
     labels: tuple[int, ...]
 
 
-def run_test_split(run_dir: Path, class_names: tuple[str, ...]) -> LabelledSet:
-    """The test subset of the run's own split.csv: the images the training report was computed on."""
+def run_test_split(run_dir: Path, class_names: tuple[str, ...], data_root: str = "") -> LabelledSet:
+    """The test subset of the run's own split.csv: the images the training report was computed on, read
+    where the data set lies now (`data_root`: --data-root; else see runfiles.locate_data). Every file
+    must be there: a one-line error otherwise, before any output folder exists."""
     from hvdweather.data.split import read_split
+    from hvdweather.runfiles import data_not_found, locate_data, split_root
 
     split_file = run_dir / "split.csv"
     if not split_file.is_file():
         raise DataError(f"RUN_DIR {run_dir}: no split.csv; pass --data DIR (a labelled class-folder set)")
-    split = read_split(split_file, class_names)
+    record = read_json(run_dir / "config.json") or {}
+    root = data_root or locate_data(record, run_dir)
+    split = read_split(split_file, class_names, split_root(record), root)
     if not split.size("test"):
         raise DataError(f"RUN_DIR {run_dir}: the run has no test images (trained with --test-split 0); "
                         "pass --data DIR (a labelled class-folder set)")
+    missing = [path for path in split.paths["test"] if not os.path.isfile(path)]
+    if missing and not root:
+        raise DataError(f"RUN_DIR {run_dir}: {data_not_found(record, '--data-root')}")
+    if missing:
+        where = f"--data-root {data_root}" if data_root else f"{root}, where the run's data set was found,"
+        raise DataError(f"RUN_DIR {run_dir}: {len(missing)} of its {split.size('test')} test image(s) are not "
+                        f"in {where} (e.g. {missing[0]}); pass --data-root DIR: the folder of class folders "
+                        "the run trained on, where it lies now")
     return LabelledSet("test", split.paths["test"], split.labels["test"])
 
 
@@ -314,8 +329,15 @@ def _examples_sheet(paths: list[str], y_true: np.ndarray, probs: np.ndarray, cla
     return plot_contact_sheet(tiles, "A correct and a wrong example per class", columns=4)
 
 
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()  # only an empty folder; another rank may have removed it already
+    except OSError:
+        pass
+
+
 def run_evaluate(run_dir: str, checkpoint: str = "best", data: str = "", out: str = "",
-                 batch_size: int = 0, threads_per_worker: int = 0) -> float:
+                 batch_size: int = 0, threads_per_worker: int = 0, data_root: str = "") -> float:
     """hvdweather-evaluate: the run's test split (or --data) predicted by every rank, reported by the primary."""
     from hvdweather.distributed import make_backend
 
@@ -323,7 +345,11 @@ def run_evaluate(run_dir: str, checkpoint: str = "best", data: str = "", out: st
     if run_path.exists() and not run_path.is_dir():
         raise DataError(f"RUN_DIR {run_path}: not a directory; pass the run directory hvdweather-train wrote")
     run_model = resolve_model(run_path, checkpoint, "RUN_DIR")
-    labelled = labelled_folders(data, run_model) if data else run_test_split(run_path, run_model.class_names)
+    if data and data_root:
+        raise ConfigError("--data DIR evaluates another labelled set, --data-root DIR the run's own test split "
+                          "where its data set lies now; pass one of them")
+    labelled = (labelled_folders(data, run_model) if data
+                else run_test_split(run_path, run_model.class_names, data_root))
     out_dir = Path(out) if out else run_path / f"eval-{labelled.name}-{checkpoint}"
     check_output_dir(out_dir)
     backend = make_backend("horovod", threads_per_worker=threads_per_worker)  # Horovod when launched; else one
@@ -332,6 +358,10 @@ def run_evaluate(run_dir: str, checkpoint: str = "best", data: str = "", out: st
     batch = batch_size or run_model.per_worker_batch_size
     predictions = predict_sharded(load_keras(run_model), loose_files(labelled.paths, run_model.class_names),
                                   labelled.paths, run_model.image_size, batch, backend)
+    if not predictions.readable.any():
+        _remove_if_empty(out_dir)
+        raise DataError(f"none of the {len(labelled.paths)} image(s) of {labelled.name} could be read (e.g. "
+                        f"{labelled.paths[0]}: {predictions.reasons[0]}); nothing to evaluate")
     accuracy, top_k = evaluation_outputs(writer, labelled, predictions, run_model.class_names)
     bad = len(labelled.paths) - int(predictions.readable.sum())
     writer.log(f"accuracy {accuracy:.4f} on {len(labelled.paths) - bad} image(s) of {labelled.name} with "

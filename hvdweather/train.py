@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import platform
 import sys
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from hvdweather.callbacks import (
     epochs_without_improvement,
     first_epoch_reaching,
 )
+from hvdweather.checks import check_batch, check_inputs
 from hvdweather.config import ConfigError, TrainConfig, decay_epochs
 from hvdweather.data.discovery import Catalog
 from hvdweather.data.fingerprint import Duplicates, find_duplicates
@@ -43,7 +45,7 @@ from hvdweather.data.normalization import (
     moments_from_sums,
 )
 from hvdweather.data.pipeline import eval_pipeline, shard_size, sharded_files, steps_per_epoch, train_pipeline
-from hvdweather.data.source import Source, open_source
+from hvdweather.data.source import Source
 from hvdweather.data.split import (
     DUPLICATES_HEADER,
     Split,
@@ -53,14 +55,13 @@ from hvdweather.data.split import (
     write_split,
 )
 from hvdweather.distributed import HorovodOptions, Runtime, TrainingBackend, make_backend
-from hvdweather.errors import check_output_dir
 from hvdweather.evaluate import format_report, predict_probabilities, write_checkpoint_report, write_test_summaries
-from hvdweather.host import launched_processes, onednn_state, versions
+from hvdweather.host import onednn_state, start_xla_quietly, versions
 from hvdweather.model import use_fast_cpu_allocator
 from hvdweather.models import create_model, reorder_weights, set_backbone_trainable
 from hvdweather.optim import balanced_class_weights, make_loss, make_metrics, make_optimizer
 from hvdweather.resume import STATE_FILE, check_same_files, check_same_world, restore, start_element
-from hvdweather.runfiles import clear_run, run_files_in
+from hvdweather.runfiles import data_fields, read_json, rebase, split_root
 from hvdweather.writers import RunWriter
 
 
@@ -119,11 +120,8 @@ class Plan:
 def make_plan(cfg: TrainConfig, n_train: int, runtime: Runtime, shard_count: int) -> Plan:
     """Batches, steps and the LR schedule; a batch larger than a process's shard is an error."""
     per_process = cfg.per_worker_batch_size * runtime.replicas_per_process
+    check_batch(cfg.per_worker_batch_size, per_process, n_train, shard_count, runtime.num_workers)
     steps = steps_per_epoch(n_train, shard_count, per_process)
-    if steps < 1:
-        raise ConfigError(f"--batch-size {cfg.per_worker_batch_size}: a worker's training shard has only "
-                          f"{n_train // shard_count} image(s) per process ({runtime.num_workers} workers); "
-                          "lower --batch-size")
     passes = cfg.backward_passes_per_step
     if steps < passes:
         raise ConfigError(f"--backward-passes-per-step {passes}: an epoch has only {steps} batch(es) per worker")
@@ -138,38 +136,6 @@ def make_plan(cfg: TrainConfig, n_train: int, runtime: Runtime, shard_count: int
                 tuple((e - 1) * steps for e in decay_epochs(cfg)), cfg.lr_decay_factor,
                 cfg.freeze_backbone_epochs * steps if cfg.freeze_backbone_epochs else 0,
                 cfg.fine_tune_lr_factor, passes)
-
-
-def check_run_dir(cfg: TrainConfig) -> None:
-    """A new run never mixes with an old one's files: refuse, replace (--overwrite) or --resume. Only a
-    run that started (config.json, written once the checks passed) counts: the files of one refused
-    before that (split.csv, skipped.csv...) are removed, so the corrected command just runs."""
-    existing = run_files_in(cfg.out)
-    if cfg.resume and "config.json" not in existing:
-        raise ConfigError(f"--resume: {cfg.out} holds no run to resume (no config.json); "
-                          "drop --resume to start a new run there")
-    if existing and "config.json" not in existing:
-        clear_run(cfg.out)  # every rank may do this: it runs before any rank writes
-    elif existing and not cfg.resume:
-        if not cfg.overwrite:
-            raise ConfigError(f"--out {cfg.out} already holds a run ({', '.join(existing[:3])}); pass "
-                              "--resume to continue it, --overwrite to replace it, or another --out")
-        clear_run(cfg.out)  # every rank may do this: it runs before any rank writes
-
-
-def check_inputs(cfg: TrainConfig) -> Source:
-    """The cheap checks that must fail in seconds, before any image is decoded."""
-    processes = launched_processes()
-    if cfg.strategy == "mirrored" and processes > 1:  # every process would train into one --out
-        raise ConfigError(f"--strategy mirrored is one process with --replicas replicas, but a launcher started "
-                          f"{processes} processes; run it without horovodrun/mpirun/srun, or use --strategy horovod")
-    source = open_source(cfg.data, cfg.image_size)
-    check_output_dir(cfg.out)
-    if not cfg.elastic:  # elastic: in the first world only (a worker joining later finds the run there)
-        check_run_dir(cfg)
-    if cfg.cache_dir:
-        check_output_dir(cfg.cache_dir, "--cache-dir")
-    return source
 
 
 def scan(cfg: TrainConfig, source: Source, backend: TrainingBackend, writer: RunWriter) -> tuple[Catalog, Duplicates]:
@@ -196,8 +162,9 @@ def make_split(cfg: TrainConfig, source: Source, backend: TrainingBackend, write
     """Reuse split.csv on --resume, else scan, split (duplicates kept in one subset) and write
     split.csv and duplicates.csv."""
     split_file = writer.path("split.csv")
-    if cfg.resume and split_file.exists():
-        return read_split(split_file, source.catalog.class_names)
+    if cfg.resume and split_file.exists():  # every rank reads it, as it reads the data: a shared folder
+        record = read_json(writer.path("config.json")) or {}
+        return read_split(split_file, source.catalog.class_names, split_root(record), cfg.data)
     catalog, duplicates = scan(cfg, source, backend, writer)
     split = stratified_split(catalog, cfg.val_split, cfg.test_split, cfg.seed, duplicates.groups)
     writer.write_with("split.csv", lambda path: write_split(split, path))
@@ -269,7 +236,10 @@ def recompile(cfg: TrainConfig, backend: TrainingBackend, model: tf.keras.Model,
 
 def run_record(cfg: TrainConfig, runtime: Runtime, plan: Plan, split: Split) -> dict[str, Any]:
     """What config.json holds: the resolved config, the world, the batch/LR plan and versions."""
-    return {"config": cfg.to_dict(), "world": runtime.__dict__ | {"num_workers": runtime.num_workers},
+    previous = read_json(Path(cfg.out) / "config.json") if cfg.resume else None
+    return {"config": cfg.to_dict() | {"data": os.path.abspath(cfg.data)},
+            **data_fields(cfg.data, cfg.out, previous),  # a run folder that works from any folder (issue 25)
+            "world": runtime.__dict__ | {"num_workers": runtime.num_workers},
             "plan": plan.__dict__, "class_names": list(split.class_names),
             "subset_sizes": {s: split.size(s) for s in ("train", "val", "test")},
             "versions": versions(), "onednn": onednn_state(), "host": platform.node(), "command": sys.argv}
@@ -312,7 +282,8 @@ def check_resume(cfg: TrainConfig, writer: RunWriter, backend: TrainingBackend, 
     if not cfg.elastic:  # an elastic run changes its world by design; its plan follows each world
         check_same_world(record, rt.strategy, rt.num_workers)
     # The run's files live on the primary's disk; every rank then checks the same sets, so all stop.
-    skipped = backend.broadcast_object({row["path"] for row in writer.read_csv("skipped.csv")})
+    skipped = backend.broadcast_object(set(rebase([row["path"] for row in writer.read_csv("skipped.csv")],
+                                                  split_root(record), cfg.data)))
     check_same_files(catalog, set().union(*split.paths.values()), skipped, cfg.data)
 
 
@@ -491,13 +462,16 @@ def log_target(writer: RunWriter, cfg: TrainConfig, metrics: EpochMetrics) -> No
                    else f"not reached in {len(metrics.rows)} epoch(s)"))
 
 
-def train(cfg: TrainConfig) -> dict[str, Any]:
-    """Run one training job end to end; returns a small summary (every rank)."""
-    source = check_inputs(cfg)  # fail in seconds, before the backend starts
+def train(cfg: TrainConfig, source: Source | None = None) -> dict[str, Any]:
+    """Run one training job end to end; returns a small summary (every rank). `source`: check_inputs's,
+    when the caller ran those checks already (hvdweather-train does, before TensorFlow loads)."""
+    if source is None:
+        source = check_inputs(cfg)  # fail in seconds, before the backend starts
     use_fast_cpu_allocator()  # before TensorFlow's first allocation (model.py quotes the gain)
     backend = make_backend(cfg.strategy, cfg.replicas, cfg.threads_per_worker, cfg.horovod_timeline,
                            HorovodOptions(cfg.fp16_allreduce, cfg.backward_passes_per_step, cfg.adasum,
                                           cfg.autotune, cfg.autotune_log))
+    start_xla_quietly()  # after the backend set the devices and threads
     if cfg.elastic:
         from hvdweather.elastic import train_elastic  # it builds on this module's steps
 

@@ -91,8 +91,11 @@ def run_mpirun(*args: str, timeout: float = 150, env: dict | None = None) -> sub
     return run_cli(*MPIRUN, exe, *args[1:], timeout=timeout, env=env)
 
 
-def run_cli(*args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run a command (first arg: a name in the venv's bin, else on PATH, or a path) and capture output."""
+def run_cli(*args: str, timeout: float = 600, env: dict | None = None,
+            cwd: str | Path | None = None) -> subprocess.CompletedProcess:
+    """Run a command (first arg: a name in the venv's bin, else on PATH, or a path) and capture output;
+    `cwd`: the folder it starts in, as a user's shell would (relative paths are relative to it)."""
     exe = str(BIN / args[0]) if (BIN / args[0]).exists() else args[0]
     full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
-    return subprocess.run([exe, *args[1:]], capture_output=True, text=True, timeout=timeout, env=full_env)
+    return subprocess.run([exe, *args[1:]], capture_output=True, text=True, timeout=timeout, env=full_env,
+                          cwd=cwd)

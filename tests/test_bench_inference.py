@@ -52,6 +52,7 @@ def test_tiny_benchmark_writes_table_and_json_lines(run, tmp_path):
     assert len(latency) == 2 and all(0 < r["latency_p50_ms"] <= r["latency_p95_ms"] for r in latency)
     table = (tmp_path / "inference.md").read_text()
     assert table.startswith("CPU: ") and "flags:" in table and table in result.stdout
+    assert not any(line.startswith("{") for line in result.stdout.splitlines())  # they are in inference.jsonl
     assert sum(line.startswith(("| keras", "| savedmodel")) for line in table.splitlines()) == 2
 
 
@@ -62,3 +63,19 @@ def test_bad_model_and_flag_are_one_line_errors(tmp_path):
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
         assert lines[0].startswith("hvdweather-bench: error: ") and needle in lines[0]
+
+
+def test_json_lines_go_to_out_or_else_after_the_table(tmp_path, capsys):
+    """Issue 25: with --out the JSON lines were printed after the table as well, burying it. Proven to
+    fail against the code before the fix (publish was inline there)."""
+    from hvdweather.bench.inference import publish
+
+    rows = [{"model": "keras", "input": "x", "threads": 1, "measure": "throughput", "batch_size": 1,
+             "images_per_s": 10.0}]
+    publish(rows, tmp_path)
+    printed = capsys.readouterr().out
+    assert "| keras | x | 1 | 10.0 |" in printed and '"images_per_s"' not in printed
+    assert printed.rstrip().endswith(f"wrote {tmp_path / 'inference.jsonl'} and {tmp_path / 'inference.md'}")
+    assert json.loads((tmp_path / "inference.jsonl").read_text()) == rows[0]
+    publish(rows, None)
+    assert capsys.readouterr().out.rstrip().splitlines()[-1] == json.dumps(rows[0])

@@ -76,12 +76,15 @@ def test_synth_rejects_zero_images(capsys, tmp_path):
 
 
 @pytest.mark.timeout(120)
-def test_errors_found_after_the_scan_still_come_before_training(tmp_path, tiny_data):
-    """Batch larger than a rank's shard, and a class too small for the split: exit 2, one line."""
-    result = run_cli("hvdweather-train", "--data", str(tiny_data), "--out", str(tmp_path / "r1"),
-                     "--batch-size", "64", "--verbose", "0")
+def test_errors_found_after_the_scan_still_come_before_training(tmp_path, tiny_data, dirty_data):
+    """Batch larger than a rank's shard, and a class too small for the split: exit 2, one line. Batch 20
+    fits the 20 training images dirty_data's folders promise (tests/test_checks.py refuses larger ones
+    before the scan); the scan drops its 2 broken files, leaving 18."""
+    result = run_cli("hvdweather-train", "--data", str(dirty_data), "--out", str(tmp_path / "r1"),
+                     "--batch-size", "20", "--verbose", "0")
     assert result.returncode == 2, result.stderr
-    assert "--batch-size 64" in result.stderr and "lower --batch-size" in result.stderr
+    assert "--batch-size 20" in result.stderr and "only 18 image(s)" in result.stderr
+    assert "lower --batch-size" in result.stderr
     assert not (tmp_path / "r1" / "metrics.jsonl").exists()
     result = run_cli("hvdweather-train", "--data", str(tiny_data), "--out", str(tmp_path / "r2"),
                      "--val-split", "0.45", "--test-split", "0.44", "--batch-size", "1", "--verbose", "0")
@@ -126,11 +129,12 @@ def test_resume_of_nothing_and_a_run_in_the_way(capsys, tmp_path, tiny_data):
 
 
 @pytest.mark.timeout(300)
-def test_a_refused_run_leaves_nothing_that_blocks_the_corrected_one(tmp_path, tiny_data):
-    """Refused after the scan (a batch larger than the shard): its split.csv and skipped.csv are no run."""
+def test_a_refused_run_leaves_nothing_that_blocks_the_corrected_one(tmp_path, dirty_data):
+    """Refused after the scan (a batch larger than the shard once the broken files are dropped, see
+    test_errors_found_after_the_scan...): its split.csv and skipped.csv are no run."""
     out = tmp_path / "run"
-    args = ("hvdweather-train", "--data", str(tiny_data), "--out", str(out), "--epochs", "1", "--verbose", "0")
-    refused = run_cli(*args, "--batch-size", "100", timeout=120)
+    args = ("hvdweather-train", "--data", str(dirty_data), "--out", str(out), "--epochs", "1", "--verbose", "0")
+    refused = run_cli(*args, "--batch-size", "20", timeout=120)
     assert refused.returncode == 2 and "lower --batch-size" in refused.stderr
     assert (out / "split.csv").exists() and not (out / "config.json").exists()
     resumed = run_cli("hvdweather-train", "--out", str(out), "--resume", timeout=120)
@@ -156,3 +160,45 @@ def test_every_console_script_turns_onednn_on_unless_the_user_set_it(given, expe
         env["TF_ENABLE_ONEDNN_OPTS"] = given
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert out.stdout.strip().splitlines()[-1] == f"tf not loaded {expected}", out.stderr[-2000:]
+
+
+@pytest.mark.multiprocess
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("launcher", ["horovodrun", "mpirun"])
+def test_an_input_error_under_a_launcher_is_printed_once(tmp_path, launcher):
+    """Issue 25: under horovodrun every rank printed the same one-line error. Launched as a user does, output
+    to a file: the line once, exit code 2 as before. Proven to fail (two lines) against the code before."""
+    import os
+    import subprocess
+
+    from conftest import BIN, MPIRUN
+
+    starter = [str(BIN / "horovodrun"), "-np", "2"] if launcher == "horovodrun" else MPIRUN
+    log = tmp_path / "log"
+    with open(log, "w") as handle:
+        code = subprocess.call([*starter, str(BIN / "hvdweather-train"), "--data", str(tmp_path / "missing"),
+                                "--out", str(tmp_path / "run")], stdout=handle, stderr=subprocess.STDOUT,
+                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, timeout=150)
+    text = log.read_text()
+    assert code == 2, text
+    assert text.count("hvdweather-train: error: --data") == 1, text
+
+
+def test_synth_over_an_existing_set_is_refused_unless_overwrite(tmp_path):
+    """Issue 25: `hvdweather-data synth` into a folder holding a set left the old images beside the new
+    ones (40 then 5 per class gave 40). Proven to fail (rc 0, 8 images left) against the code before."""
+    out = tmp_path / "d"
+    first = run_cli("hvdweather-data", "synth", str(out), "--images-per-class", "4", timeout=60)
+    assert first.returncode == 0, first.stderr
+    again = run_cli("hvdweather-data", "synth", str(out), "--images-per-class", "2", timeout=60)
+    assert again.returncode == 2 and again.stderr.count("\n") == 1, again.stderr
+    assert f"OUT {out} is not empty; pass --overwrite" in again.stderr
+    assert len(list((out / "rain").iterdir())) == 4
+    replaced = run_cli("hvdweather-data", "synth", str(out), "--images-per-class", "2", "--overwrite", timeout=60)
+    assert replaced.returncode == 0, replaced.stderr
+    assert sorted(p.name for p in (out / "rain").iterdir())[0].startswith("rain_0000")
+    assert len(list(out.glob("*/*"))) == 22
+    (out / "rain" / "my_photo.jpg").write_bytes(b"mine")  # not the command's: --overwrite removes nothing
+    refused = run_cli("hvdweather-data", "synth", str(out), "--overwrite", timeout=60)
+    assert refused.returncode == 2 and "my_photo.jpg is not part of one" in refused.stderr
+    assert len(list(out.glob("*/*"))) == 23

@@ -122,3 +122,20 @@ def test_cli_refuses_in_one_line_and_writes_the_table(tmp_path):
     done = run_cli("hvdweather-compare", str(a), "--out", str(tmp_path / "y"), timeout=100)
     assert done.returncode == 0, done.stderr
     assert "compared 1 run(s)" in done.stdout and (tmp_path / "y" / "compare.csv").exists()
+
+
+def test_a_diverged_run_does_not_flatten_the_others_and_columns_keep_one_precision(tmp_path):
+    """Issue 25: one run's val_loss of 17,461 flattened every other curve (linear axis), the table printed
+    17461.0 beside 0.5000 and `top_k 0` for the default. Proven to fail against the code before the fix."""
+    from hvdweather.study.compare import plot_curves
+    from hvdweather.study.runs import read_run
+
+    classes = [f"c{i}" for i in range(6)]
+    a = make_run(tmp_path, "a", [0.9, 0.5], [0.3, 0.6], classes=classes)
+    b = make_run(tmp_path, "b", [17461.0, 250.0], [0.1, 0.2], classes=classes, top_k=5)
+    figure = plot_curves([read_run(a), read_run(b)])
+    assert figure.axes[0].get_yscale() == "log" and "log scale" in figure.axes[0].get_title()
+    rows = compare_runs([a, b], tmp_path / "cmp", top_k=2)
+    assert [r["top_k"] for r in rows] == [3, 5]  # 0 means 3 with >= 5 classes
+    table = (tmp_path / "cmp" / "compare.md").read_text()
+    assert "| 250.0000 |" in table and "| 0.5000 |" in table and "| 20.0 |" in table  # images_per_s: to 0.1

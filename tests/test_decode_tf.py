@@ -68,3 +68,28 @@ def test_bad_png_body_is_caught_by_the_training_decoder_check(tmp_path):
     data[middle:middle + 64] = bytes(64)
     path.write_bytes(bytes(data))
     assert check_decodable(str(path)) != ""
+
+
+def cut_in_the_middle(source: bytes) -> bytes:
+    """A JPEG whose scan data is cut in the middle but which still ends with its end-of-image marker: libjpeg
+    warns "Corrupt JPEG data: premature end of data segment" and fills the missing blocks in."""
+    start, end = source.find(b"\xff\xda"), source.rfind(b"\xff\xd9")
+    return source[: start + (end - start) // 2] + source[end:]
+
+
+def test_a_jpeg_cut_in_the_middle_is_caught_with_its_name(tmp_path, capfd):
+    """Issue 25: both decoders returned an image for it and TensorFlow printed libjpeg's warning with no
+    file name, so it was trained on. Proven to fail (reason '') against the code before the fix."""
+    rng = np.random.default_rng(2)
+    good = _save(tmp_path, "good.jpg", Image.fromarray(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)),
+                 quality=90)
+    damaged = tmp_path / "damaged.jpg"
+    damaged.write_bytes(cut_in_the_middle(open(good, "rb").read()))
+    assert load_rgb(damaged).shape == (300, 400, 3)  # Pillow decodes it without a word
+    capfd.readouterr()
+    reason = check_decodable(str(damaged))
+    assert reason == "damaged JPEG, decoded only in part (libjpeg: Corrupt JPEG data: premature end of data segment)"
+    assert "Corrupt JPEG" not in capfd.readouterr().err  # the warning became the reason, not a stray line
+    assert check_decodable(good) == ""
+    pixels, why = training_pixels(str(damaged), 64)
+    assert pixels is None and why == reason

@@ -140,6 +140,24 @@ def test_mpi_executor_under_mpirun_gives_bit_identical_results(dirty_data, seque
     assert_same_results(sequential_run, tmp_path)
 
 
+@pytest.mark.multiprocess
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("command", ["hvdweather-eda", "hvdweather-prepare"])
+@pytest.mark.parametrize("executor", [[], ["--executor", "multiprocessing"]])
+def test_a_non_mpi_executor_under_mpirun_is_refused_before_any_work(dirty_data, tmp_path, command, executor):
+    """Issue 25: `mpirun -np 2 hvdweather-prepare` without --executor mpi ran the whole job in each rank into
+    one --out (a vanished .tfrecord.tmp; the EDA wrote everything twice). Now one line, from one rank,
+    exit 2, nothing written. Proven to fail by running it against the code before the fix."""
+    out = tmp_path / "out"
+    options = [] if command == "hvdweather-prepare" else ["--no-plots"]
+    result = run_mpirun(command, str(dirty_data), "--out", str(out), *executor, *options)
+    assert result.returncode == 2, result.stdout + result.stderr
+    errors = [line for line in result.stderr.splitlines() if f"{command}: error:" in line]
+    assert len(errors) == 1, result.stderr
+    assert "under a launch of 2 processes" in errors[0] and "--executor mpi" in errors[0]
+    assert not out.exists()
+
+
 @pytest.mark.timeout(120)
 def test_mpi_executor_without_mpirun_runs_as_one_rank_and_says_so(dirty_data, sequential_run, tmp_path):
     # --backend, the flag's old name, still works (user scripts), with a note naming the new one
@@ -220,18 +238,21 @@ def test_count_axes_get_whole_number_ticks():
     assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks), ticks
 
 
-def test_image_sizes_give_each_class_a_distinct_colour_and_marker():
-    names = tuple(f"class{i}" for i in range(11))
-    labels = np.repeat(np.arange(11), 2)
-    figure = plot_image_sizes(np.arange(22) + 100, np.arange(22) + 200, labels, names)
-    qualitative = [to_rgb(f"C{i}") for i in range(10)]  # tab10: ten colours, no light/dark pairs
+@pytest.mark.parametrize("classes", [11, 20])
+def test_image_sizes_give_each_class_a_distinct_colour_and_marker(classes):
+    """Issue 25: WEAPD's 11 classes got 10 colours (the 11th differed by its marker only). Proven to fail
+    (10 colours) against the code before the fix."""
+    names = tuple(f"class{i}" for i in range(classes))
+    labels = np.repeat(np.arange(classes), 2)
+    figure = plot_image_sizes(np.arange(2 * classes) + 100, np.arange(2 * classes) + 200, labels, names)
+    qualitative = [to_rgb(f"C{i}") for i in range(10)]  # tab10 first: no light/dark pairs
     styles = []
-    for collection in figure.axes[0].collections:
+    for index, collection in enumerate(figure.axes[0].collections):
         colour = tuple(collection.get_facecolor()[0][:3])
-        assert any(np.allclose(colour, c) for c in qualitative), colour
+        assert index >= 10 or np.allclose(colour, qualitative[index]), colour
         styles.append((tuple(np.round(colour, 3)), collection.get_paths()[0].vertices.tobytes()))
-    assert len(styles) == 11 and len(set(styles)) == 11
-    assert len({colour for colour, _ in styles}) == 10  # the 11th class differs by its marker
+    assert len(styles) == classes and len(set(styles)) == classes
+    assert len({colour for colour, _ in styles}) == classes  # a colour of its own, the marker besides
 
 
 @pytest.mark.parametrize("classes", [11, 8])

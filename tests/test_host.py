@@ -1,9 +1,13 @@
 """Host facts and run-directory reading: TensorFlow-free, one definition each."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
+import pytest
+
+from conftest import BIN
 from hvdweather import host, runfiles
 
 
@@ -44,3 +48,46 @@ def test_run_files_are_found_and_cleared_without_touching_others(tmp_path):
     runfiles.clear_run(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt"]
     assert runfiles.read_json(tmp_path / "config.json") is None
+
+
+def test_launched_rank_from_each_launchers_variables(monkeypatch):
+    for name in ("OMPI_COMM_WORLD_RANK", "HOROVOD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_STEP_ID", "SLURM_PROCID"):
+        monkeypatch.delenv(name, raising=False)
+    assert host.launched_rank() == 0
+    monkeypatch.setenv("SLURM_PROCID", "3")
+    assert host.launched_rank() == 0  # a batch script's SLURM_PROCID is not a step's rank
+    monkeypatch.setenv("SLURM_STEP_ID", "0")
+    assert host.launched_rank() == 3
+    monkeypatch.setenv("HOROVOD_RANK", "1")
+    assert host.launched_rank() == 1
+
+
+def test_only_the_xla_start_lines_are_dropped():
+    text = ("WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+            "I0000 00:00:1796396012.141306    7123 device_compiler.h:186] Compiled cluster using XLA!  This line is "
+            "logged at most once for the lifetime of the process.\n"
+            "2026-12-04 14:53:32.142721: E external/local_xla/xla/stream_executor/stream_executor_internal.h:177] "
+            "SetPriority unimplemented for this stream.\n"
+            "2026-12-04 14:53:32.142721: E tensorflow/core/something.cc:1] a real error\n"
+            "Compiled cluster using XLA! said by someone else\n")
+    assert host.drop_xla_start_lines(text) == ("2026-12-04 14:53:32.142721: E tensorflow/core/something.cc:1] a real "
+                                               "error\nCompiled cluster using XLA! said by someone else\n")
+
+
+@pytest.mark.multiprocess
+@pytest.mark.timeout(300)
+def test_a_horovodrun_log_has_no_xla_start_lines(tiny_data, tmp_path):
+    """`horovodrun -np 2 hvdweather-train ... > log 2>&1` as a user runs it: before the fix every rank printed
+    the three lines of host.XLA_START_LINES (proven against the code before the fix); now none."""
+    log = tmp_path / "log"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    with open(log, "w") as handle:
+        code = subprocess.call([str(BIN / "horovodrun"), "-np", "2", str(BIN / "hvdweather-train"), "--data",
+                                str(tiny_data), "--out", str(tmp_path / "run"), "--epochs", "1", "--batch-size", "4",
+                                "--verbose", "2"], stdout=handle, stderr=subprocess.STDOUT, env=env, timeout=280)
+    text = log.read_text()
+    assert code == 0, text[-3000:]
+    assert "hvdweather: horovod, 2 worker(s)" in text and "test accuracy" in text
+    for line in ("All log messages before absl::InitializeLog()", "Compiled cluster using XLA!",
+                 "SetPriority unimplemented"):
+        assert line not in text, text[-3000:]

@@ -380,3 +380,18 @@ def test_a_failing_run_is_reported_and_the_benchmark_goes_on(tiny_data, tmp_path
     report = (out / "scaling.md").read_text()
     assert "## Failed runs" in report and str(out / "logs" / "horovod-w1-b4.log") in report
     assert "FAILED" in result.stdout
+
+
+def test_no_baseline_leaves_out_its_table_and_two_epochs_need_no_note(results):
+    """Issue 25: `scaling --no-baseline` printed a speed-up table of '-' only, and a note about runs of
+    fewer than 2 epochs when every run had 2 (one timed epoch after the warm-up). Proven to fail against
+    the code before the fix."""
+    spec = ScalingSpec(data="/data", out="/bench", epochs=2)
+    rows = [r | {"epochs": 2, "timed_epochs": 1} for r in results if r["strategy"] != BASELINE]
+    text = markdown_report(add_derived(rows), MACHINE, spec)
+    assert "## Speed-up vs the single process" not in text
+    assert "Not shown, nothing to compare with: Speed-up vs the single process on all cores: no single-process " \
+           "run (--no-baseline)." in text
+    assert "## Speed-up vs 1 worker" in text and "Note:" not in text
+    one_epoch = markdown_report(add_derived([r | {"epochs": 1} for r in rows]), MACHINE, spec)
+    assert "Note: runs of 1 epoch have no epoch after warm-up" in one_epoch

@@ -18,12 +18,16 @@ REPORT_FILES = ("classification_report.csv", "classification_report.txt", "confu
 
 @pytest.fixture(scope="module")
 def corrupt_data(tiny_data, tmp_path_factory):
-    """The tiny set plus a zero-byte, a truncated and a not-an-image file posing as images."""
+    """The tiny set plus a zero-byte, a truncated, a cut-in-the-middle (see test_decode_tf) and a
+    not-an-image file posing as images."""
+    from test_decode_tf import cut_in_the_middle
+
     root = tmp_path_factory.mktemp("dirty") / "data"
     shutil.copytree(tiny_data, root)
     good = next((root / "rainbow").glob("*.jpg"))
     (root / "rainbow" / "zero.jpg").write_bytes(b"")
     (root / "lightning" / "half.jpg").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    (root / "lightning" / "middle.jpg").write_bytes(cut_in_the_middle(good.read_bytes()))
     (root / "fogsmog" / "page.png").write_text("<html>404</html>")
     return root
 
@@ -60,9 +64,10 @@ def test_bad_images_are_skipped_and_reported(trained):
     run, result = trained
     with open(run / "skipped.csv") as handle:
         skipped = {row["path"].rsplit("/", 1)[-1]: row["reason"] for row in csv.DictReader(handle)}
-    assert set(skipped) == {"zero.jpg", "half.jpg", "page.png"}
+    assert set(skipped) == {"zero.jpg", "half.jpg", "page.png", "middle.jpg"}
     assert "empty" in skipped["zero.jpg"] and "truncated" in skipped["half.jpg"].lower()
-    assert "skipped 3 unreadable file(s)" in result.stdout
+    assert "damaged JPEG, decoded only in part" in skipped["middle.jpg"]
+    assert "skipped 4 unreadable file(s)" in result.stdout and "Corrupt JPEG data" not in result.stderr
     with open(run / "split.csv") as handle:
         split_files = {row["path"].rsplit("/", 1)[-1] for row in csv.DictReader(handle)}
     assert not split_files & set(skipped)

@@ -184,14 +184,22 @@ def run_inference_bench(spec: InferenceSpec) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="hvdweather-inference-") as scratch:
         export_dir = str(export_model(run_model, scratch))
         rows = _run_children(spec, export_dir)
+    publish(rows, out)
+    return rows
+
+
+def publish(rows: list[dict[str, Any]], out: Path | None) -> None:
+    """The table on stdout; the JSON lines into OUT (--out), or after the table when there is no OUT to
+    hold them (printing them after the table too only buried it)."""
     table = f"{machine_header()}\n\n{inference_table(rows)}"
     print(table, flush=True)
-    for row in rows:
-        print(json.dumps(row), flush=True)
+    lines = "".join(json.dumps(r) + "\n" for r in rows)
     if out:
-        (out / "inference.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (out / "inference.jsonl").write_text(lines)
         (out / "inference.md").write_text(table)
-    return rows
+        print(f"wrote {out / 'inference.jsonl'} and {out / 'inference.md'}", flush=True)
+    else:
+        print(lines, end="", flush=True)
 
 
 if __name__ == "__main__":  # the per-thread-setting child started by _run_children

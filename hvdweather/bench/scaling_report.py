@@ -121,19 +121,36 @@ def markdown_report(rows: list[Row], machine: dict[str, Any], spec: ScalingSpec)
         "## Median epoch time (s, training steps only)", pivot_table(rows, "train_time_s", "{:.2f}"),
         "## Median epoch time including validation (s)", pivot_table(rows, "epoch_time_s", "{:.2f}"),
         "## Images/s (training)", pivot_table(rows, "images_per_s", "{:.1f}"),
-        "## Speed-up vs 1 worker of the same strategy (images/s ratio)",
-        pivot_table(rows, "speedup", "{:.2f}", strategies),
-        "## Efficiency (speed-up / workers)", pivot_table(rows, "efficiency", "{:.2f}", strategies),
-        *comparison_tables(rows, strategies),
-        "## Speed-up vs the single process on all cores (images/s ratio, same per-worker batch)",
-        pivot_table(rows, "vs_baseline", "{:.2f}"),
+        *ratio_tables(rows, strategies),
         f"## Epochs to val accuracy >= {spec.target_accuracy:g} (- = not reached)",
         pivot_table(rows, "epochs_to_target", "{}"),
     ]
-    if any(r["status"] == "ok" and r.get("timed_epochs", 0) < 2 for r in rows):
-        parts.append("Note: runs with fewer than 2 epochs have no epoch after warm-up; their times "
-                     "include epoch 1.")
+    if any(r["status"] == "ok" and r.get("epochs", 2) < 2 for r in rows):  # 2 epochs: epoch 2 is timed
+        parts.append("Note: runs of 1 epoch have no epoch after warm-up; their times include epoch 1.")
     return "\n\n".join(parts + failed_runs(rows)) + "\n"
+
+
+def ratio_tables(rows: list[Row], strategies: tuple[str, ...]) -> list[str]:
+    """The speed-up, efficiency and comparison tables that have a number to show; one line naming those
+    that have none (no 1-worker run, --no-baseline), instead of tables of '-'."""
+    one_worker = "no 1-worker run of a strategy"
+    tables = [("speedup", "Speed-up vs 1 worker of the same strategy (images/s ratio)", strategies, one_worker),
+              ("efficiency", "Efficiency (speed-up / workers)", strategies, one_worker), None,
+              ("vs_baseline", "Speed-up vs the single process on all cores (images/s ratio, same per-worker "
+               "batch)", None, "no single-process run (--no-baseline)")]
+    parts, left_out = [], []
+    for table in tables:
+        if table is None:
+            parts += comparison_tables(rows, strategies)
+            continue
+        key, title, chosen, why = table
+        if any(r.get(key) is not None for r in rows):
+            parts += [f"## {title}", pivot_table(rows, key, "{:.2f}", chosen)]
+        else:
+            left_out.append(f"{title.split(' (')[0]}: {why}")
+    if left_out:
+        parts.append("Not shown, nothing to compare with: " + "; ".join(left_out) + ".")
+    return parts
 
 
 def failed_runs(rows: list[Row]) -> list[str]:

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import functools
 import sys
+import threading
 from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
 
 from hvdweather.data.decode import check_image, load_rgb
+from hvdweather.host import call_catching_stderr
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -119,15 +121,39 @@ def decode_file(path: str, image_size: int) -> np.ndarray:
     return _eager_decoder(image_size)(tf.constant(str(path))).numpy()
 
 
+# libjpeg's warnings that mean it made pixels up: it goes on decoding a damaged JPEG (a file cut or
+# zeroed in the middle), fills the missing blocks in, and TensorFlow returns that image after printing
+# the warning on stderr with no file name. Pillow says nothing. Other warnings ("N extraneous bytes before
+# marker") leave the pixels whole; those are passed on with the file's name.
+LIBJPEG_MADE_UP = ("Corrupt JPEG data: premature end of data segment", "Corrupt JPEG data: bad Huffman code",
+                   "Premature end of JPEG file", "instead of RST")
+_ONE_LIBJPEG_AT_A_TIME = threading.Lock()  # its warnings go to the process's one stderr, in any thread
+
+
+def _decode_hearing_libjpeg(path: str, image_size: int) -> tuple[np.ndarray, str]:
+    """decode_file's pixels and the first of libjpeg's LIBJPEG_MADE_UP warnings it printed ('' if none)."""
+    with _ONE_LIBJPEG_AT_A_TIME:
+        pixels, text = call_catching_stderr(lambda: decode_file(path, image_size))
+    made_up = [line.strip() for line in text.splitlines() if any(m in line for m in LIBJPEG_MADE_UP)]
+    for line in text.splitlines():
+        if line.strip() and line.strip() not in made_up:
+            print(f"warning: {path}: {line.strip()}", file=sys.stderr)
+    return pixels, made_up[0] if made_up else ""
+
+
 def training_pixels(path: str, image_size: int) -> tuple[np.ndarray | None, str]:
-    """(pixels, '') as training decodes them, or (None, one-line reason): for offline preparation."""
+    """(pixels, '') as training decodes them, or (None, one-line reason): for offline preparation. A JPEG
+    whose missing data libjpeg filled in is a reason too (training would learn from made-up blocks)."""
     reason = check_image(path)
     if reason:
         return None, reason
     try:
-        return decode_file(path, image_size), ""
+        pixels, made_up = _decode_hearing_libjpeg(path, image_size)
     except tf.errors.OpError as exc:
         return None, f"TensorFlow decoder: {exc.message.splitlines()[0]}"
+    if made_up:
+        return None, f"damaged JPEG, decoded only in part (libjpeg: {made_up})"
+    return pixels, ""
 
 
 def check_decodable(path: str) -> str:

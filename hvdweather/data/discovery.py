@@ -34,6 +34,12 @@ class Catalog:
             result[self.class_names[label]] += 1
         return result
 
+    def absolute(self) -> Catalog:
+        """The same catalog with absolute file paths, which split.csv and every later stage can read from
+        any folder (the root stays as given: messages name it as the user typed it)."""
+        return Catalog(self.root, self.class_names, tuple(os.path.abspath(p) for p in self.paths), self.labels,
+                       tuple(os.path.abspath(p) for p in self.ignored))
+
     def without(self, drop: set[str]) -> Catalog:
         keep = [i for i, p in enumerate(self.paths) if p not in drop]
         return Catalog(self.root, self.class_names, tuple(self.paths[i] for i in keep),

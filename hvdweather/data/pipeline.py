@@ -15,18 +15,10 @@ import numpy as np
 import tensorflow as tf
 
 from hvdweather.data.decode_tf import decode_image
+from hvdweather.data.sharding import shard_size as shard_size  # re-exported: the pipeline's arithmetic
+from hvdweather.data.sharding import steps_per_epoch as steps_per_epoch
 
 AUTOTUNE = tf.data.AUTOTUNE
-
-
-def shard_size(n: int, shard_count: int, shard_index: int) -> int:
-    """Elements that `Dataset.shard(shard_count, shard_index)` keeps out of `n`."""
-    return len(range(shard_index, n, shard_count))
-
-
-def steps_per_epoch(n_train: int, shard_count: int, per_process_batch_size: int) -> int:
-    """Training steps every rank runs: set by the smallest shard, so no rank waits in allreduce."""
-    return (n_train // shard_count) // per_process_batch_size
 
 
 def sharded_files(paths, labels, shard_count: int = 1, shard_index: int = 0) -> tf.data.Dataset:

@@ -88,7 +88,8 @@ class PreparedSource:
 
 
 def open_source(path: str | Path, image_size: int | None = None, label: str = "--data") -> Source:
-    """The data set at `path`; a prepared directory must have been prepared at `image_size`."""
+    """The data set at `path`; a prepared directory must have been prepared at `image_size`. Class
+    folders' files get absolute paths (a prepared set's paths are its records' names, absolute already)."""
     if records.is_prepared(path):
         return PreparedSource(records.prepared_catalog(path, image_size), str(path))
-    return FolderSource(discover(path, label))
+    return FolderSource(discover(path, label).absolute())

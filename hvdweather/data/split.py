@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from hvdweather.data.discovery import Catalog, DataError
+from hvdweather.runfiles import rebase
 
 SUBSETS = ("train", "val", "test")
 
@@ -25,7 +26,7 @@ class Split:
         return len(self.paths[subset])
 
 
-def _subset_sizes(n: int, val_frac: float, test_frac: float) -> tuple[int, int]:
+def subset_sizes(n: int, val_frac: float, test_frac: float) -> tuple[int, int]:
     n_val = int(round(n * val_frac)) if val_frac > 0 else 0
     n_test = int(round(n * test_frac)) if test_frac > 0 else 0
     # A requested subset gets at least one image of every class, so reports cover every class.
@@ -48,7 +49,7 @@ def stratified_split(catalog: Catalog, val_frac: float, test_frac: float, seed: 
     assignment[conflicts] = "train"
     for label, name in enumerate(catalog.class_names):
         n_class = int((labels == label).sum())
-        n_val, n_test = _subset_sizes(n_class, val_frac, test_frac)
+        n_val, n_test = subset_sizes(n_class, val_frac, test_frac)
         if n_class - n_val - n_test < 1:
             need = 1 + (val_frac > 0) + (test_frac > 0)
             raise DataError(f"--data {catalog.root}: class '{name}' has {n_class} usable image(s), "
@@ -105,8 +106,10 @@ def write_split(split: Split, path: str | Path) -> None:
                 writer.writerow([subset, label, split.class_names[label], file])
 
 
-def read_split(path: str | Path, class_names: tuple[str, ...]) -> Split:
-    """Read a split.csv written by `write_split` (used on --resume and by evaluation)."""
+def read_split(path: str | Path, class_names: tuple[str, ...], recorded_root: str = "", root: str = "") -> Split:
+    """Read a split.csv written by `write_split` (used on --resume and by evaluation). Its paths lie under
+    `recorded_root` (config.json's split_root); with `root`, they are read under it instead (the data set
+    moved, or an old run's paths were relative to the folder training started in)."""
     paths: dict[str, list[str]] = {s: [] for s in SUBSETS}
     labels: dict[str, list[int]] = {s: [] for s in SUBSETS}
     with open(path, newline="") as handle:
@@ -116,7 +119,7 @@ def read_split(path: str | Path, class_names: tuple[str, ...]) -> Split:
                                 "start a new run directory or restore the data")
             paths[row["subset"]].append(row["path"])
             labels[row["subset"]].append(class_names.index(row["class_name"]))
-    return Split(class_names, {s: tuple(v) for s, v in paths.items()},
+    return Split(class_names, {s: rebase(v, recorded_root, root) for s, v in paths.items()},
                  {s: tuple(v) for s, v in labels.items()})
 
 

@@ -7,11 +7,15 @@ glaze), so telling them apart takes real training. Same seed, same bytes.
 """
 from __future__ import annotations
 
+import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+
+from hvdweather.errors import DataError
 
 WEAPD_CLASSES = ("dew", "fogsmog", "frost", "glaze", "hail", "lightning", "rain", "rainbow", "rime",
                  "sandstorm", "snow")
@@ -187,3 +191,21 @@ def make_synthetic_dataset(out: str | Path, images_per_class: int = 40, seed: in
                 image.save(path, "PNG")
             written.append(path)
     return written
+
+
+def clear_synthetic(out: str | Path, classes: tuple[str, ...] = WEAPD_CLASSES) -> None:
+    """Remove a synthetic set made by `make_synthetic_dataset` from `out`. Anything else there (another
+    folder, a file of another name: a real data set, say) is refused in one line and nothing is removed."""
+    out = Path(out)
+    owned = [re.compile(rf"{re.escape(name)}_\d{{4,}}\.(jpg|png)") for name in classes]
+    foreign = [entry for entry in out.iterdir() if not (entry.is_dir() and entry.name in classes)]
+    for index, name in enumerate(classes):
+        folder = out / name
+        if folder.is_dir():
+            foreign += [f for f in folder.iterdir() if not (f.is_file() and owned[index].fullmatch(f.name))]
+    if foreign:
+        raise DataError(f"OUT {out}: --overwrite replaces only a synthetic set, and {foreign[0]} is not part of "
+                        "one; choose another OUT (nothing was removed)")
+    for name in classes:
+        if (out / name).is_dir():
+            shutil.rmtree(out / name)

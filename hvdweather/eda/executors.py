@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from hvdweather.config import ConfigError
-from hvdweather.host import available_cores, say
+from hvdweather.host import available_cores, launched_processes, launched_rank, say
 
 EXECUTORS = ("sequential", "multiprocessing", "mpi", "spark")
 CHUNKS_PER_WORKER = 8  # enough that the last chunks leave little idle time, few enough to be cheap
@@ -138,17 +138,8 @@ def launched_by_mpirun() -> bool:
 
 def note_once(message: str) -> None:
     """Print `message` to stderr on the launcher's first rank only (before MPI is initialised)."""
-    if launcher_rank() == 0:
+    if launched_rank() == 0:
         say(message, sys.stderr)
-
-
-def launcher_rank() -> int:
-    """This process's rank as the MPI launcher set it in the environment (0 when not launched by one):
-    for messages that only the first rank should print, before MPI is initialised."""
-    for name in ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK"):
-        if os.environ.get(name, "").isdigit():
-            return int(os.environ[name])
-    return 0
 
 
 class MpiExecutor(SequentialExecutor):
@@ -223,6 +214,11 @@ class MpiExecutor(SequentialExecutor):
 def make_executor(name: str, workers: int | None = None, spark_master: str | None = None) -> SequentialExecutor:
     """The executor called `name`; `workers` defaults to all cores (multiprocessing, spark's local mode),
     mpirun's -np, or the Spark cluster's default parallelism (`spark_master`: spark only)."""
+    processes = launched_processes()
+    if processes > 1 and name != "mpi":  # every process would do all the work and write one --out (issue 25)
+        raise ConfigError(f"--executor {name} under a launch of {processes} processes (mpirun/srun): each would "
+                          "write the whole --out folder; add --executor mpi to share the work among them, or "
+                          "run the command once, without the launcher")
     if workers is not None and workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
     if spark_master is not None and name != "spark":

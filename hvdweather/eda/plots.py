@@ -2,7 +2,7 @@
 
     histograms.png   a grid with one panel per class: its R, G and B histograms (fraction of pixels)
     class_counts.png images per class, bars sorted by count, with the mean drawn in: the imbalance
-    image_sizes.png  width vs height of every decoded image, one colour and marker per class
+    image_sizes.png  width vs height of every decoded image, one colour (up to 20 classes) and marker per class
 
 Counts (images, pixel values, pixels) are whole numbers, so their axes get integer ticks.
 """
@@ -13,9 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
+from hvdweather.axes import whole_number_ticks
+
 _CHANNEL_COLOURS = ("tab:red", "tab:green", "tab:blue")
-# A class's look in the scatter: tab10's ten distinct colours, and markers cycling at another period, so
-# the 11 WEAPD classes (or up to 70) each get their own colour-marker pair and neighbours differ in both.
+# A class's look in the scatter: tab10's ten colours, then ten more that differ from them and from each
+# other in hue or lightness (not tab20's pale twins of tab10, which were hard to tell apart), and markers
+# cycling at another period, so neighbours differ in both.
+_CLASS_COLOURS = tuple(f"C{i}" for i in range(10)) + ("black", "gold", "navy", "magenta", "lime", "maroon",
+                                                      "teal", "darkkhaki", "indigo", "sandybrown")
 _CLASS_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 
 
@@ -28,16 +33,10 @@ def _pyplot():
     return plt
 
 
-def _integer_ticks(axis) -> None:
-    """Whole-number ticks only (no 0.5 images)."""
-    from matplotlib.ticker import MaxNLocator
-
-    axis.set_major_locator(MaxNLocator(integer=True))
-
-
 def class_style(label: int) -> tuple[str, str]:
-    """(colour, marker) of class `label` in the scatter: distinct pairs for up to 70 classes."""
-    return f"C{label % 10}", _CLASS_MARKERS[label % len(_CLASS_MARKERS)]
+    """(colour, marker) of class `label` in the scatter: its own colour for up to 20 classes (WEAPD's 11
+    included), and distinct colour-marker pairs beyond that."""
+    return _CLASS_COLOURS[label % len(_CLASS_COLOURS)], _CLASS_MARKERS[label % len(_CLASS_MARKERS)]
 
 
 def plot_histograms(histograms: np.ndarray, class_names: tuple[str, ...]):
@@ -81,7 +80,7 @@ def plot_class_counts(counts: np.ndarray, class_names: tuple[str, ...]):
     ax.set_title(f"images per class (dashed: mean {counts.mean():.1f}; largest / smallest = {ratio:.2f})",
                  fontsize=10)
     ax.set_ylabel("images")
-    _integer_ticks(ax.yaxis)
+    whole_number_ticks(ax.yaxis)
     plt.setp(ax.get_xticklabels(), rotation=45, ha="right", fontsize=8)
     figure.tight_layout()
     return figure
@@ -98,8 +97,8 @@ def plot_image_sizes(widths: np.ndarray, heights: np.ndarray, labels: np.ndarray
                    linewidths=0)
     ax.set_xlabel("width (pixels)")
     ax.set_ylabel("height (pixels)")
-    _integer_ticks(ax.xaxis)
-    _integer_ticks(ax.yaxis)
+    whole_number_ticks(ax.xaxis)
+    whole_number_ticks(ax.yaxis)
     ax.set_title("image sizes", fontsize=10)
     ax.legend(fontsize=7, markerscale=2, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     figure.tight_layout()

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hvdweather.config import RESUMABLE
+from hvdweather.config import RESUMABLE, effective_top_k
 from hvdweather.errors import ConfigError
-from hvdweather.runfiles import first_epoch_reaching, read_csv_rows, read_json, read_jsonl
+from hvdweather.runfiles import first_epoch_reaching, read_csv_rows, read_json, read_jsonl, split_root
 
 # Fields that never change what a run computes are not "settings" of a comparison; --epochs does.
 NOT_SETTINGS = (RESUMABLE - {"epochs"}) | {"data"}
@@ -46,7 +46,7 @@ def read_run(run_dir: str | Path) -> RunRecord:
     config = record["config"]
     return RunRecord(run_dir.name, run_dir, config, int(record.get("world", {}).get("num_workers", 1)),
                      tuple(record.get("class_names", ())), metrics, _test_sections(run_dir),
-                     _test_set_digest(run_dir, config.get("data", "")))
+                     _test_set_digest(run_dir, split_root(record)))
 
 
 def _test_sections(run_dir: Path) -> dict[str, dict[str, Any]]:
@@ -102,6 +102,14 @@ def _checkpoint_columns(prefix: str, section: dict[str, Any] | None, row: dict[s
             f"{prefix}_top{k}_accuracy": section.get("top_k_accuracy", {}).get(str(k))}
 
 
+def _setting(record: RunRecord, name: str) -> Any:
+    """A setting as it took effect: --top-k 0 means 3 (>= 5 classes) or none, so the table says that."""
+    value = record.config.get(name)
+    if name == "top_k" and value is not None:
+        return effective_top_k(int(value), len(record.class_names)) or "off"
+    return value
+
+
 def run_row(record: RunRecord, settings: list[str], k: int, target_accuracy: float) -> dict[str, Any]:
     """One table row: settings, best and last checkpoint, epochs to the target, speed and time."""
     rows = record.metrics
@@ -110,7 +118,7 @@ def run_row(record: RunRecord, settings: list[str], k: int, target_accuracy: flo
     best_row = by_epoch.get(record.tests.get("best", {}).get("epoch")) or min(
         scored, key=lambda r: r.get("val_loss", r["loss"]))
     timed = rows[1:] if len(rows) > 1 else rows  # epoch 1 includes tracing and cache filling
-    return {"run": record.name, "status": "ok", **{s: record.config.get(s) for s in settings},
+    return {"run": record.name, "status": "ok", **{s: _setting(record, s) for s in settings},
             "world_size": record.world_size, "epochs_trained": len(rows),
             **_checkpoint_columns("best", record.tests.get("best"), best_row, k),
             **_checkpoint_columns("last", record.tests.get("last"), rows[-1] if "last" in record.tests else None, k),
