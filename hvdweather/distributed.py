@@ -130,6 +130,15 @@ class AverageEpochMetrics(tf.keras.callbacks.Callback):
             logs[name] = float(value / (total_images if name.startswith("val_") else ranks))
 
 
+def check_adasum_world(size: int, local_size: int, gpu_nccl: bool) -> None:
+    """Horovod's Adasum pairs up ranks (on GPUs with NCCL, nodes): their number must be a power of two.
+    Horovod itself raises only when the first training step is traced, after the scan and the model."""
+    count, unit = (size // max(1, local_size), "nodes") if gpu_nccl else (size, "ranks")
+    if count & (count - 1):  # Horovod: check_num_rank_power_of_2
+        raise ConfigError(f"--adasum needs a power-of-two number of {unit} (1, 2, 4, 8...), got {count}: "
+                          f"launch on that many {unit} or drop --adasum")
+
+
 @dataclass(frozen=True)
 class HorovodOptions:
     """Horovod's own training options (as in its examples), from the config's fields of the same names."""
@@ -166,6 +175,8 @@ class HorovodBackend:
             raise ConfigError("--adasum needs Horovod's MPI controller: launch with mpirun or horovodrun "
                               "without --gloo (under Gloo, Horovod fails with 'No Adasum operation enabled')")
         gpus = tf.config.list_physical_devices("GPU")
+        if self.options.adasum:
+            check_adasum_world(hvd.size(), hvd.local_size(), bool(gpus) and hvd.nccl_built())
         if gpus:  # Horovod: one GPU per process, picked by local rank (not testable on CPU-only CI)
             tf.config.experimental.set_memory_growth(gpus[hvd.local_rank()], True)
             tf.config.set_visible_devices(gpus[hvd.local_rank()], "GPU")

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import BIN, MPIRUN, run_cli, run_mpirun
+from hvdweather.errors import ConfigError
 
 SCRIPTS = Path(__file__).parent / "scripts"
 TRAIN_ARGS = ["--epochs", "5", "--batch-size", "8", "--verbose", "2", "--seed", "1"]
@@ -113,6 +114,19 @@ def test_failing_rank_ends_the_job(launcher):
     result = run_cli(*prefix, sys.executable, str(SCRIPTS / "failing_rank.py"), timeout=150, env=env)
     assert result.returncode != 0
     assert "rank 1 fails on purpose" in result.stdout + result.stderr
+
+
+def test_adasum_needs_a_power_of_two_of_ranks_or_of_nodes_with_nccl():
+    from hvdweather.distributed import check_adasum_world
+
+    for size in (1, 2, 4, 8):
+        check_adasum_world(size, 1, gpu_nccl=False)
+    check_adasum_world(6, 3, gpu_nccl=True)  # 2 nodes of 3 GPUs: Horovod's NCCL Adasum counts nodes
+    for size, local, nccl, words in ((3, 1, False, "of ranks (1, 2, 4, 8...), got 3"),
+                                     (6, 3, False, "of ranks (1, 2, 4, 8...), got 6"),
+                                     (9, 3, True, "of nodes (1, 2, 4, 8...), got 3")):
+        with pytest.raises(ConfigError, match=re.escape(words)):
+            check_adasum_world(size, local, gpu_nccl=nccl)
 
 
 # Horovod's stall check: a rank waiting alone in a collective is reported after 5 s and the job is shut

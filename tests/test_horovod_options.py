@@ -97,3 +97,23 @@ def test_adasum_and_autotune_train_end_to_end(tiny_data, tmp_path):
 
 def _rows(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.multiprocess
+@pytest.mark.timeout(200)
+def test_adasum_on_three_ranks_is_refused_before_any_work(tiny_data, tmp_path):
+    """README: --adasum needs a power-of-two number of ranks. Without hvdweather's check, Horovod raises
+    NotImplementedError with a traceback only when the first step is traced, after the scan has written
+    split.csv: checked once by deleting the check in HorovodBackend (rc 1, a traceback, split.csv written)."""
+    run = tmp_path / "run"
+    result = run_cli("horovodrun", "-np", "3", str(BIN / "hvdweather-train"), "--data", str(tiny_data),
+                     "--out", str(run), "--adasum", "--model", "resnet18", "--image-size", "32",
+                     "--batch-size", "2", "--epochs", "1", timeout=180)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-3000:]
+    errors = [line for line in output.splitlines() if "error:" in line]
+    assert errors and all(line.endswith("hvdweather-train: error: --adasum needs a power-of-two number of ranks "
+                                        "(1, 2, 4, 8...), got 3: launch on that many ranks or drop --adasum")
+                          for line in errors), output[-3000:]
+    assert "Traceback" not in output
+    assert not (run / "split.csv").exists() and not (run / "config.json").exists()
