@@ -179,9 +179,9 @@ def test_uneven_shards_and_ranks_seeded_apart_give_the_one_process_figures(uneve
     """One horovodrun -np 2 run, ranks seeded apart (tests/scripts/seed_per_rank.py), every shard uneven.
     It catches, each proven once by breaking the code on purpose and seeing this test fail:
     - no broadcast of rank 0's initial weights (`begin` without `backend.broadcast_weights`): digests differ;
-    - epoch metrics not averaged (MetricAverageCallback dropped), or averaged without weights (Horovod's
-      MetricAverageCallback, issue 25 #8; this test failed on it before the fix): val_loss/val_accuracy
-      differ from one process evaluating last.keras on the whole val split;
+    - epoch metrics not averaged (AverageEpochMetrics dropped: rank 0's figures), or averaged without
+      weights (Horovod's MetricAverageCallback, issue 25 #8: this test failed on it before the fix):
+      val_loss/val_accuracy differ from one process evaluating last.keras on the whole val split;
     - BatchNorm statistics not averaged (AverageBatchNormStatistics dropped): digests differ;
     - the report on rank 0's test shard only (`gather_test` without the allgather): support 2, not 3;
     - steps per epoch from each rank's own shard (9 // 3 vs 8 // 3): Horovod's stall shutdown, rc != 0.
