@@ -47,7 +47,7 @@ class LinearWarmup(tf.keras.callbacks.Callback):
 
 
 class EpochMetrics(tf.keras.callbacks.Callback):
-    """Appends one metrics.jsonl line per epoch; place it after Horovod's metric averaging.
+    """Appends one metrics.jsonl line per epoch; place it after the metric averaging (distributed.py).
 
     `previous`: rows of the epochs already trained (on --resume), so the target epoch stays the first.
     """
@@ -207,7 +207,7 @@ def epochs_without_improvement(rows: list[dict[str, Any]]) -> tuple[float, int]:
 
 
 class EarlyStop(tf.keras.callbacks.Callback):
-    """Stop after `patience` epochs without a better val_loss (else loss). Place it after Horovod's
+    """Stop after `patience` epochs without a better val_loss (else loss). Place it after the ranks'
     metric averaging: every rank then reads the same averaged value and stops at the same epoch, so
     none is left waiting in an allreduce."""
 

@@ -92,6 +92,53 @@ class AverageBatchNormStatistics(tf.keras.callbacks.Callback):
             variable.assign(value)
 
 
+class AverageEpochMetrics(tf.keras.callbacks.Callback):
+    """Epoch metrics averaged over the ranks in one allreduce, before any callback reads them (the place
+    of Horovod's MetricAverageCallback, which makes one allreduce per metric and a plain mean of all).
+
+    Training metrics take the plain mean: every rank ran the same steps of equal batches. Validation
+    metrics (val_*) are weighted by each rank's validation images: validation runs on all ranks over
+    uneven shards, and the plain mean of 4/17 and 2/16 is 0.1801 where one process reports 6/33 = 0.1818
+    (issue 25 #8). Weighted, the figures, the best checkpoint (val_loss) and early stopping do not depend
+    on the number of ranks.
+    """
+
+    def __init__(self, hvd_tf):
+        super().__init__()
+        self.hvd_tf = hvd_tf
+
+    def validation_images(self) -> float:
+        """This rank's validation images. Keras's val figures are means over them, and its loss tracker
+        holds their count (the denominator of that mean; validation is the last thing it tracked)."""
+        tracker = next((m for m in self.model.metrics if m.name == "loss"), None)
+        if tracker is None or not hasattr(tracker, "count"):  # a Keras without it: never average unweighted
+            raise RuntimeError("AverageEpochMetrics: Keras's loss tracker has no count to weight val_* with")
+        return float(tracker.count.numpy())
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if not logs:
+            return
+        names = sorted(logs)  # the same order on every rank
+        images = self.validation_images() if any(n.startswith("val_") for n in names) else 0.0
+        weights = [images if name.startswith("val_") else 1.0 for name in names]
+        local = [float(logs[name]) * weight for name, weight in zip(names, weights)] + [images, 1.0]
+        # Horovod: one allreduce for every metric and both counts; float64, so the sums add no rounding
+        summed = self.hvd_tf.allreduce(tf.constant(local, tf.float64), op=self.hvd_tf.Sum,
+                                        name="AverageEpochMetrics").numpy()
+        total_images, ranks = summed[-2], summed[-1]
+        for name, value in zip(names, summed[:-2]):
+            logs[name] = float(value / (total_images if name.startswith("val_") else ranks))
+
+
+def check_adasum_world(size: int, local_size: int, gpu_nccl: bool) -> None:
+    """Horovod's Adasum pairs up ranks (on GPUs with NCCL, nodes): their number must be a power of two.
+    Horovod itself raises only when the first training step is traced, after the scan and the model."""
+    count, unit = (size // max(1, local_size), "nodes") if gpu_nccl else (size, "ranks")
+    if count & (count - 1):  # Horovod: check_num_rank_power_of_2
+        raise ConfigError(f"--adasum needs a power-of-two number of {unit} (1, 2, 4, 8...), got {count}: "
+                          f"launch on that many {unit} or drop --adasum")
+
+
 @dataclass(frozen=True)
 class HorovodOptions:
     """Horovod's own training options (as in its examples), from the config's fields of the same names."""
@@ -128,6 +175,8 @@ class HorovodBackend:
             raise ConfigError("--adasum needs Horovod's MPI controller: launch with mpirun or horovodrun "
                               "without --gloo (under Gloo, Horovod fails with 'No Adasum operation enabled')")
         gpus = tf.config.list_physical_devices("GPU")
+        if self.options.adasum:
+            check_adasum_world(hvd.size(), hvd.local_size(), bool(gpus) and hvd.nccl_built())
         if gpus:  # Horovod: one GPU per process, picked by local rank (not testable on CPU-only CI)
             tf.config.experimental.set_memory_growth(gpus[hvd.local_rank()], True)
             tf.config.set_visible_devices(gpus[hvd.local_rank()], "GPU")
@@ -176,7 +225,7 @@ class HorovodBackend:
         return wrapped
 
     def callbacks(self) -> list[tf.keras.callbacks.Callback]:
-        """Metric averaging first, so later callbacks read averaged metrics.
+        """Metric averaging first, so later callbacks read averaged metrics (Horovod's examples' order).
 
         No BroadcastGlobalVariablesCallback: train.py broadcasts rank 0's weights (or the resume state)
         before the first step. Horovod's callback broadcasts again after step 1 of the first epoch *of
@@ -184,7 +233,7 @@ class HorovodBackend:
         others': a resumed run would then differ from the uninterrupted one.
         """
         return [
-            self.hvd.callbacks.MetricAverageCallback(),  # Horovod: epoch metrics averaged over ranks
+            AverageEpochMetrics(self.hvd_tf),  # Horovod: epoch metrics averaged over ranks (val_* weighted)
             AverageBatchNormStatistics(self.hvd_tf),  # Horovod: one set of BN statistics on all ranks
         ]
 

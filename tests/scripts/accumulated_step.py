@@ -1,5 +1,6 @@
 """Two updates per optimizer through the package's Horovod backend with its options; the primary saves
-every optimizer's weights to argv[1] (keys "<optimizer>_<index>"). argv[2]: backward passes per step;
+every optimizer's weights to argv[1] (keys "<optimizer>_<index>"; the initial weights, the same for
+every optimizer: "initial_<index>"). argv[2]: backward passes per step;
 argv[3]: optimizers, comma-separated (hvdweather.optim names); argv[4] (optional): "fp16" to compress.
 
 Each update averages 8 images (16 in all, in order). Alone with 1 pass: two batches of 8. Under
@@ -33,6 +34,7 @@ for name in sys.argv[3].split(","):
     tf.keras.utils.set_random_seed(0)  # the same initial weights for every optimizer and rank count
     model = tf.keras.Sequential([tf.keras.Input((6,)), tf.keras.layers.Dense(5, activation="tanh"),
                                  tf.keras.layers.Dense(3)])
+    saved |= {f"initial_{i}": w for i, w in enumerate(model.get_weights())}
     cfg = TrainConfig(optimizer=name, momentum=0.9, weight_decay=0.01 if name == "adamw" else 0.0)
     model.compile(optimizer=backend.wrap_optimizer(make_optimizer(cfg, 0.5 if name == "sgd" else 0.01)),
                   loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))

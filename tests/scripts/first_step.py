@@ -1,4 +1,5 @@
-"""One SGD step through the package's Horovod backend; the primary saves the weights to argv[1].
+"""One SGD step through the package's Horovod backend; the primary saves the weights to argv[1] and,
+when given, the initial weights to argv[2] (so a test can tell that the step moved every weight).
 
 Run alone (1 rank, the whole batch) and under horovodrun -np 2 (each rank half the batch): with
 gradients averaged correctly the two results are equal. The model has no BatchNorm or Dropout, whose
@@ -25,7 +26,10 @@ model = tf.keras.Sequential([tf.keras.Input((6,)), tf.keras.layers.Dense(5, acti
                              tf.keras.layers.Dense(3)])
 model.compile(optimizer=backend.wrap_optimizer(tf.keras.optimizers.SGD(0.5, momentum=0.9)),
               loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+initial = model.get_weights()
 model.fit(x[mine], y[mine], batch_size=per_rank, epochs=1, shuffle=False, verbose=0,
           callbacks=backend.callbacks())
 if rt.is_primary:
     np.savez(sys.argv[1], *model.get_weights())
+    if len(sys.argv) > 2:
+        np.savez(sys.argv[2], *initial)
