@@ -495,8 +495,10 @@ def log_target(writer: RunWriter, cfg: TrainConfig, metrics: EpochMetrics) -> No
                    else f"not reached in {len(metrics.rows)} epoch(s)"))
 
 
-def train(cfg: TrainConfig) -> dict[str, Any]:
-    """Run one training job end to end; returns a small summary (every rank)."""
+def train(cfg: TrainConfig, on_checkpoint: Callable[[int], None] = lambda epochs: None) -> dict[str, Any]:
+    """Run one training job end to end; returns a small summary (every rank). `on_checkpoint(n)` hears
+    how many epochs the run's checkpoint holds, at the start and after each epoch's checkpoint, so that a
+    caller can say it when the run is interrupted (hvdweather.cli on Ctrl-C)."""
     source = check_inputs(cfg)  # fail in seconds, before the backend starts
     use_fast_cpu_allocator()  # before TensorFlow's first allocation (model.py quotes the gain)
     backend = make_backend(cfg.strategy, cfg.replicas, cfg.threads_per_worker, cfg.horovod_timeline,
@@ -529,7 +531,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     model = compile_model(cfg, backend, len(split.class_names), plan, normalization,
                           state["epochs_done"] if state else 0)
     start = begin(backend, writer, model, state, resuming=not finished)
-    checkpoints, metrics = fit(cfg, backend, writer, model, datasets, plan, start, class_weights(cfg, split))
+    on_checkpoint(start.epochs_done)
+    saved = tf.keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: on_checkpoint(epoch + 1))
+    checkpoints, metrics = fit(cfg, backend, writer, model, datasets, plan, start, class_weights(cfg, split),
+                               lambda _: [saved])  # after Checkpoints: the epoch is on disk when it is told
     return summary | finish(cfg, backend, writer, model, datasets, split, checkpoints, metrics)
 
 
