@@ -117,8 +117,8 @@ def test_horovod_rank_killed_mid_epoch_resumes_bit_identical(reference, tiny_dat
     """Rank 1 SIGKILLed inside epoch 2 (held there by the harness; rank 0 waits in the next allreduce):
     the launcher ends the job in seconds, a one-process resume is refused (another world), and
     `horovodrun ... --resume` ends with the reference run's weights and metrics, bit for bit. Proven to
-    fail once with rank 0's resume state not broadcast (train.load_resume_state: rank 1 then starts
-    from fresh weights) and once with metrics.jsonl not cut back (train.fit)."""
+    fail with Horovod's BroadcastGlobalVariablesCallback added to the callbacks (distributed.py): after
+    the resumed run's first step it copies rank 0's BatchNorm statistics over rank 1's."""
     killed, mark, log = tmp_path / "killed", tmp_path / "mark", tmp_path / "job.log"
     launcher = _start(_horovodrun(*_held(mark, "others", "horovod", tiny_data, killed)), log)
     with own_tree(launcher):
@@ -141,7 +141,8 @@ def test_horovod_rank_killed_mid_epoch_resumes_bit_identical(reference, tiny_dat
 def test_launcher_killed_mid_epoch_takes_its_ranks_and_resumes_bit_identical(reference, tiny_data, tmp_path):
     """SIGKILL to horovodrun itself while both ranks are inside epoch 2: no rank outlives it (Horovod's
     middleman, in a session of its own, ends them when its parent's pipe closes), and --resume ends as
-    the reference run. Proven to fail once with the harness ignoring SIGTERM (the ranks outlived it)."""
+    the reference run. Proven able to fail: with horovodrun's MPI controller instead, the ranks outlive it
+    (README.md, "Exact resume")."""
     killed, mark, log = tmp_path / "killed", tmp_path / "mark", tmp_path / "job.log"
     launcher = _start(_horovodrun(*_held(mark, "all", "horovod", tiny_data, killed)), log)
     with own_tree(launcher) as tree:
@@ -162,7 +163,8 @@ def test_launcher_killed_mid_epoch_takes_its_ranks_and_resumes_bit_identical(ref
 def test_one_process_killed_mid_epoch_resumes_exact(reference, tiny_data, tmp_path, config):
     """SIGKILL to the one training process inside epoch 2, with what a kill during the next checkpoint
     or between metrics.jsonl and the checkpoint would also leave (temporary files never renamed, a row
-    for an epoch whose checkpoint never landed): --resume ends as the reference run."""
+    for an epoch whose checkpoint never landed): --resume ends as the reference run. Proven to fail
+    with metrics.jsonl not cut back to the checkpoint's epoch (train.fit)."""
     part, mark, log = tmp_path / "part", tmp_path / "mark", tmp_path / "train.log"
     process = _start(_held(mark, "all", config, tiny_data, part), log)
     with own_tree(process):
@@ -182,7 +184,8 @@ def test_one_process_killed_mid_epoch_resumes_exact(reference, tiny_data, tmp_pa
 @pytest.mark.timeout(600)
 def test_ctrl_c_says_which_epoch_is_saved_and_resume_continues(reference, tiny_data, tmp_path):
     """Ctrl-C (SIGINT) inside epoch 2 of one process: exit 130 and one line naming epoch 1's checkpoint
-    and --resume (not just "aborted"); the resume then ends as the reference run."""
+    and --resume (not just "aborted"); the resume then ends as the reference run. Proven to fail with
+    the old cli.py ("hvdweather-train: aborted")."""
     part, mark, log = tmp_path / "part", tmp_path / "mark", tmp_path / "train.log"
     process = _start(_held(mark, "all", "augment-adam", tiny_data, part), log)
     with own_tree(process):
@@ -202,8 +205,8 @@ def test_ctrl_c_says_which_epoch_is_saved_and_resume_continues(reference, tiny_d
 def test_ctrl_c_under_horovodrun_is_said_once_by_rank_0(tiny_data, tmp_path, controller):
     """Ctrl-C to horovodrun (SIGINT to its process group, as a terminal sends it) while both ranks are
     inside epoch 2: the launcher relays it as SIGTERM (Gloo: its middleman; MPI: mpirun, which SIGKILLs
-    a second later), and the note comes once, from rank 0, in time. Proven to fail with the note left to
-    a Python SIGTERM handler in the main thread (held in a step, it never ran before the SIGKILL)."""
+    a second later), and the note comes once, from rank 0, in time. Proven to fail without
+    cli.say_on_sigterm (the ranks died of SIGTERM without a word)."""
     run, mark, log = tmp_path / "run", tmp_path / "mark", tmp_path / "job.log"
     launcher = _start(_horovodrun(*_held(mark, "all", "horovod", tiny_data, run), controller=controller), log,
                       start_new_session=True)
