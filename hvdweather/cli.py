@@ -170,7 +170,7 @@ def train_command(config_file: str | None, no_augment: bool | None = None, **fla
     cfg = train_config(config_file, flags)
     saved = SavedEpochs(cfg.out, cfg.resume)
     if under_launcher():
-        say_on_sigterm(saved)  # before TensorFlow starts its threads: they must all leave SIGTERM to it
+        say_on_sigterm(saved)  # launchers relay Ctrl-C to the ranks as SIGTERM
     from hvdweather.train import train
 
     try:
