@@ -78,7 +78,9 @@ def _flags(config: str, data: Path, run: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def reference(tiny_data, tmp_path_factory):
-    """reference(config): the run of that config never interrupted, trained once for the module."""
+    """reference(config): the run of that config never interrupted, trained once for the module. Every
+    killed run below starts from scratch with the same flags and seed: that it ends on the reference's
+    bits after its resume also holds "same flags, world and seed, same bits" (no second reference run)."""
     runs: dict[str, Path] = {}
 
     def get(config: str) -> Path:
