@@ -8,17 +8,21 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import click
 
 from hvdweather.config import CHOICES, ConfigError, TrainConfig, load_config_file, make_config, resume_config
 from hvdweather.errors import INPUT_ERRORS
 from hvdweather.geometry import WEATHER_CNN_MIN_IMAGE_SIZE
-from hvdweather.host import launched_rank, prefer_onednn, say
+from hvdweather.host import launched_rank, prefer_onednn, say, under_launcher
 
 _D = TrainConfig()  # defaults shown in --help
 
@@ -43,6 +47,10 @@ def run_command(command: click.Command, prog: str, argv: list[str] | None = None
         return exc.exit_code
     except click.exceptions.Abort:
         print(f"{prog}: aborted", file=sys.stderr)
+        return 130
+    except Interrupted as exc:
+        if str(exc):  # empty on the ranks that do not speak for the job
+            say(f"{prog}: {exc}", sys.stderr)
         return 130
     except (*INPUT_ERRORS, click.UsageError, FileNotFoundError) as exc:
         message = exc.format_message() if isinstance(exc, click.ClickException) else str(exc)
@@ -170,12 +178,71 @@ def train_command(config_file: str | None, no_augment: bool | None = None, **fla
     if no_augment:  # the old --no-augment: an alias, not a field of its own
         flags["augment"] = "none"
     cfg = train_config(config_file, flags)
+    saved = SavedEpochs(cfg.out, cfg.resume)
+    if under_launcher():
+        say_on_sigterm(saved)  # launchers relay Ctrl-C to the ranks as SIGTERM
     from hvdweather.checks import check_inputs
 
     source = check_inputs(cfg)  # before TensorFlow loads: a wrong --data, --out or batch fails in a second
     from hvdweather.train import train
 
-    train(cfg, source)
+    try:
+        train(cfg, source, saved.told)
+    except KeyboardInterrupt:  # Ctrl-C: say what is saved and how to go on, not just "aborted"
+        raise Interrupted(saved.note() if launched_rank() == 0 else "") from None
+
+
+class Interrupted(Exception):
+    """Training stopped by Ctrl-C; the message says which epoch is saved and how to continue."""
+
+
+
+@dataclass
+class SavedEpochs:
+    """What an interrupted training run says: the epochs its checkpoint in `out` holds, as train() tells
+    them (None until it does). TensorFlow-free and file-light, so a signal's thread can say it at once."""
+
+    out: str
+    resume: bool
+    epochs: int | None = None
+
+    def told(self, epochs: int) -> None:
+        self.epochs = epochs
+
+    def note(self) -> str:
+        resume = "add --resume to the same command" + (" (same launcher, same number of workers)"
+                                                        if under_launcher() else "")
+        if self.epochs:
+            return f"interrupted; epoch {self.epochs}'s checkpoint is saved in {self.out}: {resume} to continue from it"
+        if self.epochs is None and self.resume:
+            return f"interrupted while resuming; {self.out} still holds its checkpoint: {resume} to continue from it"
+        if (Path(self.out) / "config.json").exists():
+            return (f"interrupted before the first epoch's checkpoint; nothing trained is saved: {resume} to "
+                    f"start the run in {self.out} again")
+        return "interrupted before training started; nothing is saved: run the same command again"
+
+
+def say_on_sigterm(saved: SavedEpochs) -> None:
+    """Under horovodrun or mpirun, Ctrl-C reaches the ranks as SIGTERM (both launchers send it; mpirun's
+    SIGKILL follows within a second), and the main thread may be inside a step or an allreduce for longer
+    than that, so a Python handler there would often never run. Python's C-level handler writes the
+    signal's number to a wake-up pipe at once, whatever the main thread does: a thread of ours reads it,
+    rank 0 says what is saved, and the process ends with SIGTERM's status (128 + 15)."""
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)  # the C handler must never block
+    signal.signal(signal.SIGTERM, lambda *_: None)  # the thread below does the work
+    signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+
+    def wait() -> None:
+        while os.read(read_end, 1) != bytes([signal.SIGTERM]):
+            pass  # Ctrl-C's SIGINT is written here too: the main thread's KeyboardInterrupt handles it
+        try:
+            if launched_rank() == 0:
+                say(f"hvdweather-train: {saved.note()}", sys.stderr)
+        finally:  # also when the launcher is gone and its pipe with it (BrokenPipeError)
+            os._exit(128 + signal.SIGTERM)  # what the launcher saw before: exit status 143
+
+    threading.Thread(target=wait, name="sigterm-note", daemon=True).start()
 
 
 def train_config(config_file: str | None, flags: dict) -> TrainConfig:

@@ -334,14 +334,17 @@ class Start:
     best_weights: list | None = None
 
 
-def begin(backend: TrainingBackend, writer: RunWriter, model: tf.keras.Model, state: dict[str, Any] | None) -> Start:
-    """Every rank's model before step 1: the resume state restored, or rank 0's initial weights."""
+def begin(backend: TrainingBackend, writer: RunWriter, model: tf.keras.Model, state: dict[str, Any] | None,
+          resuming: bool = True) -> Start:
+    """Every rank's model before step 1: the resume state restored, or rank 0's initial weights.
+    `resuming` False: a finished run only writing its report (it trains nothing, so it says nothing)."""
     if not state:
         backend.broadcast_weights(model)
         return Start()
     with backend.scope():  # the optimizer's slots are created here: mirrored ones under mirrored
         restore(model, state)
-    writer.log(f"resuming after epoch {state['epochs_done']} (from {writer.path(STATE_FILE)})")
+    if resuming:
+        writer.log(f"resuming after epoch {state['epochs_done']} (from {writer.path(STATE_FILE)})")
     return Start(state["epochs_done"], state["best_loss"], state["best_epoch"], state["best_weights"])
 
 
@@ -353,7 +356,8 @@ def fit(cfg: TrainConfig, backend: TrainingBackend, writer: RunWriter, model: tf
     """model.fit from `start`, with the callbacks in Horovod's order: average, LR, then the readers of
     averaged metrics; `last_callbacks(checkpoints)` run after all of them (the elastic commit)."""
     rt = backend.runtime
-    previous = writer.read_jsonl("metrics.jsonl")[:start.epochs_done]
+    # Every rank's EarlyStop must see the same epochs, or one stops while another waits in an allreduce.
+    previous = backend.broadcast_object(writer.read_jsonl("metrics.jsonl")[:start.epochs_done])
     writer.write_jsonl("metrics.jsonl", previous)  # drop rows of an epoch whose checkpoint never landed
     world = {"world_size": rt.num_workers, "processes": rt.size, "strategy": rt.strategy,
              "global_batch_size": plan.global_batch_size}
@@ -362,8 +366,8 @@ def fit(cfg: TrainConfig, backend: TrainingBackend, writer: RunWriter, model: tf
     checkpoints = Checkpoints(writer, start.best_loss, start.best_epoch, start.best_weights)
     callbacks = [*backend.callbacks(), *plan.lr_callbacks(), metrics, checkpoints]
     if cfg.early_stopping:  # after the checkpoint, so the last epoch trained is saved
-        callbacks.append(EarlyStop(cfg.early_stopping, previous))
-        if epochs_without_improvement(previous)[1] >= cfg.early_stopping:
+        callbacks.append(EarlyStop(cfg.early_stopping, previous, writer))
+        if stopped_early(cfg, previous):
             return checkpoints, metrics  # it stopped at its last checkpoint: nothing left to train
     if cfg.tensorboard:  # after EpochMetrics: it logs that callback's row
         callbacks.append(TensorBoardLog(writer, metrics))
@@ -462,9 +466,12 @@ def log_target(writer: RunWriter, cfg: TrainConfig, metrics: EpochMetrics) -> No
                    else f"not reached in {len(metrics.rows)} epoch(s)"))
 
 
-def train(cfg: TrainConfig, source: Source | None = None) -> dict[str, Any]:
+def train(cfg: TrainConfig, source: Source | None = None,
+          on_checkpoint: Callable[[int], None] = lambda epochs: None) -> dict[str, Any]:
     """Run one training job end to end; returns a small summary (every rank). `source`: check_inputs's,
-    when the caller ran those checks already (hvdweather-train does, before TensorFlow loads)."""
+    when the caller ran those checks already (hvdweather-train does, before TensorFlow loads).
+    `on_checkpoint(n)` hears how many epochs the run's checkpoint holds, at the start and after each
+    epoch's checkpoint, so that a caller can say it when the run is interrupted (hvdweather.cli on Ctrl-C)."""
     if source is None:
         source = check_inputs(cfg)  # fail in seconds, before the backend starts
     use_fast_cpu_allocator()  # before TensorFlow's first allocation (model.py quotes the gain)
@@ -484,11 +491,11 @@ def train(cfg: TrainConfig, source: Source | None = None) -> dict[str, Any]:
         check_resume(cfg, writer, backend, source.catalog, split)
     state = load_resume_state(cfg, writer, backend)
     summary = {"run_dir": str(writer.run_dir), "test_accuracy": None, "world_size": rt.num_workers}
-    if state and state["epochs_done"] >= cfg.epochs:
+    finished = nothing_to_train(cfg, writer, backend, state) if state else ""
+    if finished:
         # Killed after its last checkpoint but before the report (a requeue can land there): finish that.
         reported = backend.broadcast_object(writer.exists("ranks.json"))
-        writer.log(f"{cfg.out} already trained {state['epochs_done']} epoch(s) of --epochs {cfg.epochs}; "
-                   "nothing to resume (raise --epochs to train on)" + ("" if reported else "; writing its report"))
+        writer.log(finished + ("" if reported else "; writing its report"))
         if reported:
             return summary
     plan = make_plan(cfg, split.size("train"), rt, backend.shard_count)
@@ -498,9 +505,35 @@ def train(cfg: TrainConfig, source: Source | None = None) -> dict[str, Any]:
     datasets = make_datasets(cfg, source, split, backend, plan, state["epochs_done"] if state else 0)
     model = compile_model(cfg, backend, len(split.class_names), plan, normalization,
                           state["epochs_done"] if state else 0)
-    start = begin(backend, writer, model, state)
-    checkpoints, metrics = fit(cfg, backend, writer, model, datasets, plan, start, class_weights(cfg, split))
+    start = begin(backend, writer, model, state, resuming=not finished)
+    on_checkpoint(start.epochs_done)
+    saved = tf.keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: on_checkpoint(epoch + 1))
+    checkpoints, metrics = fit(cfg, backend, writer, model, datasets, plan, start, class_weights(cfg, split),
+                               lambda _: [saved])  # after Checkpoints: the epoch is on disk when it is told
     return summary | finish(cfg, backend, writer, model, datasets, split, checkpoints, metrics)
+
+
+def stopped_early(cfg: TrainConfig, rows: list[dict[str, Any]]) -> int:
+    """The epoch at which early stopping ended the run these metrics rows are of (0: it did not)."""
+    if not cfg.early_stopping or not rows:
+        return 0
+    return int(rows[-1]["epoch"]) if epochs_without_improvement(rows)[1] >= cfg.early_stopping else 0
+
+
+def nothing_to_train(cfg: TrainConfig, writer: RunWriter, backend: TrainingBackend, state: dict[str, Any]) -> str:
+    """Why a resumed run has no epoch left to train: all of --epochs done, or early stopping ended it
+    ("" when it has). Collective: every rank holds the same state, and gets rank 0's metrics rows."""
+    done = state["epochs_done"]
+    if done >= cfg.epochs:
+        return (f"{cfg.out} already trained {done} epoch(s) of --epochs {cfg.epochs}; nothing to resume "
+                "(raise --epochs to train on)")
+    rows = backend.broadcast_object(writer.read_jsonl("metrics.jsonl")[:done])
+    epoch = stopped_early(cfg, rows)
+    if not epoch:
+        return ""
+    monitor = "val_loss" if "val_loss" in rows[-1] else "loss"
+    return (f"{cfg.out} stopped early after epoch {epoch} (--early-stopping {cfg.early_stopping}: no better "
+            f"{monitor} for {cfg.early_stopping} epoch(s)); nothing to resume")
 
 
 def class_weights(cfg: TrainConfig, split: Split) -> dict[int, float] | None:

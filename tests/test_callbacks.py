@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import pytest
+import tensorflow as tf
 
-from hvdweather.callbacks import EpochMetrics, LinearWarmup, ProgressLog, first_epoch_reaching
+from hvdweather.callbacks import EarlyStop, EpochMetrics, LinearWarmup, ProgressLog, first_epoch_reaching
 from hvdweather.writers import RunWriter
 
 
@@ -82,3 +83,33 @@ def test_progress_log_epoch_lines_only_and_silent_on_other_ranks(tmp_path, capsy
             log.on_train_batch_end(batch)
         log.on_epoch_end(0, {"loss": 1.0})
         assert len(capsys.readouterr().out.splitlines()) == expected
+
+
+def _early_stop(tmp_path, patience: int, previous: list[dict]) -> EarlyStop:
+    stop = EarlyStop(patience, previous, RunWriter(tmp_path, is_primary=True))
+    stop.set_model(tf.keras.Sequential([tf.keras.Input((1,)), tf.keras.layers.Dense(1)]))
+    stop.set_params({"epochs": 9})
+    return stop
+
+
+def test_early_stopping_continues_a_resumed_count_and_says_when_it_stops(tmp_path, capsys):
+    """A resumed run (3 epochs done, best at epoch 2, 1 epoch since) stops one epoch later at patience
+    2, with one line naming the best epoch, its value and the epoch it stopped after."""
+    stop = _early_stop(tmp_path, 2, [{"val_loss": 1.0}, {"val_loss": 0.8}, {"val_loss": 0.9}])
+    stop.on_epoch_end(3, {"loss": 0.1, "val_loss": 0.85})
+    assert stop.model.stop_training and stop.stopped_epoch == 4
+    stop.on_train_end()
+    assert capsys.readouterr().out == ("early stopping (--early-stopping 2): val_loss has not improved on "
+                                       "epoch 2's 0.8000 for 2 epoch(s); stopped after epoch 4 of --epochs 9\n")
+
+
+def test_early_stopping_on_nan_from_the_start_says_there_was_nothing_to_improve_on(tmp_path, capsys):
+    stop = _early_stop(tmp_path, 1, [])
+    stop.on_epoch_end(0, {"loss": float("nan")})  # no validation subset: loss is watched
+    stop.on_train_end()
+    assert capsys.readouterr().out == ("early stopping (--early-stopping 1): no epoch gave a finite loss; "
+                                       "stopped after epoch 1 of --epochs 9\n")
+    quiet = _early_stop(tmp_path, 3, [])
+    quiet.on_epoch_end(0, {"val_loss": 1.0})
+    quiet.on_train_end()
+    assert not quiet.model.stop_training and capsys.readouterr().out == ""

@@ -11,24 +11,22 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from test_elastic import _rows, _workers_on
+from test_elastic import _rows, _write_hosts
 
 from cluster import netns
 from cluster.slurm import SlurmCluster, job_env, start_munged, stop, wait_idle
-from conftest import BIN
+from conftest import BIN, held, held_train, kill_all, own_processes, own_tree, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = Path(__file__).parent / "scripts"
@@ -82,7 +80,7 @@ def check_two_host_run(run: Path, hosts: netns.NamespaceHosts, bridge_bytes: int
     assert [(r["rank"], r["host"]) for r in ranks] == [(0, "hostA"), (1, "hostB")]
     assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [m["world_size"] for m in metrics] == [2]
+    assert metrics and {m["world_size"] for m in metrics} == {2}
     steps = json.loads((run / "config.json").read_text())["plan"]["steps_per_epoch"] * len(metrics)
     # last.keras holds the weights and one SGD momentum slot per weight, so half of it is about one
     # gradient. A 2-rank ring allreduce sends and receives about one gradient per step on each rank:
@@ -91,16 +89,73 @@ def check_two_host_run(run: Path, hosts: netns.NamespaceHosts, bridge_bytes: int
     assert bridge_bytes >= steps * gradient_bytes, (bridge_bytes, steps, gradient_bytes)
 
 
+def horovodrun_two_hosts(hosts: netns.NamespaceHosts, controller: str, *command: str) -> list[str]:
+    return ["horovodrun", "--disable-cache", controller, "-np", "2", "-H", HOSTS, "--network-interface",
+            netns.INTERFACE, "--ssh-identity-file", str(hosts.key), "--ssh-port", str(netns.SSH_PORT), *command]
+
+
+@pytest.fixture(scope="module")
+def gloo_two_hosts(hosts: netns.NamespaceHosts, data: Path, tmp_path_factory) -> tuple[Path, int]:
+    """horovodrun --gloo on hostA and hostB, 2 epochs, and the bytes hostB's interface moved meanwhile:
+    test_horovodrun_two_hosts[--gloo] checks it; the node-lost test resumes to the same weights."""
+    cwd = tmp_path_factory.mktemp("gloo2")
+    run, before = cwd / "run", hosts.interface_bytes("hostB")
+    run_on_hostA(hosts, horovodrun_two_hosts(hosts, "--gloo", "hvdweather-train", "--data", str(data), "--out",
+                                             str(run), *TRAIN, "--epochs", "2"), cwd, timeout=220)
+    return run, hosts.interface_bytes("hostB") - before
+
+
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("controller", ["--mpi", "--gloo"])
-def test_horovodrun_two_hosts(controller: str, hosts: netns.NamespaceHosts, data: Path, tmp_path: Path) -> None:
-    run = tmp_path / "run"
-    before = hosts.interface_bytes("hostB")
-    run_on_hostA(hosts, ["horovodrun", "--disable-cache", controller, "-np", "2", "-H", HOSTS,
-                         "--network-interface", netns.INTERFACE, "--ssh-identity-file", str(hosts.key),
-                         "--ssh-port", str(netns.SSH_PORT), "hvdweather-train", "--data", str(data),
-                         "--out", str(run), *TRAIN], tmp_path, timeout=220)
-    check_two_host_run(run, hosts, hosts.interface_bytes("hostB") - before)
+def test_horovodrun_two_hosts(controller: str, hosts: netns.NamespaceHosts, data: Path, tmp_path: Path,
+                              request: pytest.FixtureRequest) -> None:
+    if controller == "--gloo":
+        run, bridge_bytes = request.getfixturevalue("gloo_two_hosts")
+    else:
+        run, before = tmp_path / "run", hosts.interface_bytes("hostB")
+        run_on_hostA(hosts, horovodrun_two_hosts(hosts, controller, "hvdweather-train", "--data", str(data),
+                                                 "--out", str(run), *TRAIN), tmp_path, timeout=220)
+        bridge_bytes = hosts.interface_bytes("hostB") - before
+    check_two_host_run(run, hosts, bridge_bytes)
+
+
+def start_on_hostA(hosts: netns.NamespaceHosts, args: list[str], cwd: Path, log: Path, **env: str) -> subprocess.Popen:
+    """A launcher in hostA, output to `log`, for tests that act while it runs (see own_tree)."""
+    return subprocess.Popen([*hosts.prefix("hostA"), *args], stdout=log.open("w"), stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, cwd=cwd, env=launch_env(**env))
+
+
+def lose_hostB(hosts: netns.NamespaceHosts) -> None:
+    """hostB lost: SIGKILL to every process its sshd started (the workers and their ssh sessions). That
+    sshd is this test session's own child (netns.up), so nothing outside the test is touched."""
+    sessions = own_processes(hosts.host("hostB").sshd_pid)
+    assert sessions, "nothing runs on hostB"
+    kill_all(sessions)
+
+
+@pytest.mark.timeout(500)
+def test_node_lost_mid_epoch_then_resume_is_bit_identical(hosts: netns.NamespaceHosts, data: Path,
+                                                          gloo_two_hosts: tuple[Path, int], tmp_path: Path) -> None:
+    """README's "a node lost": hostB's worker is held inside epoch 2, then everything hostB runs is
+    SIGKILLed; the launcher on hostA ends the job (non-zero, within a minute), and the same launch with
+    --resume ends with the uninterrupted run's weights and metrics, bit for bit."""
+    run, mark, log = tmp_path / "run", tmp_path / "mark", tmp_path / "job.log"
+    train = ["--data", str(data), "--out", str(run), *TRAIN, "--epochs", "2"]
+    held_run = held_train(2, 1, mark, "host=hostB", *train)
+    launcher = start_on_hostA(hosts, horovodrun_two_hosts(hosts, "--gloo", *held_run), tmp_path, log)
+    with own_tree(launcher):
+        wait_until(lambda: held(mark), "hostB's worker held inside epoch 2", launcher, 200, log)
+        lose_hostB(hosts)
+        assert launcher.wait(timeout=60) != 0, log.read_text()[-3000:]
+    assert pickle.loads((run / "resume_state.pkl").read_bytes())["epochs_done"] == 1
+    resumed = run_on_hostA(hosts, horovodrun_two_hosts(hosts, "--gloo", "hvdweather-train", "--out", str(run),
+                                                       "--resume"), tmp_path, timeout=220)
+    assert "resuming after epoch 1" in resumed.stdout
+    reference, _ = gloo_two_hosts
+    assert [r["weights_sha256"] for r in json.loads((run / "ranks.json").read_text())] == \
+           [r["weights_sha256"] for r in json.loads((reference / "ranks.json").read_text())]
+    keys = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "world_size")
+    assert [[row[k] for k in keys] for row in _rows(run)] == [[row[k] for k in keys] for row in _rows(reference)]
 
 
 @pytest.mark.timeout(240)
@@ -142,32 +197,27 @@ def test_half_batch_gradients_averaged_across_hosts(hosts: netns.NamespaceHosts,
 @pytest.mark.timeout(300)
 def test_elastic_run_loses_hostB_and_finishes_on_hostA(hosts: netns.NamespaceHosts, data: Path,
                                                         tmp_path: Path) -> None:
-    """Elastic Horovod with ssh-started workers on two hosts: hostB's worker is SIGKILLed after epoch 1
-    and the discovery file drops hostB; hostA goes on alone to the last epoch (tests/test_elastic.py has
-    the one-machine cases: rank 0 lost, a host added)."""
-    hosts_file, run = tmp_path / "hosts.txt", tmp_path / "run"
-    hosts_file.write_text("hostA:1\nhostB:1\n")
+    """Elastic Horovod with ssh-started workers on two hosts: hostB's worker is held inside epoch 2 (hostA's
+    waits in its next allreduce), the discovery file drops hostB and everything hostB runs is SIGKILLed;
+    hostA goes back to epoch 1's commit and trains epochs 2 and 3 alone (tests/test_elastic.py has the
+    one-machine cases: rank 0 lost, a host added). Without the hold, the kill raced epoch 2's end."""
+    hosts_file, run, mark, log = tmp_path / "hosts.txt", tmp_path / "run", tmp_path / "mark", tmp_path / "job.log"
+    _write_hosts(hosts_file, ["hostA", "hostB"])
     before = hosts.interface_bytes("hostB")
+    train = ["--elastic", "--data", str(data), "--out", str(run), "--model", "resnet18", "--image-size", "32",
+             *TRAIN[2:], "--epochs", "3"]
     command = ["horovodrun", "--disable-cache", "-np", "2", "--min-np", "1", "--max-np", "2",
                "--host-discovery-script", str(REPO / "jobs" / "lib" / "discover_hosts_file.sh"),
                "--elastic-timeout", "60", "--network-interface", netns.INTERFACE,
                "--ssh-identity-file", str(hosts.key), "--ssh-port", str(netns.SSH_PORT),
-               "hvdweather-train", "--elastic", "--data", str(data), "--out", str(run), "--model", "resnet18",
-               "--image-size", "32", *TRAIN[2:], "--epochs", "3"]
-    result: list = []
-    launcher = threading.Thread(target=lambda: result.append(run_on_hostA(
-        hosts, command, tmp_path, timeout=260, HVDW_HOSTS_FILE=str(hosts_file))))
-    launcher.start()
-    deadline = time.monotonic() + 240
-    while not _rows(run) and launcher.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    bridge_bytes = hosts.interface_bytes("hostB") - before
-    hosts_file.write_text("hostA:1\n")
-    victims = _workers_on("hostB")
-    for pid in victims:
-        os.kill(pid, signal.SIGKILL)
-    launcher.join(timeout=250)
-    assert victims and result, "the elastic job did not finish (or hostB's worker was never found)"
+               *held_train(2, 1, mark, "host=hostB", *train)]
+    launcher = start_on_hostA(hosts, command, tmp_path, log, HVDW_HOSTS_FILE=str(hosts_file))
+    with own_tree(launcher):
+        wait_until(lambda: held(mark), "hostB's worker held inside epoch 2", launcher, 240, log)
+        bridge_bytes = hosts.interface_bytes("hostB") - before
+        _write_hosts(hosts_file, ["hostA"])
+        lose_hostB(hosts)
+        assert launcher.wait(timeout=250) == 0, log.read_text()[-3000:]
     rows = _rows(run)
     assert [(r["epoch"], r["world_size"]) for r in rows] == [(1, 2), (2, 1), (3, 1)]
     assert bridge_bytes > (run / "last.keras").stat().st_size // 2  # epoch 1's gradients crossed hvd0

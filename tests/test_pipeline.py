@@ -1,6 +1,9 @@
 """The tf.data chain: shapes and dtypes, eager == inside tf.data, sharding, steps, shuffling."""
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -130,9 +133,17 @@ def test_eval_pipeline_keeps_every_image_in_order(files):
 
 
 def test_file_cache_serves_identical_images(files, tmp_path):
+    """The second pass reads the cache files, not the images: they are gone by then. Proven to fail
+    with the cache off (_cache returning `ds`): the second pass then fails on the missing files."""
     paths, labels = files
-    ds = eval_pipeline(decoded_files(paths[:6], labels[:6], SIZE), 3, cache_path=str(tmp_path / "c"))
+    copies = []
+    for path in paths[:6]:  # copies: the session's tiny set stays whole for the other tests
+        copies.append(str(shutil.copy(path, tmp_path / Path(path).name)))
+    ds = eval_pipeline(decoded_files(copies, labels[:6], SIZE), 3, cache_path=str(tmp_path / "cache" / "c"))
+    (tmp_path / "cache").mkdir()
     first = np.concatenate([x.numpy() for x, _ in ds])
+    assert any((tmp_path / "cache").iterdir())
+    for copy in copies:
+        Path(copy).unlink()
     second = np.concatenate([x.numpy() for x, _ in ds])
     np.testing.assert_array_equal(first, second)
-    assert any(tmp_path.iterdir())

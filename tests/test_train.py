@@ -4,6 +4,9 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -88,15 +91,34 @@ def test_report_counts_every_test_image(trained):
     assert matrix.sum() == n_test
 
 
+# In a fresh process where `import horovod` (and every horovod.* module) raises ImportError, as on a
+# machine without it: what a user needs to use a checkpoint is importable and works.
+WITHOUT_HOROVOD = """
+import sys
+sys.modules["horovod"] = None  # any import of horovod or a submodule now raises ImportError
+try:
+    import horovod.tensorflow.keras
+    raise SystemExit("horovod is still importable")
+except ImportError:
+    pass
+import numpy as np
+import tensorflow as tf
+import hvdweather.model  # registers the model's own layers with Keras
+model = tf.keras.models.load_model(sys.argv[1], compile=False)
+probabilities = tf.nn.softmax(model(np.zeros((2, *model.input_shape[1:]), np.float32))).numpy()
+assert model.output_shape == (None, 3) and np.allclose(probabilities.sum(1), 1), probabilities
+assert [name for name, module in sys.modules.items() if name.split(".")[0] == "horovod"] == ["horovod"]
+print("loaded without horovod")
+"""
+
+
 @pytest.mark.timeout(300)
 def test_checkpoint_loads_without_horovod(trained):
-    import tensorflow as tf
-
-    import hvdweather.model  # noqa: F401 - registers the model's own layers with Keras
-
+    """Proven to fail with `import horovod.tensorflow.keras` added to hvdweather/model.py."""
     run, _ = trained
-    model = tf.keras.models.load_model(run / "best.keras", compile=False)
-    assert model.output_shape == (None, 3)
+    done = subprocess.run([sys.executable, "-c", WITHOUT_HOROVOD, str(run / "best.keras")], capture_output=True,
+                          text=True, timeout=200)
+    assert done.returncode == 0 and "loaded without horovod" in done.stdout, done.stderr[-3000:]
 
 
 @pytest.mark.timeout(300)
@@ -157,13 +179,36 @@ def test_cache_file_names_follow_the_data():
     assert cache_file(cfg, ("/d/a.jpg", "/d/b.jpg"), 1) != a
 
 
-@pytest.mark.timeout(300)
-def test_training_with_a_file_cache(tmp_path, tiny_data):
-    result = run_cli("hvdweather-train", "--data", str(tiny_data), "--out", str(tmp_path / "run"),
-                     "--cache-dir", str(tmp_path / "cache"), "--epochs", "2", "--batch-size", "4",
-                     "--verbose", "0", "--val-split", "0.15", timeout=280)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert any(p.name.startswith("train-256px-rank0-") for p in (tmp_path / "cache").iterdir())
+@pytest.mark.timeout(400)
+def test_training_with_a_file_cache(trained, corrupt_data, tmp_path):
+    """Epoch 1 fills --cache-dir; then every training image is emptied, so epoch 2 (a resume) can only
+    read the cache; the run still ends as `trained` (the same flags, no cache), bit for bit. Proven to
+    fail with the cache directory removed before the resume: the emptied files were decoded again (as
+    black images, with a warning each) and epoch 2's losses differed."""
+    data, run, cache = tmp_path / "data", tmp_path / "run", tmp_path / "cache"
+    shutil.copytree(corrupt_data, data)
+    first = run_cli("hvdweather-train", "--data", str(data), "--out", str(run), "--cache-dir", str(cache),
+                    "--epochs", "1", "--batch-size", "4", "--verbose", "2", timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert [p.name[:len("train-256px-rank0-")] for p in cache.iterdir()][:1] == ["train-256px-rank0-"]
+    with open(run / "split.csv") as handle:
+        train_files = [row["path"] for row in csv.DictReader(handle) if row["subset"] == "train"]
+    for path in train_files:  # validation and test images are read again on the resume: kept
+        Path(path).write_bytes(b"")
+    second = run_cli("hvdweather-train", "--out", str(run), "--resume", "--epochs", "2", timeout=300)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "using a black image" not in second.stderr  # no training image was decoded again
+    reference, _ = trained
+    assert _digests(run) == _digests(reference)
+    assert _rows(run, ("loss", "val_loss", "accuracy")) == _rows(reference, ("loss", "val_loss", "accuracy"))
+
+
+def _digests(run: Path) -> list[str]:
+    return [r["weights_sha256"] for r in json.loads((run / "ranks.json").read_text())]
+
+
+def _rows(run: Path, keys: tuple[str, ...]) -> list[tuple[float, ...]]:
+    return [tuple(row[k] for k in keys) for row in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]
 
 
 @pytest.mark.timeout(300)
@@ -218,3 +263,30 @@ def test_real_photos_train_with_duplicates_kept_in_one_subset(tmp_path):
     assert naive.returncode == 0, naive.stderr[-3000:]
     assert (tmp_path / "naive" / "duplicates.csv").read_text().strip() == "group,kind,class_name,subset,path"
     assert "duplicate group" not in naive.stdout
+
+
+@pytest.mark.timeout(400)
+def test_early_stopping_says_it_stopped_and_a_resume_trains_nothing(tiny_data, tmp_path):
+    """--early-stopping 1 at an LR that makes epoch 2's val_loss worse (48 -> 80 here, a wide margin on
+    any CPU): the run stops after epoch 2 of 4 with one line saying so, when and why; `--resume --epochs
+    6` then says it stopped early and exits 0 having trained nothing (it used to print "resuming after
+    epoch 2" and train nothing). Proven to fail with the old EarlyStop (no line) and the old resume."""
+    run = tmp_path / "run"
+    result = run_cli("hvdweather-train", "--data", str(tiny_data), "--out", str(run), "--epochs", "4",
+                     "--batch-size", "2", "--image-size", "253", "--lr", "0.5", "--early-stopping", "1",
+                     "--verbose", "2", timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2] and rows[1]["val_loss"] >= rows[0]["val_loss"]
+    lines = result.stdout.splitlines()
+    stop = [line for line in lines if line.startswith("early stopping")]
+    assert stop == [f"early stopping (--early-stopping 1): val_loss has not improved on epoch 1's "
+                    f"{rows[0]['val_loss']:.4f} for 1 epoch(s); stopped after epoch 2 of --epochs 4"]
+    assert lines.index(stop[0]) == next(i for i, x in enumerate(lines) if x.startswith("epoch 2/4")) + 1
+    before = (run / "metrics.jsonl").read_text(), (run / "resume_state.pkl").stat().st_mtime_ns
+    again = run_cli("hvdweather-train", "--out", str(run), "--resume", "--epochs", "6", timeout=200)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"{run} stopped early after epoch 2 (--early-stopping 1: no better val_loss for 1 epoch(s)); " \
+           "nothing to resume" in again.stdout
+    assert "resuming after" not in again.stdout and "epoch 3/" not in again.stdout
+    assert ((run / "metrics.jsonl").read_text(), (run / "resume_state.pkl").stat().st_mtime_ns) == before

@@ -109,10 +109,12 @@ def test_mirrored_with_the_training_knobs(tiny_data, tmp_path):
         expected = (0.01 + step / 4 * 0.01 if step < 4
                     else 0.01 * (1 + math.cos(math.pi * (step - 4) / (plan["total_steps"] - 4))))
         assert row["lr"] == pytest.approx(expected, rel=1e-5), row["epoch"]
-    # Early stopping: it stops at the first epoch without a better val_loss, and only there.
+    # Early stopping: it stops at the first epoch without a better val_loss, and only there, saying so
+    # (tests/test_train.py has a run where it surely fires, and its resume).
     stopped_at = next((i + 1 for i in range(1, len(rows))
                        if rows[i]["val_loss"] >= min(r["val_loss"] for r in rows[:i])), 3)
     assert len(rows) == stopped_at
+    assert ("early stopping (--early-stopping 1)" in result.stdout) == (stopped_at < 3)
     for row in rows:  # top-2 accuracy, train and validation, and at least plain accuracy
         assert row["accuracy"] <= row["top2_accuracy"] <= 1 and row["val_accuracy"] <= row["val_top2_accuracy"]
     mean, std = (np.array(m) for m in record["normalization"])
