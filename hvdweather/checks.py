@@ -70,6 +70,15 @@ def check_batch(per_worker_batch_size: int, per_process_batch_size: int, n_train
                           f"({workers} worker{'' if workers == 1 else 's'}); lower --batch-size")
 
 
+def check_val_shards(n_val: int, shard_count: int) -> None:
+    """Validation runs on every process: one with no validation image would fail at the end of epoch 1
+    (Keras refuses an empty dataset), after the whole first epoch's work."""
+    if 0 < n_val < shard_count:
+        raise ConfigError(f"--val-split: the split has {n_val} validation image(s) for {shard_count} processes, "
+                          "and every process validates on its share; raise --val-split, use fewer processes, "
+                          "or pass --val-split 0")
+
+
 def train_images_at_most(catalog: Catalog, val_frac: float, test_frac: float) -> int:
     """The most training images the split can give, from the class folders alone: the scan may drop
     unreadable files (a class of m usable files trains m - val(m) - test(m), not monotonic in m because

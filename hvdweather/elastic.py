@@ -17,7 +17,7 @@ from typing import Any
 import tensorflow as tf
 
 from hvdweather.callbacks import Checkpoints
-from hvdweather.checks import check_run_dir
+from hvdweather.checks import check_run_dir, check_val_shards
 from hvdweather.config import TrainConfig
 from hvdweather.data.source import Source
 from hvdweather.distributed import HorovodBackend
@@ -65,6 +65,7 @@ def elastic_attempt(cfg: TrainConfig, source: Source, backend: HorovodBackend, m
     if state.split is None:  # the job's first world (the state sync gives later ones its split)
         start_elastic_run(cfg, source, backend, writer, model, state)
     split, start = state.split, replace(state.best, epochs_done=state.epoch)
+    check_val_shards(split.size("val"), backend.shard_count)
     plan = make_plan(cfg, split.size("train"), rt, backend.shard_count)
     writer.write_json("config.json", run_record(cfg, rt, plan, split) | {"normalization": fixed_normalization(cfg)})
     log_start(writer, rt, plan, split, source.catalog)

@@ -32,7 +32,7 @@ from hvdweather.callbacks import (
     epochs_without_improvement,
     first_epoch_reaching,
 )
-from hvdweather.checks import check_batch, check_inputs
+from hvdweather.checks import check_batch, check_inputs, check_val_shards
 from hvdweather.config import ConfigError, TrainConfig, decay_epochs
 from hvdweather.data.discovery import Catalog
 from hvdweather.data.fingerprint import Duplicates, find_duplicates
@@ -498,6 +498,7 @@ def train(cfg: TrainConfig, source: Source | None = None,
         writer.log(finished + ("" if reported else "; writing its report"))
         if reported:
             return summary
+    check_val_shards(split.size("val"), backend.shard_count)
     plan = make_plan(cfg, split.size("train"), rt, backend.shard_count)
     normalization = input_normalization(cfg, source, split, backend, writer)
     writer.write_json("config.json", run_record(cfg, rt, plan, split) | {"normalization": normalization})

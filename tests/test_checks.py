@@ -90,3 +90,16 @@ def test_the_batch_bound_is_never_below_what_the_split_gives():
         except ValueError:  # a class too small after the drop: refused after the scan anyway
             continue
         assert split.size("train") <= train_images_at_most(full, val, test)
+
+
+def test_fewer_validation_images_than_processes_is_refused_before_training():
+    """Every process validates on its share: with 1 validation image for 2 processes, Keras failed on the
+    empty share at the end of epoch 1 with a traceback (found with horovodrun -np 2 on 3 validation images
+    under 4 ranks). Removing the check makes the first call pass silently."""
+    from hvdweather.checks import check_val_shards
+    from hvdweather.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="1 validation image.*2 processes.*--val-split"):
+        check_val_shards(1, 2)
+    for n_val, processes in ((0, 2), (2, 2), (5, 4), (1, 1)):
+        check_val_shards(n_val, processes)  # none, or at least one per process: fine
