@@ -9,7 +9,10 @@ Checks that need the decoded images (the exact split after unreadable files are 
 """
 from __future__ import annotations
 
+import fcntl
 import os
+import platform
+from pathlib import Path
 
 from hvdweather.config import ConfigError, TrainConfig
 from hvdweather.data.discovery import Catalog
@@ -17,25 +20,62 @@ from hvdweather.data.sharding import steps_per_epoch
 from hvdweather.data.source import Source, open_source
 from hvdweather.data.split import subset_sizes
 from hvdweather.errors import check_output_dir
-from hvdweather.host import launched_processes
+from hvdweather.host import launched_processes, launched_rank
 from hvdweather.runfiles import clear_run, read_json, run_files_in
+
+LOCK_FILE = ".hvdweather.lock"  # held by the training primary for as long as it lives
+_held_locks: dict[Path, object] = {}  # this process's open lock files: closing one would release its lock
+
+
+def lock_run_dir(out: str) -> None:
+    """Hold `out`'s lock for this process's lifetime, or refuse: another training process writes there
+    (a second launch into the same --out, or the ranks of a job whose launcher was killed, which go on
+    training). Linux drops the lock when its holder ends, however it ends."""
+    path = (Path(out) / LOCK_FILE).resolve()
+    if path in _held_locks:  # this process trains there already (one run after another, in tests)
+        return
+    lock = path.open("a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "another process"
+        lock.close()
+        raise ConfigError(f"--out {out} is being trained by {holder}; wait for it to end or stop it, "
+                          "then run this again") from None
+    except OSError:  # a file system without locks (some NFS setups): go on unprotected
+        pass
+    lock.truncate(0)
+    lock.write(f"pid {os.getpid()} on {platform.node()}\n")
+    lock.flush()
+    _held_locks[path] = lock
+
+
+def unlock_run_dir(out: str) -> None:
+    """Let `out` go once this process has finished training there (a later run in the same process, or
+    a tool started after it, may then use it)."""
+    lock = _held_locks.pop((Path(out) / LOCK_FILE).resolve(), None)
+    if lock is not None:
+        lock.close()
 
 
 def check_run_dir(cfg: TrainConfig) -> None:
     """A new run never mixes with an old one's files: refuse, replace (--overwrite) or --resume. Only a
     run that started (config.json, written once the checks passed) counts: the files of one refused
-    before that (split.csv, skipped.csv...) are removed, so the corrected command just runs."""
+    before that (split.csv, skipped.csv...) are removed, so the corrected command just runs. The primary
+    locks the directory first and alone clears it: nothing is removed under a run still training."""
+    primary = launched_rank() == 0
+    if primary:
+        lock_run_dir(cfg.out)
     existing = run_files_in(cfg.out)
     if cfg.resume and "config.json" not in existing:
         raise ConfigError(f"--resume: {cfg.out} holds no run to resume (no config.json); "
                           "drop --resume to start a new run there")
-    if existing and "config.json" not in existing:
-        clear_run(cfg.out)  # every rank may do this: it runs before any rank writes
-    elif existing and not cfg.resume:
-        if not cfg.overwrite:
-            raise ConfigError(f"--out {cfg.out} already holds a run ({', '.join(existing[:3])}); pass "
-                              "--resume to continue it, --overwrite to replace it, or another --out")
-        clear_run(cfg.out)  # every rank may do this: it runs before any rank writes
+    if existing and not cfg.resume and "config.json" in existing and not cfg.overwrite:
+        raise ConfigError(f"--out {cfg.out} already holds a run ({', '.join(existing[:3])}); pass "
+                          "--resume to continue it, --overwrite to replace it, or another --out")
+    if existing and primary and ("config.json" not in existing or not cfg.resume):
+        clear_run(cfg.out)  # a refused run's leftovers, or --overwrite
 
 
 def check_inputs(cfg: TrainConfig) -> Source:

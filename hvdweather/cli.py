@@ -181,15 +181,17 @@ def train_command(config_file: str | None, no_augment: bool | None = None, **fla
     saved = SavedEpochs(cfg.out, cfg.resume)
     if under_launcher():
         say_on_sigterm(saved)  # launchers relay Ctrl-C to the ranks as SIGTERM
-    from hvdweather.checks import check_inputs
-
-    source = check_inputs(cfg)  # before TensorFlow loads: a wrong --data, --out or batch fails in a second
-    from hvdweather.train import train
+    from hvdweather.checks import check_inputs, unlock_run_dir
 
     try:
+        source = check_inputs(cfg)  # before TensorFlow loads: a wrong --data, --out or batch fails in a second
+        from hvdweather.train import train
+
         train(cfg, source, saved.told)
     except KeyboardInterrupt:  # Ctrl-C: say what is saved and how to go on, not just "aborted"
         raise Interrupted(saved.note() if launched_rank() == 0 else "") from None
+    finally:
+        unlock_run_dir(cfg.out)
 
 
 class Interrupted(Exception):

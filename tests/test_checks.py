@@ -103,3 +103,26 @@ def test_fewer_validation_images_than_processes_is_refused_before_training():
         check_val_shards(1, 2)
     for n_val, processes in ((0, 2), (2, 2), (5, 4), (1, 1)):
         check_val_shards(n_val, processes)  # none, or at least one per process: fine
+
+
+def test_a_run_directory_being_trained_is_not_trained_into_again(tmp_path):
+    """The primary locks --out for its lifetime: a second launch into it (or a --resume while the ranks of a
+    job whose launcher was killed go on: tests/test_resume.py) is refused in one line naming the holder,
+    and the lock goes with its holder however it ends. Proven to fail without lock_run_dir."""
+    from hvdweather.checks import check_run_dir
+    from hvdweather.config import TrainConfig
+    from hvdweather.errors import ConfigError
+
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom hvdweather.checks import lock_run_dir\n"
+                               f"lock_run_dir({str(out)!r}); print('locked', flush=True); time.sleep(300)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(ConfigError, match=f"--out {out} is being trained by pid {holder.pid} on "):
+            check_run_dir(TrainConfig(data="unused", out=str(out)))
+    finally:
+        holder.kill()
+        holder.wait()
+    check_run_dir(TrainConfig(data="unused", out=str(out)))  # its holder gone, the directory is free
