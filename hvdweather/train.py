@@ -31,7 +31,7 @@ from hvdweather.callbacks import (
     epochs_without_improvement,
     first_epoch_reaching,
 )
-from hvdweather.config import ConfigError, TrainConfig, decay_epochs
+from hvdweather.config import ConfigError, TrainConfig, decay_epochs, resolve_precision
 from hvdweather.data.discovery import Catalog
 from hvdweather.data.fingerprint import Duplicates, find_duplicates
 from hvdweather.data.normalization import (
@@ -55,9 +55,9 @@ from hvdweather.data.split import (
 from hvdweather.distributed import HorovodOptions, Runtime, TrainingBackend, make_backend
 from hvdweather.errors import check_output_dir
 from hvdweather.evaluate import format_report, predict_probabilities, write_checkpoint_report, write_test_summaries
-from hvdweather.host import launched_processes, onednn_state, versions
+from hvdweather.host import launched_processes, onednn_request, onednn_state, versions
 from hvdweather.model import use_fast_cpu_allocator
-from hvdweather.models import create_model, reorder_weights, set_backbone_trainable
+from hvdweather.models import apply_precision, create_model, reorder_weights, set_backbone_trainable
 from hvdweather.optim import balanced_class_weights, make_loss, make_metrics, make_optimizer
 from hvdweather.resume import STATE_FILE, check_same_files, check_same_world, restore, start_element
 from hvdweather.runfiles import clear_run, run_files_in
@@ -268,11 +268,13 @@ def recompile(cfg: TrainConfig, backend: TrainingBackend, model: tf.keras.Model,
 
 
 def run_record(cfg: TrainConfig, runtime: Runtime, plan: Plan, split: Split) -> dict[str, Any]:
-    """What config.json holds: the resolved config, the world, the batch/LR plan and versions."""
+    """What config.json holds: the resolved config, the world, the batch/LR plan, versions, oneDNN as asked
+    and as TensorFlow runs it, and the precision --precision resolved to."""
     return {"config": cfg.to_dict(), "world": runtime.__dict__ | {"num_workers": runtime.num_workers},
             "plan": plan.__dict__, "class_names": list(split.class_names),
             "subset_sizes": {s: split.size(s) for s in ("train", "val", "test")},
-            "versions": versions(), "onednn": onednn_state(), "host": platform.node(), "command": sys.argv}
+            "versions": versions(), "onednn": onednn_state(), "onednn_request": onednn_request(),
+            "precision_used": resolve_precision(cfg), "host": platform.node(), "command": sys.argv}
 
 
 def fixed_normalization(cfg: TrainConfig) -> Moments | None:
@@ -498,6 +500,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     backend = make_backend(cfg.strategy, cfg.replicas, cfg.threads_per_worker, cfg.horovod_timeline,
                            HorovodOptions(cfg.fp16_allreduce, cfg.backward_passes_per_step, cfg.adasum,
                                           cfg.autotune, cfg.autotune_log))
+    apply_precision(resolve_precision(cfg))  # before any layer is built (the elastic path's too)
     if cfg.elastic:
         from hvdweather.elastic import train_elastic  # it builds on this module's steps
 
