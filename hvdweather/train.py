@@ -30,6 +30,7 @@ from hvdweather.callbacks import (
     TensorBoardLog,
     epochs_without_improvement,
     first_epoch_reaching,
+    timed_callbacks,
 )
 from hvdweather.config import ConfigError, TrainConfig, decay_epochs, resolve_precision
 from hvdweather.data.discovery import Catalog
@@ -402,6 +403,7 @@ def fit(cfg: TrainConfig, backend: TrainingBackend, writer: RunWriter, model: tf
     if cfg.verbose and not keras_verbose:  # a log file, not a terminal: whole lines
         callbacks.append(ProgressLog(writer, cfg.epochs, plan.images_per_step, step_lines=cfg.verbose == 1))
     callbacks.extend(last_callbacks(checkpoints))
+    callbacks = timed_callbacks(callbacks, metrics, writer)  # metrics.jsonl's per-phase times
     fit_phases(cfg, backend, model, datasets, plan, start.epochs_done, checkpoints, callbacks=callbacks,
                verbose=keras_verbose, class_weight=class_weight)
     return checkpoints, metrics
