@@ -104,7 +104,10 @@ class Checkpoints(tf.keras.callbacks.Callback):
         if monitor is not None and monitor < self.best_loss:
             self.best_loss, self.best_epoch = float(monitor), epoch + 1
             self.best_weights = self.model.get_weights()
-            self.writer.save_model("best.keras", self.model)
+            # The model just saved as last.keras: a link to that file, not a second save (~0.1 s of
+            # Keras serialising the same model again, paid once per improving epoch while the other
+            # ranks wait in the next step's allreduce).
+            self.writer.copy_file("last.keras", "best.keras")
         self.writer.save_state(STATE_FILE, lambda: capture(self.model, epoch + 1, self.best_loss,
                                                            self.best_epoch, self.best_weights))
 
