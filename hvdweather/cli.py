@@ -403,6 +403,8 @@ def bench_eda_command(**flags) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--timeout", "timeout_s", type=float, default=600, show_default=True,
               help="Seconds one model's process (start-up and timed steps) may take before it is killed.")
+@click.option("--precision", type=click.Choice(CHOICES["precision"]), default="auto", show_default=True,
+              help="As hvdweather-train's: bfloat16 (Keras's mixed_bfloat16) only on CPUs with AVX512_BF16 or AMX.")
 @click.option("--out", default="", type=click.Path(file_okay=False),
               help="Write models.jsonl, models.md, machine.json and logs/ here. [default: print only]")
 @onednn_option()
