@@ -11,9 +11,14 @@ in PyTorch DDP, as a reference). Every worker gets the same number of threads in
 (cores // max workers unless --threads-per-worker), so adding a worker adds cores, as adding a GPU would.
 The baseline row is the plain single process on all cores: what a user runs without any of them.
 
+--onednn (on, off, auto) goes to every TensorFlow run; before the runs, the CNN's training FLOPs per image
+and the float32 matmul rate on every total thread count are measured (hvdweather.bench.compute), so each
+row shows its achieved GFLOP/s and their share of that rate (--no-compute skips it).
+
 Written to --out: results.jsonl (one line per run: what was measured), scaling.csv (plus speed-up,
-efficiency and ratios), scaling.md (the tables, also printed), epoch_time.png, speedup.png,
-machine.json, logs/<run>.log and runs/<run>/ (each run's own run directory).
+efficiency, ratios and GFLOP/s), scaling.md (the tables, also printed), epoch_time.png, speedup.png,
+machine.json (with oneDNN as asked and as the runs ran it, FLOPs and matmul rates), logs/<run>.log and
+runs/<run>/ (each run's own run directory).
 """
 from __future__ import annotations
 
