@@ -64,10 +64,10 @@ def onednn_option(expose: bool = False) -> Callable[[Callable], Callable]:
 
     return click.option("--onednn", type=click.Choice(ONEDNN_MODES), default=None, is_eager=True,
                         expose_value=expose, callback=apply,
-                        help="TensorFlow's oneDNN kernels: on (TF_ENABLE_ONEDNN_OPTS=1; 1.9x faster training "
-                             "on AVX2-only CPUs, where TensorFlow leaves them off), off (=0), auto (unset: "
-                             "TensorFlow's choice for this CPU). [default: on, unless TF_ENABLE_ONEDNN_OPTS "
-                             "is set]")
+                        help="TensorFlow's oneDNN kernels: on (TF_ENABLE_ONEDNN_OPTS=1; TensorFlow leaves them "
+                             "off on AVX2-only CPUs, and capped at AVX2 they trained ~1.9x faster), off (=0), "
+                             "auto (unset: TensorFlow's choice for this CPU). [default: on, unless "
+                             "TF_ENABLE_ONEDNN_OPTS is set]")
 
 
 def experiment_options(command: Callable) -> Callable:

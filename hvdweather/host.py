@@ -18,9 +18,10 @@ SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx
 
 
 # TensorFlow 2.15 turns its oneDNN kernels on by default only on CPUs with AVX-512 VNNI/BF16 or AMX; on
-# AVX2-only CPUs it leaves them off and trains ~1.9x slower (docs/benchmarks.md, "CPU speed" in the stack
-# notes). Every console script that imports TensorFlow takes --onednn on|off|auto and applies it
-# (`apply_onednn`) before TensorFlow is imported: TF reads the variable once, at import.
+# AVX2-only CPUs it leaves them off, and training ran ~1.9x slower than with oneDNN capped at AVX2
+# (docs/benchmarks.md, "CPU speed" in the stack notes). Every console script that imports TensorFlow
+# takes --onednn on|off|auto and applies it (`apply_onednn`) before TensorFlow is imported: TF reads the
+# variable once, at import.
 ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
 ONEDNN_MODES = ("on", "off", "auto")
 # The mode an hvdweather process applied, for the processes it starts: a child console script given no
