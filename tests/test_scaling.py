@@ -201,6 +201,9 @@ def test_summarize_excludes_the_warmup_epoch():
     assert summary["epochs_to_target"] == 2
     assert summarize_metrics(rows, target_accuracy=0.9)["epochs_to_target"] is None
     assert summarize_metrics(rows[:1], 0.0)["train_time_s"] == 29.0  # one epoch: nothing else to time
+    assert summary["full_epoch_s"] is None  # no phases recorded (torch-ddp, older runs)
+    with_phases = [r | {"phases": {"epoch_s": r["epoch_time_s"] + 0.5}} for r in rows]
+    assert summarize_metrics(with_phases, 0.5)["full_epoch_s"] == 4.5  # checkpoints and callbacks included
 
 
 def test_plan_gives_every_worker_the_same_threads(tiny_data, tmp_path):
@@ -385,6 +388,8 @@ def test_end_to_end_both_strategies(tiny_data, tmp_path):
     for timeline in timelines.values():
         assert "NEGOTIATE_ALLREDUCE" in Path(timeline).read_text()  # horovodrun got the timeline flag
     assert "## Efficiency" in result.stdout and "| horovod x 2 |" in result.stdout  # the table is printed
+    assert all(r["full_epoch_s"] >= r["epoch_time_s"] for r in lines)  # the checkpoint's writes too
+    assert "## Compute: achieved GFLOP/s" in result.stdout
 
 
 @pytest.mark.timeout(300)

@@ -192,7 +192,11 @@ def summarize_metrics(rows: list[dict[str, Any]], target_accuracy: float) -> dic
         return statistics.median(float(r[key]) for r in timed)
 
     reached = [r["epoch"] for r in rows if target_accuracy > 0 and r.get("val_accuracy", -1) >= target_accuracy]
+    # The whole epoch (metrics.jsonl's phases: checkpoint writes and every callback too), which epoch_time_s
+    # (up to the metrics row) leaves out; None for runs that do not record phases (torch-ddp, older runs).
+    whole = [r["phases"]["epoch_s"] for r in timed if isinstance(r.get("phases"), dict) and "epoch_s" in r["phases"]]
     return {"timed_epochs": len(timed), "epoch_time_s": median("epoch_time_s"),
+            "full_epoch_s": statistics.median(whole) if len(whole) == len(timed) else None,
             "train_time_s": median("train_time_s"), "images_per_s": median("images_per_s"),
             "final_val_accuracy": rows[-1].get("val_accuracy"),
             "epochs_to_target": reached[0] if reached else None}
