@@ -87,6 +87,7 @@ def test_default_is_on_and_a_parents_auto_is_inherited(clean_onednn_env):
 
 def test_onednn_state_follows_tensorflows_default_policy_before_import(clean_onednn_env):
     """Without TensorFlow loaded: the variable, else TF 2.15's rule (on only with VNNI/BF16/AMX flags)."""
+    clean_onednn_env.delitem(host.sys.modules, "tensorflow", raising=False)  # as before any import of it
     clean_onednn_env.setattr(host, "cpu_flags", lambda: ["avx2"])
     assert host.onednn_state() == "off"  # an AVX2-only CPU: what this package turns on by default
     clean_onednn_env.setattr(host, "cpu_flags", lambda: ["avx2", "avx512f", "avx512_vnni"])
