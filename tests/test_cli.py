@@ -5,7 +5,16 @@ import click
 import pytest
 
 from conftest import run_cli
+from hvdweather import host
 from hvdweather.cli import data_group, run_command, train_command
+
+
+@pytest.fixture(autouse=True)
+def _own_onednn_environment(monkeypatch):
+    """Commands parsed in this process apply --onednn to os.environ: give it back after each test."""
+    for name in (host.ONEDNN_ENV, host.ONEDNN_MODE_ENV):
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
 
 
 def _train(capsys, *args: str) -> tuple[int, str]:
@@ -39,6 +48,16 @@ def test_bad_flags(capsys, tiny_data, tmp_path, args, needles):
     code, err = _train(capsys, *base, *args, "--out", str(tmp_path / "run"))
     assert code == 2
     _one_line_error(err, *needles)
+
+
+def test_bfloat16_is_refused_on_a_cpu_without_native_bf16(capsys, tiny_data, tmp_path, monkeypatch):
+    """Before any work, in one line naming the flag and what to do (flags as on an AVX2-only EPYC). Proven to
+    fail: without the native-BF16 check in config.validate the run starts."""
+    monkeypatch.setattr(host, "cpu_flags", lambda: ["avx2"])
+    code, err = _train(capsys, "--data", str(tiny_data), "--precision", "bfloat16", "--out", str(tmp_path / "r"))
+    assert code == 2
+    _one_line_error(err, "--precision bfloat16", "AVX512_BF16 or AMX", "--precision auto or float32")
+    assert not (tmp_path / "r").exists()
 
 
 def test_empty_and_single_class_data(capsys, tmp_path, tiny_data):
@@ -144,22 +163,84 @@ def test_a_refused_run_leaves_nothing_that_blocks_the_corrected_one(tmp_path, di
     assert (out / "config.json").exists()
 
 
-@pytest.mark.parametrize("given,expected", [(None, "1"), ("0", "0"), ("1", "1")])
-def test_every_console_script_turns_onednn_on_unless_the_user_set_it(given, expected):
-    """Set before TensorFlow is imported, so ranks started by horovodrun/mpirun/srun inherit it."""
+# Every console script that imports TensorFlow, and how to reach its command.
+TF_COMMANDS = {"hvdweather-train": "cli.train_command", "hvdweather-predict": "cli.predict_command",
+               "hvdweather-evaluate": "cli.evaluate_command", "hvdweather-export": "cli.export_command",
+               "hvdweather-prepare": "cli.prepare_command",
+               **{f"hvdweather-bench {name}": f"cli.bench_group.commands[{name!r}]"
+                  for name in ("pipeline", "scaling", "layers", "inference", "eda", "models", "knobs")}}
+PARSE_ONLY = """
+import json, os, sys
+import click
+from hvdweather import cli
+given = json.loads(sys.argv[1])
+found = {}
+for prog, command in {COMMANDS}.items():
+    for name in ("TF_ENABLE_ONEDNN_OPTS", "HVDWEATHER_ONEDNN"):
+        os.environ.pop(name, None)
+    if given["env"] is not None:
+        os.environ["TF_ENABLE_ONEDNN_OPTS"] = given["env"]
+    try:  # parsing alone: the eager --onednn applies before the missing arguments are noticed
+        command.make_context(prog, list(given["argv"]))  # click consumes the list it parses
+    except click.UsageError:
+        pass
+    found[prog] = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
+print(json.dumps({"values": found, "tensorflow": "tensorflow" in sys.modules}))
+""".replace("COMMANDS", ", ".join(f"{prog!r}: {command}" for prog, command in TF_COMMANDS.items()))
+
+
+@pytest.mark.parametrize("flag, env, expected", [(None, None, "1"), (None, "0", "0"), ("off", None, "0"),
+                                                 ("on", "0", "1"), ("auto", "1", None)])
+def test_every_tensorflow_console_script_applies_onednn_while_parsing(flag, env, expected):
+    """--onednn on every script that imports TensorFlow, applied while the flags are parsed (so before the
+    import, in every rank: each parses the same argv): default on, the user's variable wins over the
+    default, the flag over the variable. Proven to fail: dropping @onednn_option() from one command."""
+    import json
+    import subprocess
+    import sys
+
+    given = {"env": env, "argv": ["--onednn", flag] if flag else []}
+    out = subprocess.run([sys.executable, "-c", PARSE_ONLY, json.dumps(given)], capture_output=True, text=True,
+                         timeout=120)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["values"] == {prog: expected for prog in TF_COMMANDS}, out.stderr[-2000:]
+    assert not result["tensorflow"]
+
+
+def test_only_collect_among_the_benchmarks_goes_without_onednn():
+    """A new benchmark subcommand that imports TensorFlow must take --onednn too (add it to TF_COMMANDS)."""
+    from hvdweather import cli
+
+    without = [name for name, command in cli.bench_group.commands.items()
+               if "onednn" not in {param.name for param in command.params}]
+    assert without == ["collect"]
+
+
+RAN_AS = """
+import sys
+from hvdweather import cli
+code = cli.run_command(cli.export_command, "hvdweather-export", sys.argv[1:])
+from hvdweather.host import onednn_state
+print(code, "tensorflow" in sys.modules, onednn_state())
+"""
+
+
+@pytest.mark.parametrize("flag", [None, "off", "auto"])
+def test_tensorflow_runs_what_onednn_asked(flag, tmp_path):
+    """TensorFlow itself (IsMklEnabled, after hvdweather-export imported it and refused a missing run):
+    on by default even on an AVX2-only CPU, off with --onednn off, TensorFlow's CPU rule with auto."""
     import os
     import subprocess
     import sys
 
-    code = ("import os, sys\nfrom hvdweather import cli\nsys.argv = ['hvdweather-data', '--help']\n"
-            "try:\n    cli.data_main()\nexcept SystemExit:\n    pass\n"
-            "print('tf loaded' if 'tensorflow' in sys.modules else 'tf not loaded',\n"
-            "      os.environ['TF_ENABLE_ONEDNN_OPTS'])")
-    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
-    if given is not None:
-        env["TF_ENABLE_ONEDNN_OPTS"] = given
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
-    assert out.stdout.strip().splitlines()[-1] == f"tf not loaded {expected}", out.stderr[-2000:]
+    from hvdweather import host
+
+    argv = (["--onednn", flag] if flag else []) + [str(tmp_path / "missing"), "--out", str(tmp_path / "out")]
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_ENABLE_ONEDNN_OPTS", "HVDWEATHER_ONEDNN")}
+    out = subprocess.run([sys.executable, "-c", RAN_AS, *argv], capture_output=True, text=True, env=env, timeout=180)
+    tf_default = "on" if set(host.cpu_flags()) & set(host.ONEDNN_DEFAULT_ON_FLAGS) else "off"
+    expected = {None: "on", "off": "off", "auto": tf_default}[flag]
+    assert out.stdout.strip().splitlines()[-1] == f"2 True {expected}", out.stderr[-2000:]
 
 
 @pytest.mark.multiprocess

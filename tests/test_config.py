@@ -127,3 +127,25 @@ def test_elastic_limits_are_one_line_errors():
         TrainConfig(model="resnet18", image_size=32, elastic=True, normalize="dataset")
     with pytest.raises(ConfigError, match="--elastic cannot be combined with --freeze-backbone-epochs"):
         TrainConfig(model="resnet18", image_size=32, elastic=True, freeze_backbone_epochs=1)
+
+
+def test_precision_auto_is_float32_until_a_model_is_measured_faster(monkeypatch):
+    """auto: bfloat16 only for a model in BF16_MEASURED_FASTER and only on a CPU with native BF16; none is
+    listed (the weather CNN measured 0.47-0.60x), so float32 everywhere today. Proven to fail: without the
+    native-BF16 check in validate(), TrainConfig(precision="bfloat16") is accepted on an AVX2 CPU."""
+    from hvdweather import config, host
+    from hvdweather.geometry import MODEL_GEOMETRY
+
+    monkeypatch.setattr(host, "cpu_flags", lambda: ["avx2", "avx512f", "avx512_bf16"])
+    assert all(config.resolve_precision(TrainConfig(model=m, image_size=256)) == "float32" for m in MODEL_GEOMETRY)
+    assert config.resolve_precision(TrainConfig(precision="bfloat16")) == "bfloat16"
+    assert config.resolve_precision(TrainConfig(precision="float32")) == "float32"
+    monkeypatch.setattr(config, "BF16_MEASURED_FASTER", frozenset({"mobilenet_v2"}))
+    assert config.resolve_precision(TrainConfig(model="mobilenet_v2", image_size=64)) == "bfloat16"
+    assert config.resolve_precision(TrainConfig()) == "float32"  # the weather CNN: measured slower
+    monkeypatch.setattr(host, "cpu_flags", lambda: ["avx2"])
+    assert config.resolve_precision(TrainConfig(model="mobilenet_v2", image_size=64)) == "float32"
+    with pytest.raises(ConfigError, match="--precision bfloat16: this CPU has no native bfloat16"):
+        TrainConfig(precision="bfloat16")
+    with pytest.raises(ConfigError, match="--precision must be one of auto, float32, bfloat16"):
+        TrainConfig(precision="float16")

@@ -91,3 +91,60 @@ def test_a_horovodrun_log_has_no_xla_start_lines(tiny_data, tmp_path):
     for line in ("All log messages before absl::InitializeLog()", "Compiled cluster using XLA!",
                  "SetPriority unimplemented"):
         assert line not in text, text[-3000:]
+
+
+@pytest.fixture
+def clean_onednn_env(monkeypatch):
+    """No oneDNN variable set; monkeypatch restores the test process's own afterwards."""
+    for name in (host.ONEDNN_ENV, host.ONEDNN_MODE_ENV, host.ONEDNN_ISA_ENV):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(host, "_onednn_request", {})
+    return monkeypatch
+
+
+@pytest.mark.parametrize("mode, value", [("on", "1"), ("off", "0"), ("auto", None)])
+def test_an_explicit_onednn_mode_wins_over_the_environment(clean_onednn_env, mode, value):
+    """Proven to fail: applying the flag with os.environ.setdefault leaves the user's 0 in place for 'on'."""
+    clean_onednn_env.setenv(host.ONEDNN_ENV, "0" if mode == "on" else "1")
+    assert host.apply_onednn(mode) == {"mode": mode, "source": "flag"}
+    assert host.os.environ.get(host.ONEDNN_ENV) == value
+    assert host.os.environ[host.ONEDNN_MODE_ENV] == mode  # what a child console script inherits
+    assert host.onednn_request()["mode"] == mode
+
+
+@pytest.mark.parametrize("given, mode", [("0", "off"), ("1", "on"), ("false", "off"), ("TRUE", "on")])
+def test_without_the_flag_the_users_variable_wins(clean_onednn_env, given, mode):
+    clean_onednn_env.setenv(host.ONEDNN_ENV, given)
+    assert host.apply_onednn(None) == {"mode": mode, "source": "environment"}
+    assert host.os.environ[host.ONEDNN_ENV] == given  # untouched
+
+
+def test_default_is_on_and_a_parents_auto_is_inherited(clean_onednn_env):
+    assert host.apply_onednn(None) == {"mode": "on", "source": "default"}
+    assert host.os.environ[host.ONEDNN_ENV] == "1"
+    clean_onednn_env.delenv(host.ONEDNN_ENV)
+    clean_onednn_env.setenv(host.ONEDNN_MODE_ENV, "auto")  # a parent ran with --onednn auto
+    assert host.apply_onednn(None) == {"mode": "auto", "source": "environment"}
+    assert host.ONEDNN_ENV not in host.os.environ
+    with pytest.raises(ValueError, match="--onednn"):
+        host.apply_onednn("default")
+
+
+def test_onednn_state_follows_tensorflows_default_policy_before_import(clean_onednn_env):
+    """Without TensorFlow loaded: the variable, else TF 2.15's rule (on only with VNNI/BF16/AMX flags)."""
+    clean_onednn_env.delitem(host.sys.modules, "tensorflow", raising=False)  # as before any import of it
+    clean_onednn_env.setattr(host, "cpu_flags", lambda: ["avx2"])
+    assert host.onednn_state() == "off"  # an AVX2-only CPU: what this package turns on by default
+    clean_onednn_env.setattr(host, "cpu_flags", lambda: ["avx2", "avx512f", "avx512_vnni"])
+    assert host.onednn_state() == "on"
+    clean_onednn_env.setenv(host.ONEDNN_ENV, "0")
+    assert host.onednn_state() == "off"
+    clean_onednn_env.setenv(host.ONEDNN_ISA_ENV, "AVX2")
+    assert host.onednn_request()["max_cpu_isa"] == "AVX2"
+
+
+def test_native_bf16_needs_avx512_bf16_or_amx(monkeypatch):
+    monkeypatch.setattr(host, "cpu_flags", lambda: ["avx2", "avx512f"])
+    assert not host.native_bf16()
+    monkeypatch.setattr(host, "cpu_flags", lambda: ["avx2", "amx_tile", "amx_bf16"])
+    assert host.native_bf16()

@@ -16,7 +16,7 @@ def test_stages_follow_the_geometry():
     assert not by_name["conv1 4x4 3->6"].input_grad and by_name["conv2 5x5 6->16"].input_grad
 
 
-@pytest.mark.parametrize("option, expected", [("on", "1"), ("off", "0"), ("default", None)])
+@pytest.mark.parametrize("option, expected", [("on", "1"), ("off", "0"), ("auto", None)])
 def test_onednn_option_sets_the_child_environment(monkeypatch, option, expected):
     monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "x")
     env = _child_env(option)

@@ -107,3 +107,52 @@ def test_frozen_backbone_trains_the_head_only_and_keeps_batchnorm_statistics():
         int(np.prod(w.shape)) for w in fresh.trainable_weights if "/gamma" in w.name or "/beta" in w.name)
     model(np.random.default_rng(1).uniform(size=(4, 32, 32, 3)).astype(np.float32) * 5, training=True)
     np.testing.assert_array_equal(bn.numpy(), stats)  # still inference mode once unfrozen
+
+
+@pytest.fixture
+def bf16_cpu(monkeypatch):
+    """A CPU with native bfloat16 (the flags as on an AVX512_BF16 EPYC); float32 again afterwards."""
+    from hvdweather import host
+    from hvdweather.models import apply_precision
+
+    monkeypatch.setattr(host, "cpu_flags", lambda: ["avx2", "avx512f", "avx512_vnni", "avx512_bf16"])
+    yield
+    apply_precision("float32")
+
+
+def test_bfloat16_computes_in_bfloat16_with_float32_weights_and_logits(bf16_cpu):
+    """--precision bfloat16: Keras's mixed_bfloat16 in every layer, float32 logits and loss, BatchNormTanh's
+    statistics in float32; one real training step (TensorFlow emulates bfloat16 where the CPU lacks it).
+    Proven to fail: without create_model's _float32_logits the logits come out bfloat16."""
+    from hvdweather.config import resolve_precision
+    from hvdweather.model import BatchNormTanh
+    from hvdweather.models import apply_precision
+    from hvdweather.optim import make_loss, make_metrics, make_optimizer
+
+    cfg = TrainConfig(precision="bfloat16")  # validates: the (faked) CPU has native BF16
+    apply_precision(resolve_precision(cfg))
+    tf.keras.utils.set_random_seed(0)
+    model = create_model("weather_cnn", 3, 253)
+    convs = [layer for layer in model.layers if isinstance(layer, tf.keras.layers.Conv2D)]
+    assert {layer.compute_dtype for layer in convs} == {"bfloat16"}
+    assert {w.dtype for w in model.weights if w.dtype.is_floating} == {tf.float32}
+    assert model.output.dtype == tf.float32
+    bn = next(layer for layer in model.layers if isinstance(layer, BatchNormTanh))
+    model.compile(optimizer=make_optimizer(cfg, cfg.lr), loss=make_loss(cfg), metrics=make_metrics(cfg, 3))
+    images = np.random.default_rng(0).uniform(size=(4, 253, 253, 3)).astype(np.float32)
+    history = model.fit(images, np.array([0, 1, 2, 0]), batch_size=4, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    assert np.all(np.isfinite(bn.moving_mean.numpy())) and np.any(bn.moving_mean.numpy() != 0)
+    assert model.predict(images[:1], verbose=0).dtype == np.float32
+
+
+def test_bfloat16_zoo_model_with_normalization_ends_in_float32_logits(bf16_cpu):
+    from hvdweather.models import apply_precision
+
+    apply_precision("bfloat16")
+    model = create_model("resnet18", 3, SMALL["resnet18"], normalization=((0.5, 0.5, 0.5), (0.2, 0.2, 0.2)))
+    assert model.output.dtype == tf.float32 and model.layers[-1].name == "logits_float32"
+    assert any(layer.compute_dtype == "bfloat16" for layer in model.layers)
+    apply_precision("float32")
+    plain = create_model("resnet18", 3, SMALL["resnet18"])
+    assert plain.output.dtype == tf.float32 and all(layer.name != "logits_float32" for layer in plain.layers)

@@ -201,6 +201,9 @@ def test_summarize_excludes_the_warmup_epoch():
     assert summary["epochs_to_target"] == 2
     assert summarize_metrics(rows, target_accuracy=0.9)["epochs_to_target"] is None
     assert summarize_metrics(rows[:1], 0.0)["train_time_s"] == 29.0  # one epoch: nothing else to time
+    assert summary["full_epoch_s"] is None  # no phases recorded (torch-ddp, older runs)
+    with_phases = [r | {"phases": {"epoch_s": r["epoch_time_s"] + 0.5}} for r in rows]
+    assert summarize_metrics(with_phases, 0.5)["full_epoch_s"] == 4.5  # checkpoints and callbacks included
 
 
 def test_plan_gives_every_worker_the_same_threads(tiny_data, tmp_path):
@@ -230,6 +233,24 @@ def test_commands_per_strategy(tiny_data, tmp_path):
     assert flags == {"--data": str(tiny_data), "--out": str(tmp_path / "runs" / "torch-ddp-w2-b8"),
                      "--workers": "2", "--batch-size": "8", "--epochs": "4", "--image-size": "256",
                      "--seed": "42", "--threads-per-worker": "1"}
+
+
+def test_onednn_mode_reaches_every_tensorflow_run(tiny_data, tmp_path):
+    """--onednn auto must be passed on: a child hvdweather-train given nothing would turn oneDNN on."""
+    spec = ScalingSpec(data=str(tiny_data), out=str(tmp_path), launcher="/bin/true", onednn="auto")
+    for strategy in ("horovod", "mirrored", BASELINE):
+        command = build_command(spec, RunSpec(strategy, 1, 8, 1))
+        assert command[command.index("--onednn") + 1] == "auto"
+    assert "--onednn" not in build_command(spec, RunSpec("torch-ddp", 1, 8, 1))
+
+
+def test_machine_line_says_how_onednn_was_asked_and_ran_and_the_matmul_rate():
+    from hvdweather.bench.machine import machine_line
+
+    machine = MACHINE | {"onednn": "on", "onednn_request": {"mode": "on", "source": "flag", "max_cpu_isa": "AVX2"},
+                         "onednn_ran": ["on"], "matmul_gflops": {"1": 50.5, "2": 99.0}}
+    assert ("; oneDNN on (--onednn on given; ISA capped at AVX2; ran: on); float32 matmul 50.5 GFLOP/s on "
+            "1 thread(s), 99 GFLOP/s on 2 thread(s); today.") in machine_line(machine)
 
 
 def test_a_rerun_keeps_the_old_run_directory_for_train_to_replace(tiny_data, tmp_path, monkeypatch):
@@ -343,7 +364,7 @@ def test_end_to_end_both_strategies(tiny_data, tmp_path):
     out = tmp_path / "bench"
     result = run_cli("hvdweather-bench", "scaling", "--data", str(tiny_data), "--out", str(out),
                      "--strategies", "horovod,mirrored", "--workers", "1,2", "--batch-sizes", "4",
-                     "--epochs", "1", "--per-run-timeout", "240", "--timeline", timeout=580)
+                     "--epochs", "1", "--per-run-timeout", "240", "--timeline", "--onednn", "off", timeout=580)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     for name in ("results.jsonl", "scaling.csv", "scaling.md", "epoch_time.png", "speedup.png", "machine.json"):
         assert (out / name).stat().st_size > 0, name
@@ -360,10 +381,15 @@ def test_end_to_end_both_strategies(tiny_data, tmp_path):
     assert all(r["speedup"] for r in rows if r["strategy"] != BASELINE)
     machine = json.loads((out / "machine.json").read_text())
     assert machine["cores"] >= 1 and machine["versions"]["horovod"]
+    assert machine["onednn_request"]["mode"] == "off" and machine["onednn_ran"] == ["off"]  # the runs got it
+    assert set(machine["matmul_gflops"]) == {"1", "2"} and machine["model_flops"]["train_flops_per_image"] > 0
+    assert all(float(r["of_matmul"]) > 0 for r in rows)  # every row: achieved GFLOP/s / matmul rate
     timelines = {r["run"]: r["timeline"] for r in lines if r["strategy"] == "horovod"}
     for timeline in timelines.values():
         assert "NEGOTIATE_ALLREDUCE" in Path(timeline).read_text()  # horovodrun got the timeline flag
     assert "## Efficiency" in result.stdout and "| horovod x 2 |" in result.stdout  # the table is printed
+    assert all(r["full_epoch_s"] >= r["epoch_time_s"] for r in lines)  # the checkpoint's writes too
+    assert "## Compute: achieved GFLOP/s" in result.stdout
 
 
 @pytest.mark.timeout(300)
@@ -371,7 +397,7 @@ def test_a_failing_run_is_reported_and_the_benchmark_goes_on(tiny_data, tmp_path
     out = tmp_path / "bench"
     result = run_cli("hvdweather-bench", "scaling", "--data", str(tiny_data), "--out", str(out),
                      "--strategies", "horovod", "--workers", "1", "--batch-sizes", "4", "--epochs", "1",
-                     "--launcher", "/bin/false", timeout=280)  # a launcher that always fails
+                     "--launcher", "/bin/false", "--no-compute", timeout=280)  # a launcher that always fails
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     lines = {r["run"]: r for r in _read_results(out)}
     assert lines["horovod-w1-b4"]["status"] == "failed"

@@ -59,6 +59,10 @@ def test_run_directory_is_complete(trained):
     config = json.loads((run / "config.json").read_text())
     assert config["world"]["num_workers"] == 1 and config["plan"]["global_batch_size"] == 4
     assert config["onednn"] == "on"  # as TensorFlow ran it: the console script asked for it
+    assert config["config"]["precision"] == "auto" and config["precision_used"] == "float32"
+    phases = rows[-1]["phases"]  # where the epoch went (callbacks.PHASES), the checkpoint's write included
+    assert phases["train_steps_s"] > 0 and phases["validation_s"] > 0 and phases["checkpoint_s"] > 0
+    assert sum(v for k, v in phases.items() if k != "epoch_s") == pytest.approx(phases["epoch_s"], abs=1e-3)
     assert "global batch 4" in result.stdout
 
 

@@ -50,3 +50,29 @@ def test_output_dir_check(tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(OutputError, match="--cache-dir .*not writable"):
         check_output_dir(tmp_path / "f" / "sub", "--cache-dir")
+
+
+def test_copy_file_keeps_the_version_it_copied_when_the_source_is_written_again(tmp_path, monkeypatch):
+    """best.keras is last.keras of the improving epoch: a hard link (or, without them, a copy), atomic, and
+    untouched when last.keras is saved again. Proven to fail: a symlink instead of a hard link follows
+    last.keras to its new contents."""
+    import os
+
+    writer = RunWriter(tmp_path, is_primary=True)
+    writer.write_json("last.json", {"epoch": 1})
+    writer.copy_file("last.json", "best.json")
+    writer.write_json("last.json", {"epoch": 2})  # the next epoch's save replaces it by a rename
+    assert writer.read_json("best.json") == {"epoch": 1} and writer.read_json("last.json") == {"epoch": 2}
+    writer.copy_file("last.json", "best.json")  # again over an existing best
+    assert writer.read_json("best.json") == {"epoch": 2}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.json", "last.json"]  # no temporary left
+
+    def no_links(*args):
+        raise OSError("hard links not supported")
+
+    monkeypatch.setattr(os, "link", no_links)
+    writer.write_json("last.json", {"epoch": 3})
+    writer.copy_file("last.json", "best.json")
+    assert writer.read_json("best.json") == {"epoch": 3}
+    RunWriter(tmp_path, is_primary=False).copy_file("last.json", "other.json")  # other ranks: nothing
+    assert not (tmp_path / "other.json").exists()

@@ -2,8 +2,8 @@
 PyTorch weather project's layer form (conv with bias, Keras BatchNormalization + tanh) and in the
 package's form (`hvdweather.model`), next to PyTorch when it is installed.
 
-    hvdweather-bench layers                      # oneDNN as this environment has it
-    hvdweather-bench layers --onednn off         # TF_ENABLE_ONEDNN_OPTS=0: what AVX2-only CPUs get
+    hvdweather-bench layers                      # oneDNN on (unless TF_ENABLE_ONEDNN_OPTS says otherwise)
+    hvdweather-bench layers --onednn auto        # TensorFlow's choice: off on AVX2-only CPUs
 
 TensorFlow reads TF_ENABLE_ONEDNN_OPTS once, at import, its CPU allocator is process-wide, and PyTorch
 and TensorFlow should not share a process's thread pools: so each framework and TF form is measured in
@@ -202,13 +202,13 @@ def run_torch_worker(batch: int, repeats: int, image_size: int) -> None:
 
 
 def _child_env(onednn: str | None) -> dict[str, str]:
-    """One thread everywhere; TF_ENABLE_ONEDNN_OPTS set (on/off), removed (TF decides from the CPU's
-    flags) or, with None, left as this process has it."""
+    """One thread everywhere; TF_ENABLE_ONEDNN_OPTS set (on/off), removed (auto: TF decides from the CPU's
+    flags) or, with None (or a mode the user's environment gave), left as this process has it."""
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if onednn in ("on", "off"):
         env["TF_ENABLE_ONEDNN_OPTS"] = "1" if onednn == "on" else "0"
-    elif onednn == "default":
+    elif onednn == "auto":
         env.pop("TF_ENABLE_ONEDNN_OPTS", None)
     return env
 
@@ -257,7 +257,7 @@ class LayersBenchSpec:
     """What `hvdweather-bench layers` measures and where it writes."""
 
     out: str = "bench/layers"  # folder for layers-<onednn>.jsonl and .md
-    onednn: str | None = None  # on, off, default (TF decides from the CPU) or None (this environment's)
+    onednn: str | None = None  # on, off, auto (TF decides from the CPU) or None (this environment's)
     batch: int = 32  # images per forward + backward
     repeats: int = 10  # timed calls per layer (after 2 warm-up calls); the median is reported
     image_size: int = 256  # input pixels per side
@@ -276,7 +276,7 @@ def run_layers_bench(spec: LayersBenchSpec) -> list[dict]:
     machine = {"cpu_model": cpu_model(), "cpu_flags": cpu_flags(), "onednn_option": spec.onednn or "environment",
                "versions": versions()}
     rows = [row | machine for row in rows]
-    label = spec.onednn or "environment"
+    label = spec.onednn if spec.onednn in ("on", "off", "auto") else "environment"
     out = Path(spec.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"layers-{label}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

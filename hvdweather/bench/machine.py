@@ -12,7 +12,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hvdweather.host import SPEED_FLAGS, available_cores, cpu_flags, cpu_model, onednn_state, versions
+from hvdweather.host import (
+    SPEED_FLAGS,
+    available_cores,
+    cpu_flags,
+    cpu_model,
+    onednn_request,
+    onednn_state,
+    versions,
+)
 
 
 def mpi_version() -> str:
@@ -25,10 +33,28 @@ def mpi_version() -> str:
 
 
 def machine_info() -> dict[str, Any]:
-    """Host, cores this process may use, CPU model and flags, MPI and library versions, date."""
+    """Host, cores this process may use, CPU model and flags, MPI and library versions, date; oneDNN as
+    asked (--onednn, its source, ONEDNN_MAX_CPU_ISA) and as TensorFlow runs it with that (`onednn`)."""
     return {"host": platform.node(), "cores": available_cores(), "cpu_model": cpu_model() or "unknown",
             "cpu_flags": cpu_flags(), "mpi": mpi_version(), "versions": versions(), "onednn": onednn_state(),
-            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+            "onednn_request": onednn_request(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+
+
+_SOURCE_WORDS = {"flag": "given", "default": "by default", "environment": "from the environment"}
+
+
+def onednn_text(machine: dict[str, Any]) -> str:
+    """'; oneDNN on (--onednn on by default; ISA capped at AVX2; ran: on)', or '' for records without it."""
+    if not machine.get("onednn"):
+        return ""
+    request = machine.get("onednn_request") or {}
+    source = _SOURCE_WORDS.get(request.get("source"), request.get("source"))
+    asked = [f"--onednn {request['mode']} {source}"] if request.get("mode") else []
+    if request.get("max_cpu_isa"):
+        asked.append(f"ISA capped at {request['max_cpu_isa']}")
+    if machine.get("onednn_ran"):  # what the runs' own config.json said TensorFlow ran
+        asked.append(f"ran: {'/'.join(machine['onednn_ran'])}")
+    return f"; oneDNN {machine['onednn']}" + (f" ({'; '.join(asked)})" if asked else "")
 
 
 def machine_line(machine: dict[str, Any]) -> str:
@@ -42,9 +68,12 @@ def machine_line(machine: dict[str, Any]) -> str:
     libraries = [f"TensorFlow {v.get('tensorflow') or v.get('tensorflow-cpu')}", f"Horovod {v.get('horovod')}"]
     if v.get("torch"):
         libraries.append(f"PyTorch {v['torch']}")
-    onednn = f"; oneDNN {machine['onednn']}" if machine.get("onednn") else ""
+    onednn = onednn_text(machine)
+    rates = machine.get("matmul_gflops")  # hvdweather.bench.compute, where a benchmark measured it
+    matmul = ("; float32 matmul " + ", ".join(f"{rate:g} GFLOP/s on {threads} thread(s)"
+                                              for threads, rate in rates.items())) if rates else ""
     return (f"Machine: {machine.get('host')}, {machine.get('cores')} cores ({machine.get('cpu_model')}; "
-            f"{flag_text}); {', '.join(libraries)}, {machine.get('mpi')}{onednn}; {machine.get('date')}.")
+            f"{flag_text}); {', '.join(libraries)}, {machine.get('mpi')}{onednn}{matmul}; {machine.get('date')}.")
 
 
 def write_machine(out: str | Path, machine: dict[str, Any]) -> None:

@@ -59,11 +59,13 @@ class ModelsSpec:
     out: str = ""  # models.jsonl, models.md, machine.json, logs/ ("" = print the table only)
     timeout_s: float = 600.0  # per model process: start-up and its timed steps
     seed: int = 0  # initial weights and the synthetic tensors
+    precision: str = "auto"  # --precision of training (auto, float32, bfloat16): the Keras policy of every model
 
     def check(self) -> None:
         """Every check that can fail in seconds, so a bad flag never costs a model build."""
         for model in self.models:  # training's own rules: the CNN's minimum, ViT's 16-pixel patches
-            check_train_flags(self.per_worker_batch_size, model=model, image_size=self.image_size, seed=self.seed)
+            check_train_flags(self.per_worker_batch_size, model=model, image_size=self.image_size, seed=self.seed,
+                              precision=self.precision)  # bfloat16: refused on CPUs without native BF16
         for flag, value in (("--steps", self.steps), ("--repeats", self.repeats)):
             if value < 1:
                 raise ConfigError(f"{flag} must be a positive integer, got {value}")
@@ -79,7 +81,8 @@ def bench_command(spec: ModelsSpec) -> str:
     """The command line that reproduces this run, with every setting spelled out (it heads the table)."""
     command = ["hvdweather-bench", "models", "--models", ",".join(spec.models), "--image-size",
                str(spec.image_size), "--batch-size", str(spec.per_worker_batch_size), "--steps", str(spec.steps),
-               "--repeats", str(spec.repeats), "--threads", str(spec.threads), "--seed", str(spec.seed)]
+               "--repeats", str(spec.repeats), "--threads", str(spec.threads), "--seed", str(spec.seed),
+               "--precision", spec.precision]
     return shlex.join(command + (["--out", spec.out] if spec.out else []))
 
 
@@ -97,7 +100,8 @@ def measure_once(spec: ModelsSpec, model: str, repeat: int, threads: int, logs: 
     result.unlink(missing_ok=True)
     command = [sys.executable, "-m", "hvdweather.bench.models", "--worker", model, "--image-size",
                str(spec.image_size), "--batch-size", str(spec.per_worker_batch_size), "--steps", str(spec.steps),
-               "--threads", str(threads), "--seed", str(spec.seed), "--result", str(result)]
+               "--threads", str(threads), "--seed", str(spec.seed), "--precision", spec.precision,
+               "--result", str(result)]
     code, wall_s = launch(command, log, spec.timeout_s)
     line = {"kind": "measurement", "model": model, "repeat": repeat, "image_size": spec.image_size,
             "wall_s": round(wall_s, 2), "loadavg": load_average(), "log": str(log)}
@@ -154,9 +158,10 @@ def _progress(line: dict[str, Any]) -> str:
 
 # What runs in each model's process: TensorFlow is imported here, inside the functions.
 
-def build_model(model: str, image_size: int, batch: int, threads: int, seed: int) -> Any:
+def build_model(model: str, image_size: int, batch: int, threads: int, seed: int, precision: str = "auto") -> Any:
     """The model compiled as training compiles it (optimizer, loss, metrics of a default TrainConfig with
-    this model), after the thread pools and allocator are set as a one-process training run sets them."""
+    this model, in the Keras policy --precision gives it), after the thread pools and allocator are set as
+    a one-process training run sets them."""
     import tensorflow as tf
 
     from hvdweather.config import TrainConfig
@@ -166,10 +171,12 @@ def build_model(model: str, image_size: int, batch: int, threads: int, seed: int
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(max(2, threads))  # as distributed.py's backends
 
-    from hvdweather.models import create_model
+    from hvdweather.config import resolve_precision
+    from hvdweather.models import apply_precision, create_model
     from hvdweather.optim import make_loss, make_metrics, make_optimizer
 
-    cfg = TrainConfig(model=model, image_size=image_size, per_worker_batch_size=batch, seed=seed)
+    cfg = TrainConfig(model=model, image_size=image_size, per_worker_batch_size=batch, seed=seed, precision=precision)
+    apply_precision(resolve_precision(cfg))
     tf.keras.utils.set_random_seed(seed)
     net = create_model(model, NUM_CLASSES, image_size)
     net.compile(optimizer=make_optimizer(cfg, cfg.lr), loss=make_loss(cfg), metrics=make_metrics(cfg, NUM_CLASSES))
@@ -204,12 +211,13 @@ def timed(call: Any, steps: int, batch: int) -> dict[str, float]:
     return {"seconds": round(seconds, 4), "images_per_s": steps * batch / seconds}
 
 
-def run_worker(model: str, image_size: int, batch: int, steps: int, threads: int, seed: int, result: str) -> None:
+def run_worker(model: str, image_size: int, batch: int, steps: int, threads: int, seed: int, result: str,
+               precision: str = "auto") -> None:
     """Build and compile, one untimed training step and forward pass (tracing, first allocations), then
     `steps` timed training steps and `steps` timed forward passes; the figures go to `result` as one
     JSON object (a file, not stdout: TensorFlow and Keras print there too)."""
     start = time.perf_counter()
-    net = build_model(model, image_size, batch, threads, seed)
+    net = build_model(model, image_size, batch, threads, seed, precision)
     built_s = time.perf_counter() - start
     import tensorflow as tf
 
@@ -229,6 +237,7 @@ def run_worker(model: str, image_size: int, batch: int, steps: int, threads: int
                for key, value in timed(call, steps, batch).items()}
     Path(result).write_text(json.dumps({
         "per_worker_batch_size": batch, "steps": steps, "threads": threads,
+        "keras_policy": tf.keras.mixed_precision.global_policy().name,  # what --precision resolved to
         "trainable_parameters": trainable_parameters(net), "parameters": int(net.count_params()),
         "build_s": round(built_s, 2), "warmup_s": round(warmup_s, 2), **figures, "peak_rss_mb": peak_rss_mb()}))
 
@@ -243,9 +252,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=ModelsSpec.steps)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=ModelsSpec.seed)
+    parser.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto")
     parser.add_argument("--result", required=True, help="File for the JSON object of figures.")
     args = parser.parse_args(argv)
-    run_worker(args.worker, args.image_size, args.batch_size, args.steps, args.threads, args.seed, args.result)
+    run_worker(args.worker, args.image_size, args.batch_size, args.steps, args.threads, args.seed, args.result,
+               args.precision)
 
 
 if __name__ == "__main__":

@@ -11,9 +11,14 @@ in PyTorch DDP, as a reference). Every worker gets the same number of threads in
 (cores // max workers unless --threads-per-worker), so adding a worker adds cores, as adding a GPU would.
 The baseline row is the plain single process on all cores: what a user runs without any of them.
 
+--onednn (on, off, auto) goes to every TensorFlow run; before the runs, the CNN's training FLOPs per image
+and the float32 matmul rate on every total thread count are measured (hvdweather.bench.compute), so each
+row shows its achieved GFLOP/s and their share of that rate (--no-compute skips it).
+
 Written to --out: results.jsonl (one line per run: what was measured), scaling.csv (plus speed-up,
-efficiency and ratios), scaling.md (the tables, also printed), epoch_time.png, speedup.png,
-machine.json, logs/<run>.log and runs/<run>/ (each run's own run directory).
+efficiency, ratios and GFLOP/s), scaling.md (the tables, also printed), epoch_time.png, speedup.png,
+machine.json (with oneDNN as asked and as the runs ran it, FLOPs and matmul rates), logs/<run>.log and
+runs/<run>/ (each run's own run directory).
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ import importlib.util
 import json
 import shlex
 import statistics
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +37,7 @@ from hvdweather.bench.launch import executable, launch
 from hvdweather.bench.machine import machine_info, write_machine
 from hvdweather.bench.spec import check_train_flags, config_per_worker_batch, list_field, make_out_dir
 from hvdweather.errors import ConfigError
+from hvdweather.host import ONEDNN_MODES
 from hvdweather.runfiles import read_json, read_jsonl
 
 BASELINE = "single"  # the plain one-process run on all cores
@@ -71,6 +78,8 @@ def train_args(spec: ScalingSpec, run: RunSpec) -> list[str]:
             "--epochs", str(spec.epochs), "--batch-size", str(run.per_worker_batch_size),
             "--image-size", str(spec.image_size), "--threads-per-worker", str(run.threads_per_worker),
             "--seed", str(spec.seed), "--verbose", "2"]
+    if spec.onednn in ONEDNN_MODES:  # the benchmark's own --onednn, so "auto" reaches the runs as well
+        args += ["--onednn", spec.onednn]
     return args + (["--target-accuracy", str(spec.target_accuracy)] if spec.target_accuracy > 0 else [])
 
 
@@ -135,6 +144,8 @@ class ScalingSpec:
     baseline: bool = True  # also run the plain single process on all cores
     seed: int = 42  # same split and initial weights in every run
     launcher: str = ""  # horovodrun to use ("" = the one next to this Python)
+    onednn: str = ""  # --onednn of every TensorFlow run (on, off, auto; "" = as the environment has it)
+    compute: bool = True  # measure the model's FLOPs and the matmul rate per thread count (machine.json)
 
     def check(self) -> None:
         """Every check that can fail in seconds, so a bad flag never costs a run."""
@@ -181,7 +192,11 @@ def summarize_metrics(rows: list[dict[str, Any]], target_accuracy: float) -> dic
         return statistics.median(float(r[key]) for r in timed)
 
     reached = [r["epoch"] for r in rows if target_accuracy > 0 and r.get("val_accuracy", -1) >= target_accuracy]
+    # The whole epoch (metrics.jsonl's phases: checkpoint writes and every callback too), which epoch_time_s
+    # (up to the metrics row) leaves out; None for runs that do not record phases (torch-ddp, older runs).
+    whole = [r["phases"]["epoch_s"] for r in timed if isinstance(r.get("phases"), dict) and "epoch_s" in r["phases"]]
     return {"timed_epochs": len(timed), "epoch_time_s": median("epoch_time_s"),
+            "full_epoch_s": statistics.median(whole) if len(whole) == len(timed) else None,
             "train_time_s": median("train_time_s"), "images_per_s": median("images_per_s"),
             "final_val_accuracy": rows[-1].get("val_accuracy"),
             "epochs_to_target": reached[0] if reached else None}
@@ -266,8 +281,10 @@ def run_scaling(spec: ScalingSpec) -> list[dict[str, Any]]:
     spec.check()
     machine = machine_info()
     out = Path(spec.out)
-    write_machine(out, machine)
     runs = plan_runs(spec, machine["cores"])
+    if spec.compute:  # before the runs: the matmul rate of an otherwise idle machine
+        machine |= measure_compute(spec, runs)
+    write_machine(out, machine)
     results_file = out / "results.jsonl"
     results_file.write_text("")
     results = []
@@ -278,9 +295,39 @@ def run_scaling(spec: ScalingSpec) -> list[dict[str, Any]]:
         with results_file.open("a") as handle:  # appended per run: a killed benchmark keeps what it has
             handle.write(json.dumps(line) + "\n")
         print(f"    {_progress(line)}", flush=True)
+    machine["onednn_ran"] = onednn_ran(spec, runs)
+    write_machine(out, machine)
     print(write_outputs(results, machine, spec), flush=True)
     print(f"wrote {results_file}, scaling.csv, scaling.md, epoch_time.png, speedup.png in {out}")
     return results
+
+
+def measure_compute(spec: ScalingSpec, runs: list[RunSpec]) -> dict[str, Any]:
+    """The weather CNN's training FLOPs per image and the float32 matmul rate at every total thread count
+    the runs use (hvdweather.bench.compute); a failure is recorded, and the tables go without it."""
+    from hvdweather.bench.compute import compute_limit
+    from hvdweather.data.discovery import discover
+
+    classes = len(discover(spec.data).class_names)
+    threads = [run.threads_per_worker * run.workers for run in runs]
+    print(f"measuring the compute limit: FLOPs per image, float32 matmul on {sorted(set(threads))} thread(s)",
+          flush=True)
+    try:
+        return compute_limit("weather_cnn", spec.image_size, classes, threads)
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+        print(f"    compute limit not measured: {exc}", flush=True)
+        return {"compute_error": str(exc)}
+
+
+def onednn_ran(spec: ScalingSpec, runs: list[RunSpec]) -> list[str]:
+    """on/off as the TensorFlow runs' config.json recorded it (what TensorFlow ran, not what was asked)."""
+    ran = set()
+    for run in runs:
+        if run.strategy != "torch-ddp":
+            record = read_complete_json(run_paths(spec, run)["run_dir"] / "config.json") or {}
+            if record.get("onednn"):
+                ran.add(record["onednn"])
+    return sorted(ran)
 
 
 def _progress(line: dict[str, Any]) -> str:

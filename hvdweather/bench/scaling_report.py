@@ -19,8 +19,9 @@ REFERENCE = "torch-ddp"  # the reference the other strategies are compared with 
 CSV_COLUMNS = (
     "run", "strategy", "workers", "processes", "threads_per_worker", "total_threads", "cores",
     "per_worker_batch_size", "global_batch_size", "epochs", "timed_epochs", "status", "returncode",
-    "epoch_time_s", "train_time_s", "images_per_s", "final_val_accuracy", "epochs_to_target",
-    "wall_s", "speedup", "efficiency", "horovod_to_mirrored_time", "vs_baseline", "vs_torch_ddp", "log", "error")
+    "epoch_time_s", "train_time_s", "full_epoch_s", "images_per_s", "final_val_accuracy", "epochs_to_target",
+    "wall_s", "speedup", "efficiency", "horovod_to_mirrored_time", "vs_baseline", "vs_torch_ddp",
+    "achieved_gflops", "matmul_gflops", "of_matmul", "log", "error")
 
 Row = dict[str, Any]
 
@@ -31,7 +32,18 @@ def _ratio(num: Row | None, den: Row | None, key: str) -> float | None:
     return num[key] / den[key]
 
 
-def add_derived(results: list[Row]) -> list[Row]:
+def compute_columns(row: Row, machine: dict[str, Any] | None) -> Row:
+    """achieved_gflops: the model's training FLOPs per image (machine.json's model_flops, counted once)
+    x the row's images/s; matmul_gflops: the machine's float32 matmul rate on the row's total threads;
+    of_matmul: their ratio. None where either is missing (a failed run, --no-compute, an old record)."""
+    flops = ((machine or {}).get("model_flops") or {}).get("train_flops_per_image")
+    rate = ((machine or {}).get("matmul_gflops") or {}).get(str(row.get("total_threads")))
+    achieved = flops * row["images_per_s"] / 1e9 if flops and row.get("images_per_s") else None
+    return {"achieved_gflops": achieved, "matmul_gflops": rate,
+            "of_matmul": achieved / rate if achieved is not None and rate else None}
+
+
+def add_derived(results: list[Row], machine: dict[str, Any] | None = None) -> list[Row]:
     """Speed-up, efficiency and ratios, from the results lines alone (failed runs get None).
 
     speedup: images/s over 1 worker of the same strategy at the same per-worker batch (images/s, not
@@ -39,7 +51,8 @@ def add_derived(results: list[Row]) -> list[Row]:
     efficiency: speedup / workers; horovod_to_mirrored_time: Horovod's median train time over
     mirrored's at equal workers and batch (< 1: Horovod faster); vs_baseline: images/s over the
     all-cores single process at the same per-worker batch; vs_torch_ddp: images/s over PyTorch DDP's at
-    equal workers and per-worker batch (> 1: faster than the PyTorch reference).
+    equal workers and per-worker batch (> 1: faster than the PyTorch reference); achieved_gflops,
+    matmul_gflops, of_matmul: see compute_columns.
     """
     ok = {(r["strategy"], r["workers"], r["per_worker_batch_size"]): r for r in results if r["status"] == "ok"}
     derived = []
@@ -54,7 +67,8 @@ def add_derived(results: list[Row]) -> list[Row]:
                         "horovod_to_mirrored_time": _ratio(pair["horovod"], pair["mirrored"], "train_time_s")
                         if scaled and mine else None,
                         "vs_baseline": _ratio(mine, ok.get((BASELINE, 1, batch)), "images_per_s"),
-                        "vs_torch_ddp": _ratio(mine, pair[REFERENCE], "images_per_s") if scaled else None})
+                        "vs_torch_ddp": _ratio(mine, pair[REFERENCE], "images_per_s") if scaled else None,
+                        **compute_columns(r, machine)})
     return derived
 
 
@@ -120,10 +134,14 @@ def markdown_report(rows: list[Row], machine: dict[str, Any], spec: ScalingSpec)
          "medians over the other epochs. Batch sizes (bs) are per worker; global batch = bs x workers."),
         "## Median epoch time (s, training steps only)", pivot_table(rows, "train_time_s", "{:.2f}"),
         "## Median epoch time including validation (s)", pivot_table(rows, "epoch_time_s", "{:.2f}"),
+        *([] if not any(r.get("full_epoch_s") for r in rows) else [
+            "## Median whole epoch (s: also the averaging, checkpoint writes and every callback; rank 0's clock)",
+            pivot_table(rows, "full_epoch_s", "{:.2f}")]),
         "## Images/s (training)", pivot_table(rows, "images_per_s", "{:.1f}"),
         *ratio_tables(rows, strategies),
         f"## Epochs to val accuracy >= {spec.target_accuracy:g} (- = not reached)",
         pivot_table(rows, "epochs_to_target", "{}"),
+        *compute_tables(rows, machine),
     ]
     if any(r["status"] == "ok" and r.get("epochs", 2) < 2 for r in rows):  # 2 epochs: epoch 2 is timed
         parts.append("Note: runs of 1 epoch have no epoch after warm-up; their times include epoch 1.")
@@ -151,6 +169,22 @@ def ratio_tables(rows: list[Row], strategies: tuple[str, ...]) -> list[str]:
     if left_out:
         parts.append("Not shown, nothing to compare with: " + "; ".join(left_out) + ".")
     return parts
+
+
+def compute_tables(rows: list[Row], machine: dict[str, Any]) -> list[str]:
+    """How close each row is to the hardware: achieved GFLOP/s and its share of the measured float32
+    matmul rate on the same number of threads; nothing when the compute limit was not measured."""
+    flops, rates = machine.get("model_flops"), machine.get("matmul_gflops")
+    if not flops or not rates:
+        return []
+    rate_text = ", ".join(f"{rate:g} on {threads} thread(s)" for threads, rate in rates.items())
+    return ["## Compute: achieved GFLOP/s (training FLOPs per image x images/s)",
+            f"{flops['train_flops_per_image'] / 1e9:.3f} GFLOP per training image ({flops['model']}, "
+            f"{flops['image_size']} px, {flops['classes']} classes; {flops['method']}). Measured float32 "
+            f"matmul: {rate_text} GFLOP/s ({machine.get('matmul_method', '')}).",
+            pivot_table(rows, "achieved_gflops", "{:.1f}"),
+            "## Share of the measured float32 matmul rate on the row's total threads",
+            pivot_table(rows, "of_matmul", "{:.2f}")]
 
 
 def failed_runs(rows: list[Row]) -> list[str]:
@@ -236,7 +270,7 @@ def write_outputs(results: list[Row], machine: dict[str, Any], spec: ScalingSpec
     import matplotlib.pyplot as plt
 
     out = Path(spec.out)
-    rows = add_derived(results)
+    rows = add_derived(results, machine)
     write_csv(rows, out / "scaling.csv")
     text = markdown_report(rows, machine, spec)
     (out / "scaling.md").write_text(text)

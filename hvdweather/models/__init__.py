@@ -22,7 +22,8 @@ from hvdweather.models.efficientnet_lite import build_efficientnet_lite0, load_s
 from hvdweather.models.resnet import build_resnet18, build_resnet34
 from hvdweather.models.vit import build_vit_tiny
 
-__all__ = ["MODELS", "ModelEntry", "create_model", "load_weights_file", "reorder_weights", "set_backbone_trainable"]
+__all__ = ["MODELS", "ModelEntry", "apply_precision", "create_model", "load_weights_file", "reorder_weights",
+           "set_backbone_trainable"]
 
 
 @dataclass(frozen=True)
@@ -54,21 +55,43 @@ def _build(name: str, num_classes: int, image_size: int, weights: str) -> tf.ker
     return model
 
 
+# Keras's policy per --precision (config.resolve_precision): mixed_bfloat16 computes in bfloat16 and keeps
+# the variables in float32; the optimizer updates float32 weights, so no loss scaling (that is for float16).
+POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
+
+
+def apply_precision(precision: str) -> None:
+    """Make `precision` (float32 or bfloat16) the process's Keras policy: every layer built afterwards
+    computes in it. Training calls it once, before building the model; checkpoints keep each layer's
+    policy, so predict, evaluate and export load a model as it was trained."""
+    tf.keras.mixed_precision.set_global_policy(POLICIES[precision])
+
+
+def _float32_logits(model: tf.keras.Model) -> tf.keras.Model:
+    """Under a mixed policy, the logits (and so softmax and the loss) in float32: bfloat16's 8-bit
+    mantissa would round the loss and the probabilities (Keras's mixed-precision guide does the same)."""
+    if model.output.dtype == tf.float32:
+        return model
+    logits = tf.keras.layers.Activation("linear", dtype="float32", name="logits_float32")(model.output)
+    return tf.keras.Model(model.inputs, logits, name=model.name)
+
+
 def create_model(name: str, num_classes: int, image_size: int, weights: str = "none",
                  normalization: tuple[Sequence[float], Sequence[float]] | None = None) -> tf.keras.Model:
     """The --model network, with --weights loaded and, when `normalization` = (mean, std) per channel
     is given, a fixed Normalization layer in front: it is saved with the model, so predict and export
-    (which feed [0, 1] pixels) need not know how the run normalised."""
+    (which feed [0, 1] pixels) need not know how the run normalised. Built in the process's Keras
+    policy (`apply_precision`), with float32 logits."""
     model = _build(name, num_classes, image_size, weights)
     if weights not in ("none", "imagenet") and not weights.endswith(".pth"):
         load_weights_file(model, weights)
     if normalization is None:
-        return model
+        return _float32_logits(model)
     mean, std = normalization
     inputs = tf.keras.Input((image_size, image_size, 3), name="image")
     scaled = tf.keras.layers.Normalization(mean=list(mean), variance=[s * s for s in std],
                                            name="input_normalization")(inputs)
-    return tf.keras.Model(inputs, model(scaled), name=model.name)
+    return _float32_logits(tf.keras.Model(inputs, model(scaled), name=model.name))
 
 
 def _leaf_layers(model: tf.keras.Model) -> dict[str, tf.keras.layers.Layer]:
