@@ -405,7 +405,7 @@ def test_mpirun_dry_run_refuses_the_batch_that_training_refuses(job_data: Path, 
     training = run_mpirun("hvdweather-train", "--data", str(job_data), "--batch-size", "45", "--out",
                           str(tmp_path / "train"), "--verbose", "0", timeout=200)
     assert training.returncode != 0
-    assert "--batch-size 45: a worker's training shard has only 44 image(s) per process (2 workers)" \
+    assert "--batch-size 45: a worker's training shard has at most 44 image(s) per process (2 workers)" \
         in training.stderr, training.stderr[-3000:]
 
 

@@ -108,6 +108,22 @@ def test_same_seed_same_order(files):
     np.testing.assert_array_equal(order(5), order(5))
 
 
+def test_the_order_ignores_the_global_seed_even_zero(files):
+    """--seed 0 sets TensorFlow's global seed to 0: building the per-epoch shuffle then failed on a symbolic
+    bool (TensorFlow issue 17284). The order must build and stay the same whatever the global seed."""
+    paths, labels = files
+
+    def order():
+        ds = train_pipeline(decoded_files(paths, labels, SIZE), len(paths), 4, seed=3)
+        return np.concatenate([y.numpy() for _, y in ds.take(5)])
+
+    orders = []
+    for global_seed in (0, 7):
+        tf.keras.utils.set_random_seed(global_seed)
+        orders.append(order())
+    np.testing.assert_array_equal(orders[0], orders[1])
+
+
 def test_every_iterator_over_the_train_stream_sees_the_same_batches(files):
     # fit opens a new iterator per call (--freeze-backbone-epochs fits twice); a resumed run starts
     # a new dataset at an element: all must read one stream, a function of seed and position only

@@ -86,6 +86,16 @@ def _cache(ds: tf.data.Dataset, cache_path: str | None) -> tf.data.Dataset:
     return ds.cache(cache_path) if cache_path is not None else ds
 
 
+def _epoch_order(cached: tf.data.Dataset, n_local: int, seed: int, epoch: tf.Tensor) -> tf.data.Dataset:
+    """One pass over the shard in an order drawn from (seed, epoch) alone."""
+    # The op seed is a tensor here, and TensorFlow compares (graph seed, op seed) with (0, 0) in Python:
+    # with a graph seed of 0 (--seed 0 sets it) tracing failed on a symbolic bool. Clearing the seed of
+    # this function's graph avoids that and keeps the order independent of the global seed. Upstream:
+    # https://github.com/tensorflow/tensorflow/issues/17284 (tensor seeds with graph seed 0).
+    tf.compat.v1.get_default_graph().seed = None
+    return cached.shuffle(max(1, n_local), seed=seed * 1_000_003 + epoch, reshuffle_each_iteration=False)
+
+
 def train_pipeline(decoded: tf.data.Dataset, n_local: int, per_process_batch_size: int, seed: int,
                    augment_images: str = "none", cache_path: str | None = "", threads: int = 0,
                    start_element: int = 0) -> tf.data.Dataset:
@@ -101,8 +111,7 @@ def train_pipeline(decoded: tf.data.Dataset, n_local: int, per_process_batch_siz
     # Pass e over the shard in an order drawn from (seed, e) alone, so every iterator over this dataset
     # yields the same stream (fit opens a new one per call: --freeze-backbone-epochs fits twice). A
     # shuffle that reshuffles each iteration draws another order for each new iterator instead.
-    ds = tf.data.Dataset.counter().flat_map(lambda epoch: cached.shuffle(
-        max(1, n_local), seed=seed * 1_000_003 + epoch, reshuffle_each_iteration=False))
+    ds = tf.data.Dataset.counter().flat_map(lambda epoch: _epoch_order(cached, n_local, seed, epoch))
     mode = {True: "standard", False: "none"}.get(augment_images, augment_images)  # old boolean callers
     if mode != "none":  # indices before the skip: an element's augmentation seed is its stream position
         ds = ds.enumerate().skip(start_element).map(
