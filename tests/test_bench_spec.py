@@ -14,7 +14,6 @@ from hvdweather.bench.spec import (
     check_train_flags,
     config_per_worker_batch,
     list_field,
-    make_out_dir,
     parse_list,
     spec_from_flags,
 )
@@ -87,11 +86,3 @@ def test_config_batch_under_the_old_and_new_key():
     assert config_per_worker_batch({"config": {"batch_size": 32}}) == 32  # a run from before the rename
     assert config_per_worker_batch({"per_worker_batch_size": 4}) == 4  # a flat config.json
     assert config_per_worker_batch({"config": {}}) is None and config_per_worker_batch(None) is None
-
-
-def test_out_dir_that_cannot_be_made_names_out(tmp_path):
-    blocker = tmp_path / "file"
-    blocker.write_text("")
-    assert make_out_dir(tmp_path / "b", "logs") == tmp_path / "b" and (tmp_path / "b" / "logs").is_dir()
-    with pytest.raises(ConfigError, match="^--out .*: not writable"):
-        make_out_dir(blocker / "sub", "logs")

@@ -37,8 +37,8 @@ from typing import Any
 from hvdweather.bench.launch import launch
 from hvdweather.bench.machine import machine_info, write_machine
 from hvdweather.bench.scaling import last_log_line
-from hvdweather.bench.spec import check_train_flags, list_field, make_out_dir
-from hvdweather.errors import ConfigError
+from hvdweather.bench.spec import check_train_flags, list_field
+from hvdweather.errors import ConfigError, check_output_dir
 from hvdweather.geometry import MODEL_GEOMETRY
 from hvdweather.host import load_average
 
@@ -74,7 +74,7 @@ class ModelsSpec:
         if not self.timeout_s > 0:
             raise ConfigError(f"--timeout must be > 0 seconds, got {self.timeout_s}")
         if self.out:
-            make_out_dir(self.out, "logs")
+            check_output_dir(self.out, subdirs=("logs",))
 
 
 def bench_command(spec: ModelsSpec) -> str:

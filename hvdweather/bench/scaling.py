@@ -35,8 +35,8 @@ from typing import Any
 
 from hvdweather.bench.launch import executable, launch
 from hvdweather.bench.machine import machine_info, write_machine
-from hvdweather.bench.spec import check_train_flags, config_per_worker_batch, list_field, make_out_dir
-from hvdweather.errors import ConfigError
+from hvdweather.bench.spec import check_train_flags, config_per_worker_batch, list_field
+from hvdweather.errors import ConfigError, check_output_dir
 from hvdweather.host import ONEDNN_MODES
 from hvdweather.runfiles import read_json, read_jsonl
 
@@ -160,7 +160,7 @@ class ScalingSpec:
         executable("hvdweather-train")
         if "horovod" in self.strategies:
             executable("horovodrun", self.launcher, "--launcher")
-        make_out_dir(self.out, "logs")
+        check_output_dir(self.out, subdirs=("logs",))
 
 
 def plan_runs(spec: ScalingSpec, cores: int) -> list[RunSpec]:

@@ -24,9 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from hvdweather.bench.launch import BENCH_ENV, executable
-from hvdweather.bench.spec import make_out_dir
 from hvdweather.config import RESUMABLE
-from hvdweather.errors import ConfigError
+from hvdweather.errors import ConfigError, check_output_dir
 from hvdweather.runfiles import read_jsonl, run_files_in
 from hvdweather.study.grid import Cell, grid_cells
 
@@ -205,7 +204,7 @@ def run_sweep(spec: SweepSpec, dry_run: bool = False) -> list[dict[str, Any]]:
     if dry_run:
         list_cells(spec, cells)
         return []
-    study = make_out_dir(spec.out)
+    study = check_output_dir(spec.out)
     records: list[dict[str, Any]] = []
     for index, cell in enumerate(cells, 1):
         print(f"hvdweather-sweep: cell {index}/{len(cells)} {cell.name} ...", flush=True)
@@ -229,7 +228,7 @@ def prepare_cell(spec: SweepSpec, index: int) -> str:
     if not 0 <= index < len(cells):
         raise ConfigError(f"--prepare-cell {index}: the grid has {len(cells)} cell(s) (0-{len(cells) - 1}); "
                           f"submit with --array=0-{len(cells) - 1}")
-    cell, study = cells[index], make_out_dir(spec.out)
+    cell, study = cells[index], check_output_dir(spec.out)
     if cell.problem:
         raise ConfigError(f"cell {index} ({cell.name}): {cell.problem}")
     run_dir = study / cell.name
@@ -257,6 +256,6 @@ def collect_study(spec: SweepSpec) -> list[dict[str, Any]]:
                    else "not finished: the task is queued, running, was cancelled or killed") if job else \
                 "no run: the array task never started (check --array)"
             records.append(record_of(cell, "failed", why, run_dir=str(run_dir)))
-    write_study(make_out_dir(study), spec, records)
+    write_study(check_output_dir(study), spec, records)
     compare_study(study, spec, records)
     return records
