@@ -1,15 +1,11 @@
-"""hvdweather.bench.spec and the finder in bench.launch: what every benchmark uses to turn flags into a
+"""hvdweather.bench.spec: what every benchmark uses to turn flags into a
 checked spec. Fast, no subprocess and no TensorFlow."""
 from __future__ import annotations
 
-import shutil
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-from hvdweather.bench.launch import executable
 from hvdweather.bench.spec import (
     check_train_flags,
     config_per_worker_batch,
@@ -53,17 +49,6 @@ def test_spec_from_flags_parses_lists_keeps_defaults_for_none_and_checks():
         spec_from_flags(ToySpec, data="d", kinds="a,c")
     with pytest.raises(ConfigError, match="--count"):
         spec_from_flags(ToySpec, data="d", count=6)
-
-
-def test_executable_prefers_a_given_path_then_this_python_then_path(tmp_path):
-    assert executable("anything", "/bin/true") == "/bin/true"
-    here = Path(sys.executable).name
-    assert executable(here) == str(Path(sys.executable).parent / here)
-    assert not (Path(sys.executable).parent / "sh").exists() and executable("sh") == shutil.which("sh")
-    with pytest.raises(ConfigError, match="^--launcher /no/such/horovodrun: not found"):
-        executable("horovodrun", "/no/such/horovodrun", "--launcher")
-    with pytest.raises(ConfigError, match="no-such-tool-xyz not found next to .* or on PATH \\(install it\\)"):
-        executable("no-such-tool-xyz", hint=" (install it)")
 
 
 @pytest.mark.parametrize("values, flag", [({"per_worker_batch_size": 0}, "--batch-size"),
