@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from hvdweather.data.discovery import IMAGE_EXTENSIONS, Catalog
+from hvdweather.data.discovery import Catalog
+from hvdweather.data.images import IMAGE_EXTENSIONS, is_image_name, visible_below
 from hvdweather.data.pipeline import eval_pipeline
 from hvdweather.data.source import FolderSource, Source
 from hvdweather.distributed import TrainingBackend
@@ -68,11 +69,6 @@ def load_keras(run_model: RunModel) -> tf.keras.Model:
     return tf.keras.models.load_model(run_model.checkpoint, compile=False)
 
 
-def _is_image_name(name: str) -> bool:
-    # The training discovery rules: hidden/underscore names skipped, image extensions in any case.
-    return not name.startswith((".", "_")) and Path(name).suffix.lower() in IMAGE_EXTENSIONS
-
-
 def find_images(inputs: list[str] | tuple[str, ...], label: str = "IMAGES") -> list[str]:
     """Files as given, and every image below each folder (sorted), in argument order, without repeats."""
     if not inputs:
@@ -84,7 +80,7 @@ def find_images(inputs: list[str] | tuple[str, ...], label: str = "IMAGES") -> l
             found.append(str(path))
         elif path.is_dir():
             images = sorted(os.path.join(d, f) for d, dirs, files in os.walk(path)
-                            for f in files if _is_image_name(f) and _visible_path(path, d))
+                            for f in files if is_image_name(f) and visible_below(path, d))
             if not images:
                 raise DataError(f"{label} {path}: no images found in it or below it "
                                 f"({', '.join(sorted(IMAGE_EXTENSIONS))})")
@@ -92,11 +88,6 @@ def find_images(inputs: list[str] | tuple[str, ...], label: str = "IMAGES") -> l
         else:
             raise DataError(f"{label} {path}: not found; pass image files or folders of images")
     return list(dict.fromkeys(found))
-
-
-def _visible_path(root: Path, folder: str) -> bool:
-    relative = Path(folder).relative_to(root).parts
-    return not any(part.startswith((".", "_")) for part in relative)
 
 
 def check_top_k(top_k: int, class_names: tuple[str, ...]) -> None:
