@@ -22,6 +22,7 @@ import tensorflow as tf
 from hvdweather.data.discovery import Catalog
 from hvdweather.data.images import IMAGE_EXTENSIONS, is_image_name, visible_below
 from hvdweather.data.pipeline import eval_pipeline
+from hvdweather.data.sharding import shard_of
 from hvdweather.data.source import FolderSource, Source
 from hvdweather.distributed import TrainingBackend
 from hvdweather.errors import ConfigError, DataError, check_output_dir
@@ -138,7 +139,7 @@ def predict_sharded(model: tf.keras.Model, source: Source, paths: list[str] | tu
     one-process run, so N ranks write the same probabilities as one process."""
     threads = backend.runtime.threads
     blocks = [list(range(s, min(s + batch_size, len(paths)))) for s in range(0, len(paths), batch_size)]
-    my_blocks = blocks[backend.shard_index::backend.shard_count]
+    my_blocks = shard_of(blocks, backend.shard_count, backend.shard_index)
     mine = [i for block in my_blocks for i in block]
     bad = source.unreadable(tuple(paths[i] for i in mine), threads)
     good_blocks = [[i for i in block if paths[i] not in bad] for block in my_blocks]
