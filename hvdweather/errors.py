@@ -24,14 +24,18 @@ class OutputError(ValueError):
 INPUT_ERRORS: tuple[type[Exception], ...] = (ConfigError, DataError, OutputError)
 
 
-def check_output_dir(out: str | Path, flag: str = "--out") -> None:
-    """Create `out` and prove it is writable (each process its own probe), before any long work."""
+def check_output_dir(out: str | Path, flag: str = "--out", subdirs: tuple[str, ...] = ()) -> Path:
+    """Create `out` (and its `subdirs`) and prove it is writable (each process its own probe), before any
+    long work; returns `out` as a Path. The one such check: training, the EDA, benchmarks and studies."""
     out = Path(out)
     probe = out / f".write-test-{os.getpid()}"
     try:
         out.mkdir(parents=True, exist_ok=True)
+        for sub in subdirs:
+            (out / sub).mkdir(parents=True, exist_ok=True)
         probe.write_text("ok")
         probe.unlink()
     except OSError as exc:
         raise OutputError(f"{flag} {out}: not writable ({exc.strerror or exc}); "
                           "choose a directory you can write to") from None
+    return out

@@ -19,8 +19,10 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from hvdweather.data.discovery import IMAGE_EXTENSIONS, Catalog
+from hvdweather.data.discovery import Catalog
+from hvdweather.data.images import IMAGE_EXTENSIONS, is_image_name, visible_below
 from hvdweather.data.pipeline import eval_pipeline
+from hvdweather.data.sharding import shard_of
 from hvdweather.data.source import FolderSource, Source
 from hvdweather.distributed import TrainingBackend
 from hvdweather.errors import ConfigError, DataError, check_output_dir
@@ -68,11 +70,6 @@ def load_keras(run_model: RunModel) -> tf.keras.Model:
     return tf.keras.models.load_model(run_model.checkpoint, compile=False)
 
 
-def _is_image_name(name: str) -> bool:
-    # The training discovery rules: hidden/underscore names skipped, image extensions in any case.
-    return not name.startswith((".", "_")) and Path(name).suffix.lower() in IMAGE_EXTENSIONS
-
-
 def find_images(inputs: list[str] | tuple[str, ...], label: str = "IMAGES") -> list[str]:
     """Files as given, and every image below each folder (sorted), in argument order, without repeats."""
     if not inputs:
@@ -84,7 +81,7 @@ def find_images(inputs: list[str] | tuple[str, ...], label: str = "IMAGES") -> l
             found.append(str(path))
         elif path.is_dir():
             images = sorted(os.path.join(d, f) for d, dirs, files in os.walk(path)
-                            for f in files if _is_image_name(f) and _visible_path(path, d))
+                            for f in files if is_image_name(f) and visible_below(path, d))
             if not images:
                 raise DataError(f"{label} {path}: no images found in it or below it "
                                 f"({', '.join(sorted(IMAGE_EXTENSIONS))})")
@@ -92,11 +89,6 @@ def find_images(inputs: list[str] | tuple[str, ...], label: str = "IMAGES") -> l
         else:
             raise DataError(f"{label} {path}: not found; pass image files or folders of images")
     return list(dict.fromkeys(found))
-
-
-def _visible_path(root: Path, folder: str) -> bool:
-    relative = Path(folder).relative_to(root).parts
-    return not any(part.startswith((".", "_")) for part in relative)
 
 
 def check_top_k(top_k: int, class_names: tuple[str, ...]) -> None:
@@ -147,7 +139,7 @@ def predict_sharded(model: tf.keras.Model, source: Source, paths: list[str] | tu
     one-process run, so N ranks write the same probabilities as one process."""
     threads = backend.runtime.threads
     blocks = [list(range(s, min(s + batch_size, len(paths)))) for s in range(0, len(paths), batch_size)]
-    my_blocks = blocks[backend.shard_index::backend.shard_count]
+    my_blocks = shard_of(blocks, backend.shard_count, backend.shard_index)
     mine = [i for block in my_blocks for i in block]
     bad = source.unreadable(tuple(paths[i] for i in mine), threads)
     good_blocks = [[i for i in block if paths[i] not in bad] for block in my_blocks]

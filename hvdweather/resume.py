@@ -5,7 +5,7 @@ A run killed at any moment and re-launched with --resume ends with the same weig
 interrupted, because everything that decides the next step is restored or is a pure function of
 (seed, step): the weights and BatchNorm statistics, the optimizer's slots, iteration count and learning
 rate (this file), the data order (the shuffled stream is replayed to the same element, see
-`start_element`), augmentation (stateless, seeded by the element's index) and dropout
+`hvdweather.data.sharding.start_element`), augmentation (stateless, seeded by the element's index) and dropout
 (`hvdweather.layers.StepSeededDropout`, seeded by its own step counter, a weight).
 
 The state is written atomically after last.keras at every epoch end, by the primary (RunWriter).
@@ -63,11 +63,6 @@ def _values(variable: tf.Variable) -> list[np.ndarray]:
 def _assign(variable: tf.Variable, values: list[np.ndarray]) -> None:
     for component, value in zip(getattr(variable, "values", (variable,)), values, strict=True):
         component.assign(value)
-
-
-def start_element(epochs_done: int, steps_per_epoch: int, per_process_batch_size: int) -> int:
-    """Where a resumed run's training stream starts: the element the uninterrupted run was at."""
-    return epochs_done * steps_per_epoch * per_process_batch_size
 
 
 def check_same_world(record: dict[str, Any], strategy: str, num_workers: int) -> None:

@@ -45,7 +45,8 @@ from hvdweather.data.normalization import (
     moments_from_eda,
     moments_from_sums,
 )
-from hvdweather.data.pipeline import eval_pipeline, shard_size, sharded_files, steps_per_epoch, train_pipeline
+from hvdweather.data.pipeline import eval_pipeline, sharded_files, train_pipeline
+from hvdweather.data.sharding import shard_of, shard_size, start_element, steps_per_epoch
 from hvdweather.data.source import Source
 from hvdweather.data.split import (
     DUPLICATES_HEADER,
@@ -61,7 +62,7 @@ from hvdweather.host import onednn_request, onednn_state, start_xla_quietly, ver
 from hvdweather.model import use_fast_cpu_allocator
 from hvdweather.models import apply_precision, create_model, reorder_weights, set_backbone_trainable
 from hvdweather.optim import balanced_class_weights, make_loss, make_metrics, make_optimizer
-from hvdweather.resume import STATE_FILE, check_same_files, check_same_world, restore, start_element
+from hvdweather.resume import STATE_FILE, check_same_files, check_same_world, restore
 from hvdweather.runfiles import data_fields, read_json, rebase, split_root
 from hvdweather.writers import RunWriter
 
@@ -143,7 +144,7 @@ def scan(cfg: TrainConfig, source: Source, backend: TrainingBackend, writer: Run
     """Decode-check and hash every file once (each process takes 1/shard_count); report and drop the
     bad ones; find the duplicates the split must keep together."""
     catalog = source.catalog
-    mine = catalog.paths[backend.shard_index::backend.shard_count]
+    mine = shard_of(catalog.paths, backend.shard_count, backend.shard_index)
     parts = backend.allgather_object(source.inspect(mine, backend.runtime.threads, cfg.group_near_duplicates))
     facts = {path: fact for part in parts for path, fact in part.items()}
     bad = {path: fact.reason for path, fact in facts.items() if fact.reason}

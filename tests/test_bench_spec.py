@@ -1,20 +1,15 @@
-"""hvdweather.bench.spec and the finder in bench.launch: what every benchmark uses to turn flags into a
+"""hvdweather.bench.spec: what every benchmark uses to turn flags into a
 checked spec. Fast, no subprocess and no TensorFlow."""
 from __future__ import annotations
 
-import shutil
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-from hvdweather.bench.launch import executable
 from hvdweather.bench.spec import (
     check_train_flags,
     config_per_worker_batch,
     list_field,
-    make_out_dir,
     parse_list,
     spec_from_flags,
 )
@@ -56,17 +51,6 @@ def test_spec_from_flags_parses_lists_keeps_defaults_for_none_and_checks():
         spec_from_flags(ToySpec, data="d", count=6)
 
 
-def test_executable_prefers_a_given_path_then_this_python_then_path(tmp_path):
-    assert executable("anything", "/bin/true") == "/bin/true"
-    here = Path(sys.executable).name
-    assert executable(here) == str(Path(sys.executable).parent / here)
-    assert not (Path(sys.executable).parent / "sh").exists() and executable("sh") == shutil.which("sh")
-    with pytest.raises(ConfigError, match="^--launcher /no/such/horovodrun: not found"):
-        executable("horovodrun", "/no/such/horovodrun", "--launcher")
-    with pytest.raises(ConfigError, match="no-such-tool-xyz not found next to .* or on PATH \\(install it\\)"):
-        executable("no-such-tool-xyz", hint=" (install it)")
-
-
 @pytest.mark.parametrize("values, flag", [({"per_worker_batch_size": 0}, "--batch-size"),
                                           ({"epochs": 0}, "--epochs"), ({"image_size": 64}, "--image-size"),
                                           ({"threads_per_worker": -1}, "--threads-per-worker"),
@@ -87,11 +71,3 @@ def test_config_batch_under_the_old_and_new_key():
     assert config_per_worker_batch({"config": {"batch_size": 32}}) == 32  # a run from before the rename
     assert config_per_worker_batch({"per_worker_batch_size": 4}) == 4  # a flat config.json
     assert config_per_worker_batch({"config": {}}) is None and config_per_worker_batch(None) is None
-
-
-def test_out_dir_that_cannot_be_made_names_out(tmp_path):
-    blocker = tmp_path / "file"
-    blocker.write_text("")
-    assert make_out_dir(tmp_path / "b", "logs") == tmp_path / "b" and (tmp_path / "b" / "logs").is_dir()
-    with pytest.raises(ConfigError, match="^--out .*: not writable"):
-        make_out_dir(blocker / "sub", "logs")

@@ -92,3 +92,20 @@ def test_broken_files_have_reasons(tmp_path):
     assert "truncated" in check_image(truncated).lower()
     with pytest.raises(OSError):
         load_rgb(truncated, 64)
+
+
+def test_training_check_and_eda_give_the_same_reason(tmp_path):
+    """skipped.csv says the same for a file whether training's check or the EDA found it bad (the EDA
+    kept its own copy of the wording once)."""
+    from hvdweather.eda.kernel import analyse_image
+
+    good = _save(tmp_path, "good.jpg", Image.new("RGB", (400, 400), RED))
+    empty, text, truncated = tmp_path / "empty.jpg", tmp_path / "page.jpg", tmp_path / "trunc.jpg"
+    empty.write_bytes(b"")
+    text.write_text("<html>not an image</html>")
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    missing = tmp_path / "missing.jpg"
+    reasons = {path.name: check_image(path) for path in (empty, text, truncated, missing)}
+    assert reasons["empty.jpg"] == "empty file (0 bytes)" and all(reasons.values())
+    for path in (empty, text, truncated, missing):
+        assert analyse_image(str(path)).error == reasons[path.name], path.name

@@ -9,12 +9,12 @@ from conftest import MWD_SAMPLE
 from hvdweather.data.decode import check_image
 from hvdweather.data.discovery import discover
 from hvdweather.data.fingerprint import (
-    content_format,
     find_duplicates,
     inspect_files,
     merge_groups,
     near_duplicate_pairs,
 )
+from hvdweather.data.images import content_format
 from hvdweather.data.split import SUBSETS, duplicate_rows, stratified_split
 
 

@@ -16,11 +16,10 @@ from hvdweather.data.pipeline import (
     decoded_files,
     eval_pipeline,
     normalize,
-    shard_size,
     sharded_files,
-    steps_per_epoch,
     train_pipeline,
 )
+from hvdweather.data.sharding import shard_of, shard_size
 
 SIZE = 64  # the pipeline is size-agnostic; small keeps the test fast
 
@@ -76,10 +75,14 @@ def test_shards_are_disjoint_and_cover_everything(files):
     assert [len(s) for s in shards] == [shard_size(len(paths), 3, i) for i in range(3)]
 
 
-def test_steps_follow_the_smallest_shard():
-    assert steps_per_epoch(33, 2, 16) == 1  # shards of 17 and 16: both can run exactly 1 step
-    assert steps_per_epoch(64, 2, 16) == 2
-    assert steps_per_epoch(10, 2, 16) == 0
+@pytest.mark.parametrize("n, count", [(7, 3), (8, 3), (2, 3), (5, 1)])
+def test_sharded_files_yields_the_stride_rule(n, count):
+    """tf.data's shard and the TF-free shard_of (scan, records, predict, EDA, torch-ddp) agree, uneven
+    sizes included, so shards.csv describes what every rank's dataset really read."""
+    paths = [f"f{i}.jpg" for i in range(n)]
+    for index in range(count):
+        got = [p.decode() for p, _ in sharded_files(paths, range(n), count, index).as_numpy_iterator()]
+        assert got == list(shard_of(paths, count, index))
 
 
 def test_train_batches_shapes_and_reshuffle(files):

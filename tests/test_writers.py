@@ -3,9 +3,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
-from hvdweather.errors import OutputError, check_output_dir
 from hvdweather.writers import RunWriter, read_jsonl
 
 
@@ -42,14 +39,6 @@ def test_other_ranks_do_nothing(tmp_path, capsys):
 
 def test_read_jsonl_of_a_missing_file_is_empty(tmp_path):
     assert read_jsonl(tmp_path / "none.jsonl") == []
-
-
-def test_output_dir_check(tmp_path):
-    check_output_dir(tmp_path / "new" / "run")
-    assert (tmp_path / "new" / "run").is_dir() and not list((tmp_path / "new" / "run").iterdir())
-    (tmp_path / "f").write_text("x")
-    with pytest.raises(OutputError, match="--cache-dir .*not writable"):
-        check_output_dir(tmp_path / "f" / "sub", "--cache-dir")
 
 
 def test_copy_file_keeps_the_version_it_copied_when_the_source_is_written_again(tmp_path, monkeypatch):

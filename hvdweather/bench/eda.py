@@ -28,12 +28,12 @@ from typing import Any
 
 import numpy as np
 
-from hvdweather.bench.launch import executable, launch
 from hvdweather.bench.machine import machine_info, machine_line, write_machine
-from hvdweather.bench.spec import check_train_flags, list_field, make_out_dir
+from hvdweather.bench.spec import check_train_flags, list_field
 from hvdweather.eda.executors import EXECUTORS  # --backends: the EDA executors to time
-from hvdweather.errors import ConfigError
+from hvdweather.errors import ConfigError, check_output_dir
 from hvdweather.host import available_cores
+from hvdweather.launch import executable, launch
 
 STAGES = ("eda", "prepare")
 PARTS = ("scaling", "kernel", "train")
@@ -73,11 +73,11 @@ class EdaBenchSpec:
             executable(f"hvdweather-{stage}")
         if "mpi" in self.backends and "scaling" in self.parts:
             executable("mpirun", flag="--backends mpi", hint=" (install openmpi-bin)")
-        make_out_dir(self.out, "logs")
+        check_output_dir(self.out, subdirs=("logs",))
 
 
 def run_command(command: list[str], log: Path, timeout_s: float) -> float:
-    """Run `command` (see `bench.launch`); wall seconds. Raises if it fails or times out."""
+    """Run `command` (see `hvdweather.launch`); wall seconds. Raises if it fails or times out."""
     code, wall_s = launch(command, log, timeout_s)
     if code != 0:
         tail = log.read_text().strip().splitlines()[-3:]

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from hvdweather.errors import ConfigError
+from hvdweather.errors import ConfigError, check_output_dir
 from hvdweather.host import available_cores, cpu_flags, cpu_model
 
 ALL_CORES = "all"
@@ -178,8 +178,6 @@ def run_inference_bench(spec: InferenceSpec) -> list[dict[str, Any]]:
     run_model = resolve_model(spec.model, spec.checkpoint)  # a DataError names MODEL before any timing
     out = Path(spec.out) if spec.out else None
     if out:
-        from hvdweather.errors import check_output_dir
-
         check_output_dir(out)
     with tempfile.TemporaryDirectory(prefix="hvdweather-inference-") as scratch:
         export_dir = str(export_model(run_model, scratch))

@@ -28,13 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hvdweather.bench.launch import executable, launch
 from hvdweather.bench.machine import machine_info, write_machine
-from hvdweather.bench.scaling import last_log_line
-from hvdweather.bench.spec import check_train_flags, list_field, make_out_dir
+from hvdweather.bench.spec import check_train_flags, list_field
 from hvdweather.config import flag_name
-from hvdweather.errors import ConfigError
+from hvdweather.errors import ConfigError, check_output_dir
 from hvdweather.host import load_average
+from hvdweather.launch import executable, last_log_line, launch
 from hvdweather.runfiles import read_json, read_jsonl
 
 BASELINE = "baseline"  # hvdweather-train's defaults, one process
@@ -119,7 +118,7 @@ class KnobsSpec:
         executable("hvdweather-train")
         if any(VARIANTS[name].processes > 1 for name in plan_variants(self.variants)):
             executable("horovodrun", self.launcher, "--launcher")
-        make_out_dir(self.out, "logs", "runs")
+        check_output_dir(self.out, subdirs=("logs", "runs"))
 
 
 def plan_variants(requested: tuple[str, ...]) -> list[str]:

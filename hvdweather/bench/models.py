@@ -4,7 +4,7 @@
     hvdweather-bench models --image-size 256 --batch-size 32 --steps 2 --repeats 3 --out bench/models
 
 Each measurement is its own process (`python -m hvdweather.bench.models --worker MODEL ... --result FILE`),
-launched like every benchmark run (`hvdweather.bench.launch`): each sets TensorFlow's thread pools and
+launched like every benchmark run (`hvdweather.launch`): each sets TensorFlow's thread pools and
 allocator as a one-process training run does, before its first op, and no model's graphs or allocator
 pool weigh on another's. One process at a time, so memory holds one model: kept alive side by side, the
 six models' processes held about 19 GB at 256 px and batch 32 (EfficientNet-B0 alone 5.5 GB), too much
@@ -34,13 +34,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hvdweather.bench.launch import launch
 from hvdweather.bench.machine import machine_info, write_machine
-from hvdweather.bench.scaling import last_log_line
-from hvdweather.bench.spec import check_train_flags, list_field, make_out_dir
-from hvdweather.errors import ConfigError
+from hvdweather.bench.spec import check_train_flags, list_field
+from hvdweather.errors import ConfigError, check_output_dir
 from hvdweather.geometry import MODEL_GEOMETRY
 from hvdweather.host import load_average
+from hvdweather.launch import last_log_line, launch
 
 NUM_CLASSES = 11  # the WEAPD classes: the head every model gets in training
 PHASES = ("train", "inference")
@@ -74,7 +73,7 @@ class ModelsSpec:
         if not self.timeout_s > 0:
             raise ConfigError(f"--timeout must be > 0 seconds, got {self.timeout_s}")
         if self.out:
-            make_out_dir(self.out, "logs")
+            check_output_dir(self.out, subdirs=("logs",))
 
 
 def bench_command(spec: ModelsSpec) -> str:

@@ -22,9 +22,8 @@ import numpy as np
 from PIL import Image
 
 from hvdweather.bench.machine import machine_info, write_machine
-from hvdweather.bench.spec import make_out_dir
 from hvdweather.data.discovery import DataError, discover, find_unreadable
-from hvdweather.errors import ConfigError
+from hvdweather.errors import ConfigError, check_output_dir
 from hvdweather.host import available_cores
 
 
@@ -46,7 +45,7 @@ class PipelineSpec:
                 raise ConfigError(f"{flag} must be an integer >= {least}, got {value}")
         discover(self.data)  # DataError names --data
         if self.out:
-            make_out_dir(self.out)
+            check_output_dir(self.out)
 
 
 def naive_pil_loop(paths: list[str], image_size: int) -> int:

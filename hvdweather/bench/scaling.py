@@ -33,11 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hvdweather.bench.launch import executable, launch
 from hvdweather.bench.machine import machine_info, write_machine
-from hvdweather.bench.spec import check_train_flags, config_per_worker_batch, list_field, make_out_dir
-from hvdweather.errors import ConfigError
+from hvdweather.bench.spec import check_train_flags, config_per_worker_batch, list_field
+from hvdweather.errors import ConfigError, check_output_dir
 from hvdweather.host import ONEDNN_MODES
+from hvdweather.launch import executable, last_log_line, launch
 from hvdweather.runfiles import read_json, read_jsonl
 
 BASELINE = "single"  # the plain one-process run on all cores
@@ -160,7 +160,7 @@ class ScalingSpec:
         executable("hvdweather-train")
         if "horovod" in self.strategies:
             executable("horovodrun", self.launcher, "--launcher")
-        make_out_dir(self.out, "logs")
+        check_output_dir(self.out, subdirs=("logs",))
 
 
 def plan_runs(spec: ScalingSpec, cores: int) -> list[RunSpec]:
@@ -215,12 +215,6 @@ def check_metrics(rows: list[dict[str, Any]], run: RunSpec, epochs: int, config:
     if batch is not None and batch != run.per_worker_batch_size:
         return f"config.json says per-worker batch {batch}, expected {run.per_worker_batch_size}"
     return ""
-
-
-def last_log_line(log: Path) -> str:
-    """The last non-empty line of a log: usually the one-line error or the traceback's last line."""
-    lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
-    return lines[-1][:300] if lines else ""
 
 
 def cell_line(run: RunSpec, epochs: int) -> dict[str, Any]:

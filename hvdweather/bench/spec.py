@@ -9,7 +9,6 @@ training config itself (`check_train_flags`), so the benchmark and training neve
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from hvdweather.config import TrainConfig
@@ -66,16 +65,6 @@ def check_train_flags(per_worker_batch_size: int, **values: Any) -> TrainConfig:
     names the flag: --epochs, --image-size against the CNN's minimum, ...), before any process starts:
     a run refused at start-up would otherwise cost a launcher and a TensorFlow import per grid cell."""
     return TrainConfig(per_worker_batch_size=per_worker_batch_size, **values)
-
-
-def make_out_dir(out: str | Path, *subdirs: str) -> Path:
-    """Create the benchmark's output folder (and sub-folders) or fail in one line naming --out."""
-    try:
-        for sub in subdirs or ("",):
-            Path(out, sub).mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"--out {out}: not writable ({exc.strerror or exc})") from None
-    return Path(out)
 
 
 def config_per_worker_batch(config_json: dict[str, Any] | None) -> int | None:

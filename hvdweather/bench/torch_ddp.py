@@ -26,6 +26,7 @@ import numpy as np
 
 from hvdweather.data.decode import load_rgb
 from hvdweather.data.discovery import discover
+from hvdweather.data.sharding import shard_of, steps_per_epoch
 from hvdweather.data.split import stratified_split
 from hvdweather.geometry import WEATHER_CNN_BLOCKS
 from hvdweather.host import available_cores, versions
@@ -56,7 +57,7 @@ def load_shard(paths: tuple[str, ...], labels: tuple[int, ...], image_size: int,
     """This rank's files (every world-th, like tf.data's shard) decoded once: uint8 NCHW, int64 labels."""
     import torch
 
-    mine = range(rank, len(paths), world)
+    mine = shard_of(range(len(paths)), world, rank)
     images = np.stack([load_rgb(paths[i], image_size) for i in mine]) if len(mine) else \
         np.zeros((0, image_size, image_size, 3), np.uint8)
     return (torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
@@ -234,7 +235,7 @@ def run(args: argparse.Namespace) -> Path:
     import torch.multiprocessing as mp
 
     split = stratified_split(discover(args.data), VAL_SPLIT, TEST_SPLIT, args.seed)
-    steps = (split.size("train") // args.workers) // args.batch_size  # equal steps on every rank
+    steps = steps_per_epoch(split.size("train"), args.workers, args.batch_size)  # equal on every rank
     if steps < 1:
         raise SystemExit(f"--batch-size {args.batch_size}: a worker's training shard has only "
                          f"{split.size('train') // args.workers} image(s); lower --batch-size")

@@ -7,6 +7,7 @@ processes beat threads (measured in docs/benchmarks.md).
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -65,10 +66,16 @@ def load_rgb(path: str | Path, image_size: int | None = None) -> np.ndarray:
 def check_image(path: str | Path) -> str:
     """Return '' if `path` decodes fully, else a one-line reason (decoded small, so it is cheap)."""
     try:
-        if Path(path).stat().st_size == 0:
-            return "empty file (0 bytes)"
         load_rgb(path, image_size=32)
         return ""
     except Exception as exc:  # Pillow raises many types: UnidentifiedImageError, OSError, SyntaxError...
-        message = str(exc).splitlines()[0] if str(exc) else ""
-        return f"{exc.__class__.__name__}: {message}".strip().rstrip(":")
+        return failure_reason(path, exc)
+
+
+def failure_reason(path: str | Path, exc: Exception) -> str:
+    """One line saying why `path` does not decode (an empty file says so rather than 'cannot identify'):
+    the words of skipped.csv, whether training's check or the EDA found the file bad."""
+    if os.path.exists(path) and os.path.getsize(path) == 0:
+        return "empty file (0 bytes)"
+    message = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{exc.__class__.__name__}: {message}".strip().rstrip(":")

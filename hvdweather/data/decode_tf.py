@@ -19,10 +19,9 @@ import numpy as np
 import tensorflow as tf
 
 from hvdweather.data.decode import check_image, load_rgb
+from hvdweather.data.images import JPEG_MAGIC, PNG_MAGIC
 from hvdweather.host import call_catching_stderr
 
-_JPEG_MAGIC = b"\xff\xd8\xff"
-_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _RATIOS = (1, 2, 4, 8)
 
 
@@ -82,11 +81,11 @@ def _native_or(raw: tf.Tensor, image_size: int, other: Callable[[], tf.Tensor]) 
         return tf.cond(plain, lambda: _jpeg(raw, image_size), other)
 
     def png_or_other() -> tf.Tensor:
-        eight_bit = tf.logical_and(tf.strings.substr(raw, 0, 8) == _PNG_MAGIC, _byte(raw, 24) == b"\x08")
+        eight_bit = tf.logical_and(tf.strings.substr(raw, 0, 8) == PNG_MAGIC, _byte(raw, 24) == b"\x08")
         return tf.cond(eight_bit, lambda: _png(raw, image_size), other)
 
     def by_content() -> tf.Tensor:
-        return tf.cond(tf.strings.substr(raw, 0, 3) == _JPEG_MAGIC, jpeg_or_other, png_or_other)
+        return tf.cond(tf.strings.substr(raw, 0, 3) == JPEG_MAGIC, jpeg_or_other, png_or_other)
 
     image = tf.cond(long_enough, by_content, other)
     image.set_shape((image_size, image_size, 3))

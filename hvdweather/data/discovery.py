@@ -8,11 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hvdweather.data.decode import check_image
+from hvdweather.data.images import is_image_name, is_visible
 from hvdweather.errors import DataError
 
-__all__ = ["IMAGE_EXTENSIONS", "Catalog", "DataError", "discover", "find_unreadable"]
-
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
+__all__ = ["Catalog", "DataError", "discover", "find_unreadable"]
 
 
 @dataclass(frozen=True)
@@ -46,14 +45,6 @@ class Catalog:
                        tuple(self.labels[i] for i in keep), self.ignored)
 
 
-def _is_visible(name: str) -> bool:
-    return not name.startswith((".", "_"))
-
-
-def _is_image(name: str) -> bool:
-    return _is_visible(name) and Path(name).suffix.lower() in IMAGE_EXTENSIONS
-
-
 def discover(root: str | Path, label: str = "--data") -> Catalog:
     """List class folders (sorted) and their image files; hidden and non-image files are ignored.
 
@@ -65,15 +56,15 @@ def discover(root: str | Path, label: str = "--data") -> Catalog:
         raise DataError(f"{where}: directory not found; point it at a folder of class folders")
     if not root.is_dir():
         raise DataError(f"{where}: not a directory; point it at a folder of class folders")
-    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and _is_visible(d.name))
-    top_images = tuple(sorted(str(f) for f in root.iterdir() if f.is_file() and _is_image(f.name)))
+    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and is_visible(d.name))
+    top_images = tuple(sorted(str(f) for f in root.iterdir() if f.is_file() and is_image_name(f.name)))
     nested = [d.name for d in class_dirs if _holds_images_below(d)]
     if nested:
         raise DataError(f"{where}: class folder(s) {_names(nested)} hold sub-folders of images, so {root} "
                         f"looks like a folder of data sets; pass one of them, e.g. {label} {root / nested[0]}")
     paths, labels, names = [], [], []
     for class_dir in class_dirs:
-        files = sorted(str(f) for f in class_dir.iterdir() if f.is_file() and _is_image(f.name))
+        files = sorted(str(f) for f in class_dir.iterdir() if f.is_file() and is_image_name(f.name))
         if files:
             names.append(class_dir.name)
             paths.extend(files)
@@ -89,8 +80,8 @@ def discover(root: str | Path, label: str = "--data") -> Catalog:
 def _holds_images_below(class_dir: Path) -> bool:
     """True if an image lies in a (visible) sub-folder of `class_dir`: a data set, not a class."""
     for dirpath, dirnames, filenames in os.walk(class_dir):
-        dirnames[:] = [d for d in dirnames if _is_visible(d)]
-        if dirpath != str(class_dir) and any(_is_image(name) for name in filenames):
+        dirnames[:] = [d for d in dirnames if is_visible(d)]
+        if dirpath != str(class_dir) and any(is_image_name(name) for name in filenames):
             return True
     return False
 
@@ -102,8 +93,8 @@ def _names(names: list[str], limit: int = 4) -> str:
 def _no_images_message(root: Path, where: str, label: str, top_images: bool) -> str:
     """Say which of the usual mistakes this is: one class folder, or images with no class folders."""
     if top_images:
-        siblings = [d for d in root.resolve().parent.iterdir() if d.is_dir() and _is_visible(d.name)
-                    and any(f.is_file() and _is_image(f.name) for f in d.iterdir())]
+        siblings = [d for d in root.resolve().parent.iterdir() if d.is_dir() and is_visible(d.name)
+                    and any(f.is_file() and is_image_name(f.name) for f in d.iterdir())]
         if len(siblings) >= 2:
             return (f"{where}: holds images but no class folders, like one class folder; "
                     f"pass its parent: {label} {root.resolve().parent}")

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hvdweather.data.fingerprint import file_sha256
+from hvdweather.data.images import IMAGE_EXTENSIONS
 from hvdweather.errors import DataError, OutputError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 MANIFESTS = Path(__file__).parent / "manifests"
 WEAPD_CLASSES = ("dew", "fogsmog", "frost", "glaze", "hail", "lightning", "rain", "rainbow", "rime", "sandstorm",
@@ -50,12 +50,12 @@ class PublicSet:
 def _mwd_class(path: Path) -> str | None:
     """MWD's release is one flat folder; the class is the file name's prefix (cloudy12.jpg)."""
     match = re.fullmatch(r"(cloudy|rain|shine|sunrise)\d+\.\w+", path.name.lower())
-    return match.group(1) if match and path.suffix.lower() in IMAGE_SUFFIXES else None
+    return match.group(1) if match and path.suffix.lower() in IMAGE_EXTENSIONS else None
 
 
 def _weapd_class(path: Path) -> str | None:
     """WEAPD's release has a folder per class: the nearest enclosing folder named after one."""
-    if path.suffix.lower() not in IMAGE_SUFFIXES:
+    if path.suffix.lower() not in IMAGE_EXTENSIONS:
         return None
     return next((p.lower() for p in reversed(path.parent.parts) if p.lower() in WEAPD_CLASSES), None)
 

@@ -21,16 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
+from hvdweather.data.images import FORMAT_OF_EXTENSION, content_format
+
 # pHash bits that may differ for two files to count as the same photo. Measured on MWD's 1,121 files
 # (pairs at 0/2/4/6/8/10/12 bits: 73/44/12/5/5/15/25; the 19 byte-identical groups are at 0): pairs
 # thin out between 4 and 8 bits. 6 is a starting point, not yet checked pair by pair by eye.
 NEAR_DUPLICATE_BITS = 6
 
-# Leading bytes of each format the decoders read: the extension is a name, these are the content.
-_MAGIC = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
-          (b"BM", "BMP"))
-_FORMAT_OF_EXTENSION = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".gif": "GIF", ".bmp": "BMP",
-                        ".webp": "WEBP"}
 
 
 @dataclass(frozen=True)
@@ -70,18 +67,11 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def content_format(head: bytes) -> str:
-    """The format its first bytes say (JPEG, PNG, GIF, BMP, WEBP), or '' when unknown."""
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "WEBP"
-    return next((name for magic, name in _MAGIC if head.startswith(magic)), "")
-
-
 def extension_mismatch(path: str | Path, head: bytes) -> str:
     """The real format (from the file's first bytes, `head`) when the extension names another one
     (a GIF named .jpg), else ''."""
     real = content_format(head)
-    named = _FORMAT_OF_EXTENSION.get(Path(path).suffix.lower(), "")
+    named = FORMAT_OF_EXTENSION.get(Path(path).suffix.lower(), "")
     return real if real and named and real != named else ""
 
 

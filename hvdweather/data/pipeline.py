@@ -15,14 +15,13 @@ import numpy as np
 import tensorflow as tf
 
 from hvdweather.data.decode_tf import decode_image
-from hvdweather.data.sharding import shard_size as shard_size  # re-exported: the pipeline's arithmetic
-from hvdweather.data.sharding import steps_per_epoch as steps_per_epoch
 
 AUTOTUNE = tf.data.AUTOTUNE
 
 
 def sharded_files(paths, labels, shard_count: int = 1, shard_index: int = 0) -> tf.data.Dataset:
-    """(path, label) pairs of this rank's shard: every shard_count-th file, before any shuffle."""
+    """(path, label) pairs of this rank's shard: every shard_count-th file, before any shuffle (the
+    stride rule of `hvdweather.data.sharding.shard_of`, applied by tf.data)."""
     ds = tf.data.Dataset.from_tensor_slices((list(paths), np.asarray(labels, np.int32)))
     return ds.shard(shard_count, shard_index)
 

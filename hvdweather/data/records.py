@@ -30,6 +30,7 @@ import numpy as np
 
 from hvdweather.config import ConfigError
 from hvdweather.data.discovery import Catalog, DataError
+from hvdweather.data.sharding import shard_of
 
 MARKER = "prepared.json"
 FORMAT = "hvdweather-prepared-tfrecord"
@@ -167,7 +168,7 @@ def decoded_records(path: str | Path, paths, image_size: int, shard_count: int =
     stored = read_meta(path)["image_size"]
     if stored != image_size:
         raise ConfigError(f"--image-size {image_size} does not match --data {path}, prepared at {stored}")
-    keys = tf.constant([str(p) for p in list(paths)[shard_index::shard_count]], tf.string)
+    keys = tf.constant([str(p) for p in shard_of(list(paths), shard_count, shard_index)], tf.string)
     mine = tf.lookup.StaticHashTable(
         tf.lookup.KeyValueTensorInitializer(keys, tf.ones(tf.shape(keys), tf.int32)), default_value=0)
     ds = tf.data.TFRecordDataset(shard_files(path)).map(lambda r: _parse(r, image_size),

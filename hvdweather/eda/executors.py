@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from hvdweather.config import ConfigError
+from hvdweather.data.sharding import shard_of
 from hvdweather.host import available_cores, launched_processes, launched_rank, say
 
 EXECUTORS = ("sequential", "multiprocessing", "mpi", "spark")
@@ -180,7 +181,7 @@ class MpiExecutor(SequentialExecutor):
         return value
 
     def map(self, fn: Callable[[Any], T], tasks: Sequence[Any], progress: Progress) -> list[T]:
-        mine = list(tasks)[self.rank::self.size]
+        mine = shard_of(list(tasks), self.size, self.rank)
         progress.total = sum(len(task.index) for task in mine)  # rank 0 shows its own share
         progress.label = f"{progress.label} (rank 0 of {self.size}, its share)"
         try:

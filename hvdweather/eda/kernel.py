@@ -20,14 +20,13 @@ computed once, from those totals.
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
 
-from hvdweather.data.decode import open_rgb
+from hvdweather.data.decode import failure_reason, open_rgb
 from hvdweather.data.fingerprint import file_sha256, perceptual_hash
 
 HIST_BINS = 256
@@ -54,14 +53,6 @@ def pil_channel_histograms(path: str) -> np.ndarray:
     with Image.open(path) as image:
         rgb = image.convert("RGB")
         return np.array([rgb.getchannel(c).histogram() for c in range(3)], dtype=np.int64)
-
-
-def failure_reason(path: str, exc: Exception) -> str:
-    """One line saying why `path` does not decode (an empty file says so rather than 'cannot identify')."""
-    if os.path.exists(path) and os.path.getsize(path) == 0:
-        return "empty file (0 bytes)"
-    message = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{exc.__class__.__name__}: {message}".strip().rstrip(":")
 
 
 @dataclass(frozen=True)

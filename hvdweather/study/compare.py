@@ -16,8 +16,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from hvdweather.bench.spec import make_out_dir
-from hvdweather.errors import ConfigError
+from hvdweather.errors import ConfigError, check_output_dir
 from hvdweather.study.runs import RunRecord, check_comparable, read_run, run_row, varied_settings
 from hvdweather.study.spread import varies_seed, write_seed_summary
 
@@ -144,7 +143,7 @@ def compare_runs(run_dirs: list[str | Path], out: str | Path, target_accuracy: f
     rows, settings = table_rows(records, failed, k, target_accuracy)
     if records:
         check_comparable(records, other_tests_ok=varies_seed(settings))
-    out = make_out_dir(out)
+    out = check_output_dir(out)
     names = columns(settings, k)
     write_csv(rows, names, out / "compare.csv")
     table = markdown_table(rows, names, settings)

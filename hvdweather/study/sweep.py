@@ -12,21 +12,16 @@ hvdweather.study.compare. The SLURM array (jobs/slurm/sweep_array.sbatch) uses -
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shlex
-import signal
-import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hvdweather.bench.launch import BENCH_ENV, executable
-from hvdweather.bench.spec import make_out_dir
 from hvdweather.config import RESUMABLE
-from hvdweather.errors import ConfigError
+from hvdweather.errors import ConfigError, check_output_dir
+from hvdweather.launch import executable, last_log_line, launch
 from hvdweather.runfiles import read_jsonl, run_files_in
 from hvdweather.study.grid import Cell, grid_cells
 
@@ -117,57 +112,16 @@ def run_cell(spec: SweepSpec, study: Path, cell: Cell) -> dict[str, Any]:
     command = train_command(spec, write_cell_config(study, cell), run_dir, state)
     log = study / "logs" / f"{cell.name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    code, wall_s = launch_cell(command, log, spec.cell_timeout_s)
+    code, wall_s = launch(command, log, spec.cell_timeout_s, "--cell-timeout", die_with_parent=True)
     extra = {"run_dir": str(run_dir), "log": str(log), "command": shlex.join(command), "returncode": code,
              "wall_s": round(wall_s, 1), "started_as": state}
     if code != 0:
-        why = "timed out" if code is None else f"exit status {code}: {last_line(log)}"
+        why = "timed out" if code is None else f"exit status {code}: {last_log_line(log)}"
         return record_of(cell, "failed", why, **extra)
     if cell_state(cell, run_dir) != "done":  # e.g. killed while writing its report, then resumed
         return record_of(cell, "failed", f"exit 0 but {run_dir} has no ranks.json (its report was never "
                                          "written); hvdweather-evaluate RUN_DIR writes one", **extra)
     return record_of(cell, "ok", **extra)
-
-
-def _die_with_parent() -> None:
-    """In the cell's launcher before exec: SIGTERM when the sweep dies, even by SIGKILL (Linux prctl
-    PR_SET_PDEATHSIG), so no training outlives its sweep and races the re-run in the same directory;
-    horovodrun and mpirun pass the signal on to their ranks."""
-    import ctypes
-
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
-
-
-def launch_cell(command: list[str], log: Path, timeout_s: float) -> tuple[int | None, float]:
-    """Run a cell with output to `log`: (exit code, or None on timeout; wall seconds). Its own process group,
-    ended on timeout, Ctrl-C or any error here, so ranks never linger (timeout_s 0 = no limit)."""
-    start = time.perf_counter()
-    with log.open("w") as handle:
-        handle.write(f"$ {shlex.join(command)}\n")
-        handle.flush()
-        proc = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, **BENCH_ENV},
-                                start_new_session=True, preexec_fn=_die_with_parent)
-        try:
-            code = proc.wait(timeout=timeout_s or None)
-        except subprocess.TimeoutExpired:
-            code = None
-            handle.write(f"\nkilled after --cell-timeout {timeout_s:g} s\n")
-        finally:
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                if proc.poll() is not None:
-                    break
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, sig)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(timeout=20)
-    return code, time.perf_counter() - start
-
-
-def last_line(log: Path) -> str:
-    """The last non-empty line of a log: the one-line error of a refused run."""
-    lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
-    return lines[-1][:300] if lines else ""
 
 
 def write_study(study: Path, spec: SweepSpec, records: list[dict[str, Any]]) -> None:
@@ -205,7 +159,7 @@ def run_sweep(spec: SweepSpec, dry_run: bool = False) -> list[dict[str, Any]]:
     if dry_run:
         list_cells(spec, cells)
         return []
-    study = make_out_dir(spec.out)
+    study = check_output_dir(spec.out)
     records: list[dict[str, Any]] = []
     for index, cell in enumerate(cells, 1):
         print(f"hvdweather-sweep: cell {index}/{len(cells)} {cell.name} ...", flush=True)
@@ -229,7 +183,7 @@ def prepare_cell(spec: SweepSpec, index: int) -> str:
     if not 0 <= index < len(cells):
         raise ConfigError(f"--prepare-cell {index}: the grid has {len(cells)} cell(s) (0-{len(cells) - 1}); "
                           f"submit with --array=0-{len(cells) - 1}")
-    cell, study = cells[index], make_out_dir(spec.out)
+    cell, study = cells[index], check_output_dir(spec.out)
     if cell.problem:
         raise ConfigError(f"cell {index} ({cell.name}): {cell.problem}")
     run_dir = study / cell.name
@@ -257,6 +211,6 @@ def collect_study(spec: SweepSpec) -> list[dict[str, Any]]:
                    else "not finished: the task is queued, running, was cancelled or killed") if job else \
                 "no run: the array task never started (check --array)"
             records.append(record_of(cell, "failed", why, run_dir=str(run_dir)))
-    write_study(make_out_dir(study), spec, records)
+    write_study(check_output_dir(study), spec, records)
     compare_study(study, spec, records)
     return records

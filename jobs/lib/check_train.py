@@ -7,12 +7,12 @@ the data set by the package's own reader, and the split is the one training make
 seed). Prints "IMAGES CLASSES TRAIN_IMAGES", or exits 2 with one line: training's own error for a bad
 flag or data set, or the batch check below.
 
-The batch check is training's (`make_plan` in hvdweather/train.py): every one of WORKERS workers must get
-a whole per-worker batch from its shard of the TRAINING images, so WORKERS x batch <= TRAIN_IMAGES
-((n // w) // b >= 1 is n >= w * b for whole numbers; the same holds for one mirrored process with WORKERS
-replicas). The job counts the training images before any file is decoded, so duplicate groups and
-unreadable files, which training removes after its scan, can make training refuse a batch this check
-let through; never the other way round.
+The batch check is training's (`hvdweather.data.sharding.steps_per_epoch`, which `make_plan` uses):
+every one of WORKERS workers must get a whole per-worker batch from its shard of the TRAINING images,
+so WORKERS x batch <= TRAIN_IMAGES (the same holds for one mirrored process with WORKERS replicas).
+The job counts the training images before any file is decoded, so duplicate groups and unreadable
+files, which training removes after its scan, can make training refuse a batch this check let
+through; never the other way round.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ import sys
 import click
 
 from hvdweather.cli import train_command, train_config
+from hvdweather.data.sharding import steps_per_epoch
 from hvdweather.data.source import open_source
 from hvdweather.data.split import stratified_split
 from hvdweather.errors import INPUT_ERRORS
@@ -42,12 +43,12 @@ def training_images(workers: int, args: list[str]) -> tuple[int, int, int]:
     catalog = open_source(cfg.data, cfg.image_size).catalog
     n_train = len(stratified_split(catalog, cfg.val_split, cfg.test_split, cfg.seed).paths["train"])
     batch, passes = cfg.per_worker_batch_size, cfg.backward_passes_per_step
-    if workers * batch > n_train:
+    steps = steps_per_epoch(n_train, workers, batch)  # one process per worker; the same count mirrored
+    if steps < 1:
         raise BatchError(f"impossible task count: {workers} workers x per-worker batch {batch} = {workers * batch} "
                          f"images per step, but --data {cfg.data} leaves only {n_train} training images "
                          f"({len(catalog.paths)} images less --val-split {cfg.val_split} and --test-split "
                          f"{cfg.test_split}); use fewer tasks or a smaller --batch-size")
-    steps = n_train // (workers * batch)
     if steps < passes:  # training's words (make_plan)
         raise BatchError(f"--backward-passes-per-step {passes}: an epoch has only {steps} batch(es) per worker")
     return len(catalog.paths), len(catalog.class_names), n_train
