@@ -1,6 +1,8 @@
 """The Keras EfficientNet-Lite0 with the packaged ImageNet weights computes what the PyTorch original does."""
 from __future__ import annotations
 
+import socket
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -57,7 +59,14 @@ def test_real_photos_get_the_same_top5_and_the_right_classes(networks):
     assert top5[1, 0] in (442, 449, 663, 698)  # bell cote, boathouse, monastery, palace
 
 
-def test_imagenet_weights_fill_the_backbone_and_leave_a_fresh_head():
+def _no_network(*args, **kwargs):
+    raise AssertionError("a network connection was attempted: ImageNet weights must come from the package")
+
+
+def test_imagenet_weights_fill_the_backbone_and_leave_a_fresh_head(monkeypatch):
+    """With every socket connection failing, so nothing can be downloaded on the way."""
+    monkeypatch.setattr(socket.socket, "connect", _no_network)
+    monkeypatch.setattr(socket, "create_connection", _no_network)
     model = create_model("efficientnet_lite0", 4, 64, weights="imagenet")
     state = pretrained.imagenet_state_dict()
     stem = model.get_layer("backbone").get_layer("conv_stem").kernel.numpy()
