@@ -652,6 +652,13 @@ def predict_command(model: str, images: tuple[str, ...], out: str, top_k: int, b
                     grid: str, threads_per_worker: int) -> None:
     """Class probabilities for IMAGES (files and/or folders, searched recursively) with MODEL (a run
     directory, or a .keras file in one). Run alone, or as `horovodrun -np N hvdweather-predict ...`."""
+    from hvdweather.runmodel import check_out_file, check_top_k, find_images, resolve_model
+
+    check_top_k(top_k, resolve_model(model, checkpoint).class_names)  # before TensorFlow loads: errors in ~1 s
+    find_images(images)
+    check_out_file(out)
+    if grid:
+        check_out_file(grid, "--grid")
     from hvdweather.predict import run_predict
 
     run_predict(model, list(images), out, top_k, batch_size, checkpoint, grid, threads_per_worker)
@@ -675,6 +682,9 @@ def evaluate_command(run_dir: str, checkpoint: str, data: str, data_root: str, o
                      threads_per_worker: int) -> None:
     """Re-evaluate a run: classification report, confusion matrix, top-k accuracy, misclassified.png,
     examples.png and predictions.csv. Run alone, or under horovodrun / mpirun."""
+    from hvdweather.runmodel import check_run_dir
+
+    check_run_dir(run_dir, checkpoint)  # before TensorFlow loads: a wrong RUN_DIR is an error in ~1 s
     from hvdweather.predict import run_evaluate
 
     run_evaluate(run_dir, checkpoint, data, out, batch_size or 0, threads_per_worker, data_root)
@@ -688,6 +698,11 @@ def evaluate_command(run_dir: str, checkpoint: str, data: str, data_root: str, o
 @onednn_option()
 def export_command(run_dir: str, out: str, checkpoint: str) -> None:
     """A TF SavedModel for TF Serving: encoded JPEG/PNG bytes in, class probabilities and names out."""
+    from hvdweather.errors import check_output_dir
+    from hvdweather.runmodel import check_run_dir
+
+    check_run_dir(run_dir, checkpoint)  # before TensorFlow loads: errors in ~1 s
+    check_output_dir(out)
     from hvdweather.export import run_export
 
     run_export(run_dir, out, checkpoint)
