@@ -19,7 +19,15 @@ from pathlib import Path
 
 import click
 
-from hvdweather.config import CHOICES, ConfigError, TrainConfig, load_config_file, make_config, resume_config
+from hvdweather.config import (
+    CHOICES,
+    ConfigError,
+    TrainConfig,
+    load_config_file,
+    make_config,
+    resumable_flags,
+    resume_config,
+)
 from hvdweather.errors import INPUT_ERRORS
 from hvdweather.geometry import WEATHER_CNN_MIN_IMAGE_SIZE
 from hvdweather.host import ONEDNN_MODES, apply_onednn, launched_rank, say, under_launcher
@@ -145,8 +153,8 @@ def experiment_options(command: Callable) -> Callable:
 @click.option("--overwrite/--no-overwrite", default=None, help="Replace the run that --out already holds "
               "(its files are removed first). [default: refuse]")
 @click.option("--resume/--no-resume", default=None, help="Continue the run in --out with its own config.json "
-              "and split; only --epochs, --verbose, --threads-per-worker, --cache-dir and --horovod-timeline "
-              "may change, and --data where the data set moved. [default: off]")
+              f"and split; only {resumable_flags()} may change, and --data where the data set moved. "
+              "[default: off]")
 @click.option("--strategy", type=click.Choice(["horovod", "mirrored"]),
               help="horovod: one process per worker (launch with horovodrun/mpirun); mirrored: "
                    f"one process with --replicas replicas. [default: {_D.strategy}]")
