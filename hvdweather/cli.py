@@ -31,6 +31,7 @@ from hvdweather.config import (
 from hvdweather.errors import INPUT_ERRORS
 from hvdweather.geometry import WEATHER_CNN_MIN_IMAGE_SIZE
 from hvdweather.host import ONEDNN_MODES, apply_onednn, launched_rank, say, under_launcher
+from hvdweather.runmodel import CHECKPOINTS
 
 _D = TrainConfig()  # defaults shown in --help
 
@@ -448,7 +449,7 @@ def bench_layers_command(onednn: str, repeats: int, batch: int, image_size: int,
 
 @bench_group.command("inference")
 @click.argument("model", type=click.Path())
-@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
+@click.option("--checkpoint", type=click.Choice(CHECKPOINTS), default="best", show_default=True)
 @click.option("--batch-sizes", default="1,8,32,128", show_default=True, help="Comma-separated batch sizes.")
 @click.option("--threads", default="1,all", show_default=True,
               help="Comma-separated TensorFlow thread counts, each timed in its own process; all = every core.")
@@ -635,7 +636,7 @@ def prepare_command(data: str, out: str, image_size: int, executor: str | None, 
 
 
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-_CHECKPOINT = click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True,
+_CHECKPOINT = click.option("--checkpoint", type=click.Choice(CHECKPOINTS), default="best", show_default=True,
                            help="Which of the run's checkpoints: best (lowest val loss) or last.")
 _THREADS = click.option("--threads-per-worker", type=click.IntRange(min=0), default=0, show_default=True,
                         help="TensorFlow threads per process; 0 = cores on the node / its processes. "
