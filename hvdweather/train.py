@@ -1,4 +1,5 @@
-"""Train the weather CNN on one process, under Horovod, or under MirroredStrategy.
+"""Train a model of the zoo (the weather CNN by default) on one process, under Horovod, or under
+MirroredStrategy.
 
     horovodrun -np 4 hvdweather-train --data DIR --out RUN   # or: mpirun -np 4 hvdweather-train ...
     hvdweather-train --strategy mirrored --replicas 2 --data DIR --out RUN
