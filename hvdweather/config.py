@@ -347,9 +347,7 @@ def resume_config(run_config: dict[str, Any], given: TrainConfig, given_names: s
     another folder (the data set moved); training then checks that it holds the split's files. Any other
     difference is an error naming it, because it would change what the continued run computes."""
     source = f"--resume: {Path(given.out) / 'config.json'}"
-    base = _field_names({k: v for k, v in run_config.items() if k != "batch_size"}
-                        | ({"per_worker_batch_size": run_config["batch_size"]} if "batch_size" in run_config else {}),
-                        source)
+    base = _field_names(run_config, source)
     for name in sorted(given_names - RESUMABLE - {"data"}):  # --data: the data set moved; its files are checked
         ours, theirs = getattr(given, name), base.get(name, getattr(TrainConfig(), name))
         if ours != theirs:

@@ -41,12 +41,14 @@ def resolve_model(model: str | Path, checkpoint: str = "best", label: str = "MOD
         raise DataError(f"{label} {path}: no {keras_file.name} in it; pass a run directory written by "
                         "hvdweather-train, or --checkpoint last if only last.keras exists")
     record = read_json(run_dir / "config.json")
-    if not record or "class_names" not in record or "image_size" not in record.get("config", {}):
-        raise DataError(f"{label} {path}: {run_dir / 'config.json'} is missing or has no class_names/image_size; "
-                        "keep the run's config.json next to its .keras files")
+    needed = ("image_size", "per_worker_batch_size")
+    if not record or "class_names" not in record or any(k not in record.get("config", {}) for k in needed):
+        raise DataError(f"{label} {path}: {run_dir / 'config.json'} is missing or has no class_names, "
+                        "image_size or per_worker_batch_size; keep the run's config.json (written by "
+                        "hvdweather-train 0.1) next to its .keras files")
     cfg = record["config"]
     return RunModel(keras_file, tuple(record["class_names"]), int(cfg["image_size"]),
-                    int(cfg.get("per_worker_batch_size", 32)))
+                    int(cfg["per_worker_batch_size"]))
 
 
 def find_images(inputs: list[str] | tuple[str, ...], label: str = "IMAGES") -> list[str]:

@@ -51,6 +51,11 @@ def test_a_run_directory_resolves_to_its_checkpoint_and_facts(fake_run):
         check_run_dir(fake_run, "last")
     with pytest.raises(DataError, match="not a directory"):
         check_run_dir(fake_run / "best.keras")
+    record = json.loads((fake_run / "config.json").read_text())
+    del record["config"]["per_worker_batch_size"]  # a config.json from before the batch was per worker
+    (fake_run / "config.json").write_text(json.dumps(record))
+    with pytest.raises(DataError, match="has no class_names, image_size or per_worker_batch_size"):
+        resolve_model(fake_run)
 
 
 @pytest.mark.timeout(300)
