@@ -563,32 +563,22 @@ _WORKERS_HELP = ("multiprocessing: pool processes [default: all cores]; mpi: ran
 
 
 def _executor_options(prog: str) -> Callable[[Callable], Callable]:
-    """--executor (how the EDA / prepare work is spread over processes) and --workers; --backend is the
-    flag's old name, kept hidden so existing scripts and job files still run."""
+    """--executor (how the EDA / prepare work is spread over processes), --workers and --spark-master."""
     def decorate(command: Callable) -> Callable:
         command = click.option("--spark-master", default=None, metavar="URL",
                                help="--executor spark only: Spark master URL, e.g. spark://head:7077 or "
                                     "local[4]. [default: local[--workers]]")(command)
         command = click.option("--workers", type=click.IntRange(min=1), default=None, help=_WORKERS_HELP)(command)
-        command = click.option("--backend", "old_backend", type=click.Choice(_EXECUTORS), default=None,
-                               hidden=True, help="Old name of --executor.")(command)
-        return click.option("--executor", type=click.Choice(_EXECUTORS), default=None,
+        return click.option("--executor", type=click.Choice(_EXECUTORS), default="sequential", show_default=True,
                             help=f"How the images are spread over CPU processes. mpi: launch as `mpirun -np N "
-                                 f"{prog} DATA --out DIR --executor mpi`. [default: sequential]")(command)
+                                 f"{prog} DATA --out DIR --executor mpi`.")(command)
     return decorate
 
 
-def _make_executor(executor: str | None, old_backend: str | None, workers: int | None,
-                   spark_master: str | None = None):
-    """The executor named by --executor, or by its old name --backend (the two must agree when both are given)."""
-    from hvdweather.eda.executors import make_executor, note_once
+def _make_executor(executor: str, workers: int | None, spark_master: str | None = None):
+    from hvdweather.eda.executors import make_executor
 
-    if old_backend is not None and executor is not None and old_backend != executor:
-        raise click.UsageError(f"--executor {executor} and --backend {old_backend} disagree; --backend is the "
-                               "old name of --executor: pass only --executor")
-    if old_backend is not None:
-        note_once("note: --backend is now called --executor; --backend still works")
-    return make_executor(executor or old_backend or "sequential", workers, spark_master)
+    return make_executor(executor, workers, spark_master)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -601,13 +591,13 @@ def _make_executor(executor: str | None, old_backend: str | None, workers: int |
               "[default: when stderr is a terminal]")
 @click.option("--duplicates/--no-duplicates", default=True, show_default=True,
               help="Hash every file (SHA-256, pHash): duplicates.csv, near_duplicates.csv/.png.")
-def eda_command(data: str, out: str, executor: str | None, old_backend: str | None, workers: int | None,
+def eda_command(data: str, out: str, executor: str, workers: int | None,
                 spark_master: str | None, plots: bool, progress: bool | None, duplicates: bool) -> None:
     """Per-class RGB histograms, counts, sizes, formats and mean/std of the class folders in DATA, and
     its exact and near duplicates."""
     from hvdweather.eda.analyse import run_eda
 
-    run_eda(data, out, _make_executor(executor, old_backend, workers, spark_master), plots,
+    run_eda(data, out, _make_executor(executor, workers, spark_master), plots,
             sys.stderr.isatty() if progress is None else progress, duplicates)
 
 
@@ -616,21 +606,21 @@ def eda_command(data: str, out: str, executor: str | None, old_backend: str | No
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Prepared directory: TFRecord shards, prepared.json, images.csv, classes.txt, skipped.csv.")
 @click.option("--image-size", type=int, default=256, show_default=True,
-              help=f"Images are stored resized to this square; train with the same --image-size (the weather "
-                   f"CNN needs >= {WEATHER_CNN_MIN_IMAGE_SIZE}).")
+              help="Images are stored resized to this square; train with the same --image-size (each "
+                   "model's smallest size applies: the weather CNN's is "
+                   f"{WEATHER_CNN_MIN_IMAGE_SIZE}, the zoo's 32-64).")
 @_executor_options("hvdweather-prepare")
 @click.option("--images-per-shard", type=click.IntRange(min=1), default=256, show_default=True,
               help="Target shard size; the shard count is rounded up to a multiple of the workers.")
 @click.option("--progress/--no-progress", default=None, help="Progress line on stderr. "
               "[default: when stderr is a terminal]")
 @onednn_option()
-def prepare_command(data: str, out: str, image_size: int, executor: str | None, old_backend: str | None,
-                    workers: int | None, spark_master: str | None, images_per_shard: int,
-                    progress: bool | None) -> None:
+def prepare_command(data: str, out: str, image_size: int, executor: str, workers: int | None,
+                    spark_master: str | None, images_per_shard: int, progress: bool | None) -> None:
     """Decode, convert to RGB and resize every image of DATA once, into sharded TFRecords."""
     from hvdweather.data.prepare import run_prepare
 
-    run_prepare(data, out, image_size, _make_executor(executor, old_backend, workers, spark_master),
+    run_prepare(data, out, image_size, _make_executor(executor, workers, spark_master),
                 images_per_shard,
                 sys.stderr.isatty() if progress is None else progress)
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from hvdweather.config import ConfigError
 from hvdweather.data.sharding import shard_of
-from hvdweather.host import available_cores, launched_processes, launched_rank, say
+from hvdweather.host import available_cores, launched_processes, say
 
 EXECUTORS = ("sequential", "multiprocessing", "mpi", "spark")
 CHUNKS_PER_WORKER = 8  # enough that the last chunks leave little idle time, few enough to be cheap
@@ -135,12 +135,6 @@ class MultiprocessingExecutor(SequentialExecutor):
 def launched_by_mpirun() -> bool:
     """True when an MPI launcher started this process (OpenMPI, MPICH/Hydra, Slurm's PMI)."""
     return any(name in os.environ for name in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"))
-
-
-def note_once(message: str) -> None:
-    """Print `message` to stderr on the launcher's first rank only (before MPI is initialised)."""
-    if launched_rank() == 0:
-        say(message, sys.stderr)
 
 
 class MpiExecutor(SequentialExecutor):
