@@ -17,7 +17,8 @@ from hvdweather.data import records
 from hvdweather.data.decode import load_rgb, open_rgb
 from hvdweather.data.discovery import discover
 from hvdweather.eda.analyse import channel_moments, chunk_tasks, run_eda
-from hvdweather.eda.executors import MultiprocessingExecutor, SequentialExecutor, balanced_chunks
+from hvdweather.eda.executor import SequentialExecutor, balanced_chunks
+from hvdweather.eda.executors import MultiprocessingExecutor
 from hvdweather.eda.kernel import (
     analyse_chunk,
     bincount_histograms,

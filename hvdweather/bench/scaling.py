@@ -34,13 +34,12 @@ from pathlib import Path
 from typing import Any
 
 from hvdweather.bench.machine import machine_info, write_machine
+from hvdweather.bench.scaling_report import BASELINE, write_outputs
 from hvdweather.bench.spec import check_train_flags, config_per_worker_batch, list_field
 from hvdweather.errors import ConfigError, check_output_dir
 from hvdweather.host import ONEDNN_MODES
 from hvdweather.launch import executable, last_log_line, launch
 from hvdweather.runfiles import first_epoch_reaching, median_after_first, read_json, read_jsonl, timed_epochs
-
-BASELINE = "single"  # the plain one-process run on all cores
 
 
 @dataclass(frozen=True)
@@ -265,8 +264,6 @@ def execute_run(spec: ScalingSpec, run: RunSpec, cores: int) -> dict[str, Any]:
 
 def run_scaling(spec: ScalingSpec) -> list[dict[str, Any]]:
     """Run every combination one after another, write all outputs, print the tables."""
-    from hvdweather.bench.scaling_report import write_outputs
-
     spec.check()
     machine = machine_info()
     out = Path(spec.out)

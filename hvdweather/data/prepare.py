@@ -25,7 +25,7 @@ from hvdweather.data import records
 from hvdweather.data.discovery import Catalog
 from hvdweather.data.fingerprint import file_sha256
 from hvdweather.eda.analyse import list_images, run_facts
-from hvdweather.eda.executors import SequentialExecutor, balanced_chunks
+from hvdweather.eda.executor import SequentialExecutor, balanced_chunks
 from hvdweather.errors import ConfigError
 from hvdweather.geometry import MODEL_GEOMETRY, WEATHER_CNN_MIN_IMAGE_SIZE
 
