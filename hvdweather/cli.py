@@ -214,9 +214,14 @@ def train_command(config_file: str | None, no_augment: bool | None = None, **fla
 
     try:
         source = check_inputs(cfg)  # before TensorFlow loads: a wrong --data, --out or batch fails in a second
-        from hvdweather.train import train
+        if cfg.elastic:
+            from hvdweather.elastic import train_elastic
 
-        train(cfg, source, saved.told)
+            train_elastic(cfg, source)
+        else:
+            from hvdweather.train import train
+
+            train(cfg, source, saved.told)
     except KeyboardInterrupt:  # Ctrl-C: say what is saved and how to go on, not just "aborted"
         raise Interrupted(saved.note() if launched_rank() == 0 else "") from None
     finally:
