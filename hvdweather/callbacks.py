@@ -1,8 +1,10 @@
 """The training callbacks that are not distributed code: LR warm-up, per-epoch metrics, checkpoints,
 and the progress log. They write through a RunWriter, so none of them tests the rank.
 
-Order in fit (Horovod's): broadcast, metric averaging (distributed.py), then LinearWarmup, then the
-readers of averaged metrics: EpochMetrics, Checkpoints, ProgressLog.
+Order in fit (train.py): the backend's own (under Horovod, distributed.py's metric averaging and
+BatchNorm averaging; rank 0's start is broadcast before the first step, not by a callback), the LR
+callbacks, then the readers of averaged metrics: EpochMetrics, Checkpoints, EarlyStop, TensorBoardLog,
+ProgressLog.
 """
 from __future__ import annotations
 

@@ -19,10 +19,19 @@ from pathlib import Path
 
 import click
 
-from hvdweather.config import CHOICES, ConfigError, TrainConfig, load_config_file, make_config, resume_config
+from hvdweather.config import (
+    CHOICES,
+    ConfigError,
+    TrainConfig,
+    load_config_file,
+    make_config,
+    resumable_flags,
+    resume_config,
+)
 from hvdweather.errors import INPUT_ERRORS
 from hvdweather.geometry import WEATHER_CNN_MIN_IMAGE_SIZE
 from hvdweather.host import ONEDNN_MODES, apply_onednn, launched_rank, say, under_launcher
+from hvdweather.runmodel import CHECKPOINTS
 
 _D = TrainConfig()  # defaults shown in --help
 
@@ -145,8 +154,8 @@ def experiment_options(command: Callable) -> Callable:
 @click.option("--overwrite/--no-overwrite", default=None, help="Replace the run that --out already holds "
               "(its files are removed first). [default: refuse]")
 @click.option("--resume/--no-resume", default=None, help="Continue the run in --out with its own config.json "
-              "and split; only --epochs, --verbose, --threads-per-worker, --cache-dir and --horovod-timeline "
-              "may change, and --data where the data set moved. [default: off]")
+              f"and split; only {resumable_flags()} may change, and --data where the data set moved. "
+              "[default: off]")
 @click.option("--strategy", type=click.Choice(["horovod", "mirrored"]),
               help="horovod: one process per worker (launch with horovodrun/mpirun); mirrored: "
                    f"one process with --replicas replicas. [default: {_D.strategy}]")
@@ -205,9 +214,14 @@ def train_command(config_file: str | None, no_augment: bool | None = None, **fla
 
     try:
         source = check_inputs(cfg)  # before TensorFlow loads: a wrong --data, --out or batch fails in a second
-        from hvdweather.train import train
+        if cfg.elastic:
+            from hvdweather.elastic import train_elastic
 
-        train(cfg, source, saved.told)
+            train_elastic(cfg, source)
+        else:
+            from hvdweather.train import train
+
+            train(cfg, source, saved.told)
     except KeyboardInterrupt:  # Ctrl-C: say what is saved and how to go on, not just "aborted"
         raise Interrupted(saved.note() if launched_rank() == 0 else "") from None
     finally:
@@ -440,7 +454,7 @@ def bench_layers_command(onednn: str, repeats: int, batch: int, image_size: int,
 
 @bench_group.command("inference")
 @click.argument("model", type=click.Path())
-@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
+@click.option("--checkpoint", type=click.Choice(CHECKPOINTS), default="best", show_default=True)
 @click.option("--batch-sizes", default="1,8,32,128", show_default=True, help="Comma-separated batch sizes.")
 @click.option("--threads", default="1,all", show_default=True,
               help="Comma-separated TensorFlow thread counts, each timed in its own process; all = every core.")
@@ -554,32 +568,22 @@ _WORKERS_HELP = ("multiprocessing: pool processes [default: all cores]; mpi: ran
 
 
 def _executor_options(prog: str) -> Callable[[Callable], Callable]:
-    """--executor (how the EDA / prepare work is spread over processes) and --workers; --backend is the
-    flag's old name, kept hidden so existing scripts and job files still run."""
+    """--executor (how the EDA / prepare work is spread over processes), --workers and --spark-master."""
     def decorate(command: Callable) -> Callable:
         command = click.option("--spark-master", default=None, metavar="URL",
                                help="--executor spark only: Spark master URL, e.g. spark://head:7077 or "
                                     "local[4]. [default: local[--workers]]")(command)
         command = click.option("--workers", type=click.IntRange(min=1), default=None, help=_WORKERS_HELP)(command)
-        command = click.option("--backend", "old_backend", type=click.Choice(_EXECUTORS), default=None,
-                               hidden=True, help="Old name of --executor.")(command)
-        return click.option("--executor", type=click.Choice(_EXECUTORS), default=None,
+        return click.option("--executor", type=click.Choice(_EXECUTORS), default="sequential", show_default=True,
                             help=f"How the images are spread over CPU processes. mpi: launch as `mpirun -np N "
-                                 f"{prog} DATA --out DIR --executor mpi`. [default: sequential]")(command)
+                                 f"{prog} DATA --out DIR --executor mpi`.")(command)
     return decorate
 
 
-def _make_executor(executor: str | None, old_backend: str | None, workers: int | None,
-                   spark_master: str | None = None):
-    """The executor named by --executor, or by its old name --backend (the two must agree when both are given)."""
-    from hvdweather.eda.executors import make_executor, note_once
+def _make_executor(executor: str, workers: int | None, spark_master: str | None = None):
+    from hvdweather.eda.executors import make_executor
 
-    if old_backend is not None and executor is not None and old_backend != executor:
-        raise click.UsageError(f"--executor {executor} and --backend {old_backend} disagree; --backend is the "
-                               "old name of --executor: pass only --executor")
-    if old_backend is not None:
-        note_once("note: --backend is now called --executor; --backend still works")
-    return make_executor(executor or old_backend or "sequential", workers, spark_master)
+    return make_executor(executor, workers, spark_master)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -592,13 +596,13 @@ def _make_executor(executor: str | None, old_backend: str | None, workers: int |
               "[default: when stderr is a terminal]")
 @click.option("--duplicates/--no-duplicates", default=True, show_default=True,
               help="Hash every file (SHA-256, pHash): duplicates.csv, near_duplicates.csv/.png.")
-def eda_command(data: str, out: str, executor: str | None, old_backend: str | None, workers: int | None,
+def eda_command(data: str, out: str, executor: str, workers: int | None,
                 spark_master: str | None, plots: bool, progress: bool | None, duplicates: bool) -> None:
     """Per-class RGB histograms, counts, sizes, formats and mean/std of the class folders in DATA, and
     its exact and near duplicates."""
     from hvdweather.eda.analyse import run_eda
 
-    run_eda(data, out, _make_executor(executor, old_backend, workers, spark_master), plots,
+    run_eda(data, out, _make_executor(executor, workers, spark_master), plots,
             sys.stderr.isatty() if progress is None else progress, duplicates)
 
 
@@ -607,27 +611,27 @@ def eda_command(data: str, out: str, executor: str | None, old_backend: str | No
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Prepared directory: TFRecord shards, prepared.json, images.csv, classes.txt, skipped.csv.")
 @click.option("--image-size", type=int, default=256, show_default=True,
-              help=f"Images are stored resized to this square; train with the same --image-size (the weather "
-                   f"CNN needs >= {WEATHER_CNN_MIN_IMAGE_SIZE}).")
+              help="Images are stored resized to this square; train with the same --image-size (each "
+                   "model's smallest size applies: the weather CNN's is "
+                   f"{WEATHER_CNN_MIN_IMAGE_SIZE}, the zoo's 32-64).")
 @_executor_options("hvdweather-prepare")
 @click.option("--images-per-shard", type=click.IntRange(min=1), default=256, show_default=True,
               help="Target shard size; the shard count is rounded up to a multiple of the workers.")
 @click.option("--progress/--no-progress", default=None, help="Progress line on stderr. "
               "[default: when stderr is a terminal]")
 @onednn_option()
-def prepare_command(data: str, out: str, image_size: int, executor: str | None, old_backend: str | None,
-                    workers: int | None, spark_master: str | None, images_per_shard: int,
-                    progress: bool | None) -> None:
+def prepare_command(data: str, out: str, image_size: int, executor: str, workers: int | None,
+                    spark_master: str | None, images_per_shard: int, progress: bool | None) -> None:
     """Decode, convert to RGB and resize every image of DATA once, into sharded TFRecords."""
     from hvdweather.data.prepare import run_prepare
 
-    run_prepare(data, out, image_size, _make_executor(executor, old_backend, workers, spark_master),
+    run_prepare(data, out, image_size, _make_executor(executor, workers, spark_master),
                 images_per_shard,
                 sys.stderr.isatty() if progress is None else progress)
 
 
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-_CHECKPOINT = click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True,
+_CHECKPOINT = click.option("--checkpoint", type=click.Choice(CHECKPOINTS), default="best", show_default=True,
                            help="Which of the run's checkpoints: best (lowest val loss) or last.")
 _THREADS = click.option("--threads-per-worker", type=click.IntRange(min=0), default=0, show_default=True,
                         help="TensorFlow threads per process; 0 = cores on the node / its processes. "
@@ -652,6 +656,13 @@ def predict_command(model: str, images: tuple[str, ...], out: str, top_k: int, b
                     grid: str, threads_per_worker: int) -> None:
     """Class probabilities for IMAGES (files and/or folders, searched recursively) with MODEL (a run
     directory, or a .keras file in one). Run alone, or as `horovodrun -np N hvdweather-predict ...`."""
+    from hvdweather.runmodel import check_out_file, check_top_k, find_images, resolve_model
+
+    check_top_k(top_k, resolve_model(model, checkpoint).class_names)  # before TensorFlow loads: errors in ~1 s
+    find_images(images)
+    check_out_file(out)
+    if grid:
+        check_out_file(grid, "--grid")
     from hvdweather.predict import run_predict
 
     run_predict(model, list(images), out, top_k, batch_size, checkpoint, grid, threads_per_worker)
@@ -675,6 +686,9 @@ def evaluate_command(run_dir: str, checkpoint: str, data: str, data_root: str, o
                      threads_per_worker: int) -> None:
     """Re-evaluate a run: classification report, confusion matrix, top-k accuracy, misclassified.png,
     examples.png and predictions.csv. Run alone, or under horovodrun / mpirun."""
+    from hvdweather.runmodel import check_run_dir
+
+    check_run_dir(run_dir, checkpoint)  # before TensorFlow loads: a wrong RUN_DIR is an error in ~1 s
     from hvdweather.predict import run_evaluate
 
     run_evaluate(run_dir, checkpoint, data, out, batch_size or 0, threads_per_worker, data_root)
@@ -688,6 +702,11 @@ def evaluate_command(run_dir: str, checkpoint: str, data: str, data_root: str, o
 @onednn_option()
 def export_command(run_dir: str, out: str, checkpoint: str) -> None:
     """A TF SavedModel for TF Serving: encoded JPEG/PNG bytes in, class probabilities and names out."""
+    from hvdweather.errors import check_output_dir
+    from hvdweather.runmodel import check_run_dir
+
+    check_run_dir(run_dir, checkpoint)  # before TensorFlow loads: errors in ~1 s
+    check_output_dir(out)
     from hvdweather.export import run_export
 
     run_export(run_dir, out, checkpoint)

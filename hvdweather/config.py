@@ -98,15 +98,23 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model": tuple(MODEL_GEOMETRY), "precision": ("auto", "float32", "bfloat16")}
 AUGMENT_OF_BOOL = {True: "standard", False: "none"}
 HOROVOD_ONLY = ("fp16_allreduce", "adasum", "autotune", "autotune_log", "backward_passes_per_step", "elastic")
-# What may differ when a run is resumed: nothing here changes what the run computes.
-RESUMABLE = frozenset({"epochs", "verbose", "resume", "overwrite", "threads_per_worker", "horovod_timeline",
-                       "cache_dir", "out", "tensorboard"})
+# What --resume may change, in the order help, errors and the README name them: nothing here changes
+# what the run computes. LAUNCH_FIELDS describe the launch itself, not the run.
+RESUMABLE_FIELDS = ("epochs", "verbose", "threads_per_worker", "cache_dir", "horovod_timeline", "tensorboard")
+LAUNCH_FIELDS = ("resume", "out", "overwrite")
+RESUMABLE = frozenset(RESUMABLE_FIELDS + LAUNCH_FIELDS)
 _TYPE_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}
 
 
 def flag_name(field: str) -> str:
     """The command-line flag of a config field, with its dashes: per_worker_batch_size -> --batch-size."""
     return "--" + _FLAGS.get(field, field.replace("_", "-"))
+
+
+def resumable_flags() -> str:
+    """The flags --resume may change, as one phrase ("--epochs, ... and --tensorboard") for help and errors."""
+    flags = [flag_name(name) for name in RESUMABLE_FIELDS]
+    return ", ".join(flags[:-1]) + " and " + flags[-1]
 
 
 def _type_error(name: str, value: Any) -> str | None:
@@ -339,16 +347,13 @@ def resume_config(run_config: dict[str, Any], given: TrainConfig, given_names: s
     another folder (the data set moved); training then checks that it holds the split's files. Any other
     difference is an error naming it, because it would change what the continued run computes."""
     source = f"--resume: {Path(given.out) / 'config.json'}"
-    base = _field_names({k: v for k, v in run_config.items() if k != "batch_size"}
-                        | ({"per_worker_batch_size": run_config["batch_size"]} if "batch_size" in run_config else {}),
-                        source)
+    base = _field_names(run_config, source)
     for name in sorted(given_names - RESUMABLE - {"data"}):  # --data: the data set moved; its files are checked
         ours, theirs = getattr(given, name), base.get(name, getattr(TrainConfig(), name))
         if ours != theirs:
             raise ConfigError(f"--resume: {flag_name(name)} {ours} differs from the run's {theirs} "
-                              f"({Path(given.out) / 'config.json'}); only --epochs, --verbose, "
-                              "--threads-per-worker, --cache-dir and --horovod-timeline may change")
+                              f"({Path(given.out) / 'config.json'}); only {resumable_flags()} may change")
     # resume, out and overwrite describe this launch, not the run: a run started with --overwrite resumes
     keep = {name: getattr(given, name) for name in RESUMABLE | {"data"}
-            if name in given_names or name in ("resume", "out", "overwrite")}
+            if name in given_names or name in LAUNCH_FIELDS}
     return TrainConfig(**(base | keep))

@@ -37,14 +37,16 @@ from hvdweather.train import (
     make_split,
     recompile,
     run_record,
+    start_run,
 )
 from hvdweather.writers import RunWriter
 
 
-def train_elastic(cfg: TrainConfig, source: Source, backend: HorovodBackend) -> dict[str, Any]:
-    """--elastic: the model is built by every worker alone (no collective: a worker that joins mid-run
-    starts here while the others wait in Horovod's state sync), then `elastic_attempt` runs under
-    Horovod's elastic loop, once per world the job has."""
+def train_elastic(cfg: TrainConfig, source: Source | None = None) -> dict[str, Any]:
+    """--elastic: train.start_run's steps, then the model is built by every worker alone (no collective: a
+    worker that joins mid-run starts here while the others wait in Horovod's state sync), then
+    `elastic_attempt` runs under Horovod's elastic loop, once per world the job has."""
+    source, backend = start_run(cfg, source)
     tf.keras.utils.set_random_seed(cfg.seed)  # same model on every worker; the state sync makes it exact
     num_classes = len(source.catalog.class_names)
     with backend.scope():

@@ -18,17 +18,6 @@ from hvdweather.axes import loss_scale, whole_number_ticks  # noqa: E402
 from hvdweather.writers import RunWriter  # noqa: E402
 
 
-def predict_labels(model: tf.keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
-    """True and predicted labels over one pass of a finite (images, labels) dataset."""
-    y_true, y_pred = [], []
-    for images, labels in dataset:
-        y_pred.append(np.argmax(model(images, training=False).numpy(), axis=1))
-        y_true.append(labels.numpy())
-    if not y_true:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    return np.concatenate(y_true).astype(np.int64), np.concatenate(y_pred).astype(np.int64)
-
-
 def predict_probabilities(model: tf.keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
     """True labels and softmax probabilities over one pass of a finite (images, labels) dataset: top-k
     accuracy needs the whole distribution, not only the argmax."""

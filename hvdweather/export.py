@@ -19,7 +19,8 @@ import tensorflow as tf
 from hvdweather.data.decode_tf import decode_bytes
 from hvdweather.data.pipeline import normalize
 from hvdweather.errors import check_output_dir
-from hvdweather.predict import RunModel, load_keras, resolve_model
+from hvdweather.predict import load_keras
+from hvdweather.runmodel import RunModel, check_run_dir
 
 SIGNATURE = "serving_default"
 INPUT_NAME = "image_bytes"  # TF Serving's REST API base64-decodes inputs whose name ends in _bytes
@@ -64,7 +65,7 @@ def export_model(run_model: RunModel, export_dir: str | Path) -> Path:
 
 def run_export(run_dir: str, out: str, checkpoint: str = "best") -> Path:
     """hvdweather-export: checks first (run, checkpoint, writable --out), then the SavedModel."""
-    run_model = resolve_model(run_dir, checkpoint, "RUN_DIR")
+    run_model = check_run_dir(run_dir, checkpoint)
     check_output_dir(out)
     target = export_model(run_model, out)
     print(f"exported {run_model.checkpoint} ({len(run_model.class_names)} classes, {run_model.image_size} px) "

@@ -20,45 +20,14 @@ import numpy as np
 import tensorflow as tf
 
 from hvdweather.data.discovery import Catalog
-from hvdweather.data.images import IMAGE_EXTENSIONS, is_image_name, visible_below
 from hvdweather.data.pipeline import eval_pipeline
 from hvdweather.data.sharding import shard_of
 from hvdweather.data.source import FolderSource, Source
 from hvdweather.distributed import TrainingBackend
 from hvdweather.errors import ConfigError, DataError, check_output_dir
 from hvdweather.runfiles import read_json
+from hvdweather.runmodel import RunModel, check_out_file, check_run_dir, check_top_k, find_images, resolve_model
 from hvdweather.writers import RunWriter
-
-CHECKPOINTS = ("best", "last")
-
-
-@dataclass(frozen=True)
-class RunModel:
-    """A checkpoint and the facts from its run's config.json that inference needs."""
-
-    checkpoint: Path
-    class_names: tuple[str, ...]
-    image_size: int
-    per_worker_batch_size: int  # the run's batch: evaluation reuses it, so it batches as training did
-
-
-def resolve_model(model: str | Path, checkpoint: str = "best", label: str = "MODEL") -> RunModel:
-    """The checkpoint file and config facts of a run directory or of a .keras file inside one."""
-    path = Path(model)
-    if not path.exists():
-        raise DataError(f"{label} {path}: not found; pass a run directory written by hvdweather-train "
-                        "(config.json + best.keras) or one of its .keras files")
-    run_dir, keras_file = (path, path / f"{checkpoint}.keras") if path.is_dir() else (path.parent, path)
-    if not keras_file.is_file():
-        raise DataError(f"{label} {path}: no {keras_file.name} in it; pass a run directory written by "
-                        "hvdweather-train, or --checkpoint last if only last.keras exists")
-    record = read_json(run_dir / "config.json")
-    if not record or "class_names" not in record or "image_size" not in record.get("config", {}):
-        raise DataError(f"{label} {path}: {run_dir / 'config.json'} is missing or has no class_names/image_size; "
-                        "keep the run's config.json next to its .keras files")
-    cfg = record["config"]
-    return RunModel(keras_file, tuple(record["class_names"]), int(cfg["image_size"]),
-                    int(cfg.get("per_worker_batch_size", 32)))
 
 
 def load_keras(run_model: RunModel) -> tf.keras.Model:
@@ -68,33 +37,6 @@ def load_keras(run_model: RunModel) -> tf.keras.Model:
 
     start_xla_quietly()
     return tf.keras.models.load_model(run_model.checkpoint, compile=False)
-
-
-def find_images(inputs: list[str] | tuple[str, ...], label: str = "IMAGES") -> list[str]:
-    """Files as given, and every image below each folder (sorted), in argument order, without repeats."""
-    if not inputs:
-        raise DataError(f"{label}: give at least one image file or folder")
-    found: list[str] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_file():
-            found.append(str(path))
-        elif path.is_dir():
-            images = sorted(os.path.join(d, f) for d, dirs, files in os.walk(path)
-                            for f in files if is_image_name(f) and visible_below(path, d))
-            if not images:
-                raise DataError(f"{label} {path}: no images found in it or below it "
-                                f"({', '.join(sorted(IMAGE_EXTENSIONS))})")
-            found.extend(images)
-        else:
-            raise DataError(f"{label} {path}: not found; pass image files or folders of images")
-    return list(dict.fromkeys(found))
-
-
-def check_top_k(top_k: int, class_names: tuple[str, ...]) -> None:
-    if not 1 <= top_k <= len(class_names):
-        raise ConfigError(f"--top-k {top_k}: the model knows {len(class_names)} classes; "
-                          f"pass 1 to {len(class_names)}")
 
 
 @dataclass(frozen=True)
@@ -169,15 +111,6 @@ def prediction_rows(predictions: Predictions, class_names: tuple[str, ...], top_
         pairs = [cell for i in order for cell in (class_names[i], f"{probs[i]:.8f}")]
         rows.append([path, class_names[order[0]], f"{probs[order[0]]:.8f}", *pairs, ""])
     return header + ["error"], rows
-
-
-def check_out_file(out: str | Path, flag: str = "--out") -> Path:
-    """The output file's folder exists (or is made) and is writable, before any long work."""
-    out = Path(out)
-    if out.is_dir():
-        raise ConfigError(f"{flag} {out}: is a directory; pass a file name such as {out / 'predictions.csv'}")
-    check_output_dir(out.parent if str(out.parent) else Path("."), flag)
-    return out
 
 
 def _caption(path: str, name: str, probability: float) -> str:
@@ -334,9 +267,7 @@ def run_evaluate(run_dir: str, checkpoint: str = "best", data: str = "", out: st
     from hvdweather.distributed import make_backend
 
     run_path = Path(run_dir)
-    if run_path.exists() and not run_path.is_dir():
-        raise DataError(f"RUN_DIR {run_path}: not a directory; pass the run directory hvdweather-train wrote")
-    run_model = resolve_model(run_path, checkpoint, "RUN_DIR")
+    run_model = check_run_dir(run_path, checkpoint)
     if data and data_root:
         raise ConfigError("--data DIR evaluates another labelled set, --data-root DIR the run's own test split "
                           "where its data set lies now; pass one of them")

@@ -12,8 +12,6 @@ The state is written atomically after last.keras at every epoch end, by the prim
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -85,7 +83,3 @@ def check_same_files(catalog: Catalog, split_paths: set[str], skipped: set[str],
     if new:
         raise ConfigError(f"--resume: --data {data} has {len(new)} file(s) the run did not split "
                           f"(e.g. {new[0]}); resume needs the same data, or start a new run")
-
-
-def has_state(run_dir: str | Path) -> bool:
-    return os.path.isfile(Path(run_dir) / STATE_FILE)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,17 @@ def read_json(path: str | Path) -> Any:
     """A JSON file's content, or None when the file is missing."""
     path = Path(path)
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def timed_epochs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The epochs a speed figure is taken over: all but epoch 1 (tracing, cache filling), unless it is
+    the only one."""
+    return rows[1:] if len(rows) > 1 else rows
+
+
+def median_after_first(rows: list[dict[str, Any]], key: str = "images_per_s") -> float:
+    """The median of `key` over timed_epochs(rows): how every table states a run's speed."""
+    return statistics.median(float(r[key]) for r in timed_epochs(rows))
 
 
 def first_epoch_reaching(rows: list[dict[str, Any]], target: float) -> int | None:

@@ -1,4 +1,5 @@
-"""Train the weather CNN on one process, under Horovod, or under MirroredStrategy.
+"""Train a model of the zoo (the weather CNN by default) on one process, under Horovod, or under
+MirroredStrategy.
 
     horovodrun -np 4 hvdweather-train --data DIR --out RUN   # or: mpirun -np 4 hvdweather-train ...
     hvdweather-train --strategy mirrored --replicas 2 --data DIR --out RUN
@@ -471,12 +472,10 @@ def log_target(writer: RunWriter, cfg: TrainConfig, metrics: EpochMetrics) -> No
                    else f"not reached in {len(metrics.rows)} epoch(s)"))
 
 
-def train(cfg: TrainConfig, source: Source | None = None,
-          on_checkpoint: Callable[[int], None] = lambda epochs: None) -> dict[str, Any]:
-    """Run one training job end to end; returns a small summary (every rank). `source`: check_inputs's,
-    when the caller ran those checks already (hvdweather-train does, before TensorFlow loads).
-    `on_checkpoint(n)` hears how many epochs the run's checkpoint holds, at the start and after each
-    epoch's checkpoint, so that a caller can say it when the run is interrupted (hvdweather.cli on Ctrl-C)."""
+def start_run(cfg: TrainConfig, source: Source | None = None) -> tuple[Source, TrainingBackend]:
+    """What every run starts with, fixed-world (train) or elastic (hvdweather.elastic): the checks
+    (`source`: check_inputs's, when the caller ran them already, as hvdweather-train does before
+    TensorFlow loads), the allocator, the backend, XLA's start-up lines and the precision policy."""
     if source is None:
         source = check_inputs(cfg)  # fail in seconds, before the backend starts
     use_fast_cpu_allocator()  # before TensorFlow's first allocation (model.py quotes the gain)
@@ -484,11 +483,19 @@ def train(cfg: TrainConfig, source: Source | None = None,
                            HorovodOptions(cfg.fp16_allreduce, cfg.backward_passes_per_step, cfg.adasum,
                                           cfg.autotune, cfg.autotune_log))
     start_xla_quietly()  # after the backend set the devices and threads
-    apply_precision(resolve_precision(cfg))  # before any layer is built (the elastic path's too)
-    if cfg.elastic:
-        from hvdweather.elastic import train_elastic  # it builds on this module's steps
+    apply_precision(resolve_precision(cfg))  # before any layer is built
+    return source, backend
 
-        return train_elastic(cfg, source, backend)
+
+def train(cfg: TrainConfig, source: Source | None = None,
+          on_checkpoint: Callable[[int], None] = lambda epochs: None) -> dict[str, Any]:
+    """Run one fixed-world training job end to end; returns a small summary (every rank). `on_checkpoint(n)`
+    hears how many epochs the run's checkpoint holds, at the start and after each epoch's checkpoint, so
+    that a caller can say it when the run is interrupted (hvdweather.cli on Ctrl-C). --elastic runs go
+    through hvdweather.elastic.train_elastic, built on this module's steps."""
+    if cfg.elastic:
+        raise ConfigError("--elastic runs are trained by hvdweather.elastic.train_elastic")
+    source, backend = start_run(cfg, source)
     rt = backend.runtime
     writer = rt.writer(cfg.out)
     tf.keras.utils.set_random_seed(cfg.seed)  # same initial weights on every rank

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
+from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 
@@ -149,3 +152,24 @@ def test_precision_auto_is_float32_until_a_model_is_measured_faster(monkeypatch)
         TrainConfig(precision="bfloat16")
     with pytest.raises(ConfigError, match="--precision must be one of auto, float32, bfloat16"):
         TrainConfig(precision="float16")
+
+
+def test_resumable_flags_are_listed_the_same_everywhere(tmp_path):
+    """One list (config.RESUMABLE_FIELDS) behind --resume's help, its refusal and the README's two
+    paragraphs: the hand-written copies had dropped --tensorboard (issue 23). Fails when a field is added
+    to the list and not to the README, or when the help or the error writes its own list again."""
+    from click.testing import CliRunner
+
+    from hvdweather.cli import train_command
+    from hvdweather.config import RESUMABLE, RESUMABLE_FIELDS, resumable_flags, resume_config
+
+    phrase = resumable_flags()
+    assert phrase == "--epochs, --verbose, --threads-per-worker, --cache-dir, --horovod-timeline and --tensorboard"
+    assert set(RESUMABLE_FIELDS) < RESUMABLE
+    help_text = " ".join(CliRunner().invoke(train_command, ["--help"]).output.split())
+    assert f"only {phrase} may change" in help_text
+    given = TrainConfig(out=str(tmp_path), seed=7)
+    with pytest.raises(ConfigError, match=f"only {re.escape(phrase)} may change$"):
+        resume_config(asdict(TrainConfig(out=str(tmp_path))), given, {"seed", "out", "resume"})
+    readme = " ".join((Path(__file__).parents[1] / "README.md").read_text().replace("`", "").split())
+    assert readme.count(f"only {phrase} may differ") == 2

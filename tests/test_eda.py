@@ -17,7 +17,8 @@ from hvdweather.data import records
 from hvdweather.data.decode import load_rgb, open_rgb
 from hvdweather.data.discovery import discover
 from hvdweather.eda.analyse import channel_moments, chunk_tasks, run_eda
-from hvdweather.eda.executors import MultiprocessingExecutor, SequentialExecutor, balanced_chunks
+from hvdweather.eda.executor import SequentialExecutor, balanced_chunks
+from hvdweather.eda.executors import MultiprocessingExecutor
 from hvdweather.eda.kernel import (
     analyse_chunk,
     bincount_histograms,
@@ -160,11 +161,10 @@ def test_a_non_mpi_executor_under_mpirun_is_refused_before_any_work(dirty_data, 
 
 @pytest.mark.timeout(120)
 def test_mpi_executor_without_mpirun_runs_as_one_rank_and_says_so(dirty_data, sequential_run, tmp_path):
-    # --backend, the flag's old name, still works (user scripts), with a note naming the new one
-    result = run_cli("hvdweather-eda", str(dirty_data), "--out", str(tmp_path), "--backend", "mpi",
+    result = run_cli("hvdweather-eda", str(dirty_data), "--out", str(tmp_path), "--executor", "mpi",
                      "--no-plots", timeout=100)
     assert result.returncode == 0, result.stderr
-    assert "single rank" in result.stderr and "--backend is now called --executor" in result.stderr
+    assert "single rank" in result.stderr
     assert "with mpi x 1" in result.stdout
     assert_same_results(sequential_run, tmp_path)
 
@@ -176,7 +176,7 @@ def test_mpi_executor_without_mpirun_runs_as_one_rank_and_says_so(dirty_data, se
     (["{data}", "--workers", "2"], "--workers 2"),  # sequential is one process
     (["{data}", "--executor", "mpi", "--workers", "3"], "--workers 3"),  # 1 rank without mpirun
     (["{data}", "--out", "{file}/out"], "not writable"),
-    (["{data}", "--executor", "mpi", "--backend", "sequential"], "--backend sequential disagree"),
+    (["{data}", "--backend", "sequential"], "No such option '--backend'"),  # the old name, removed
 ])
 def test_bad_input_is_one_line_exit_2(dirty_data, tmp_path, args, needle):
     (tmp_path / "empty").mkdir()

@@ -335,7 +335,7 @@ def test_sbatch_two_nodes_eda_mpi(slurm2: SlurmCluster, data: Path, tmp_path: Pa
     assert (summary["run"]["executor"], summary["run"]["workers"]) == ("mpi", 2)
     # The same sums as one process computing everything (integer sums: exact in any split).
     from hvdweather.eda.analyse import run_eda
-    from hvdweather.eda.executors import SequentialExecutor
+    from hvdweather.eda.executor import SequentialExecutor
 
     alone = run_eda(str(data), str(tmp_path / "alone"), SequentialExecutor(), plots=False, progress=False)
     assert {k: v for k, v in summary.items() if k != "run"} == {k: v for k, v in alone.items() if k != "run"}

@@ -6,6 +6,7 @@ import pytest
 
 from conftest import run_cli
 from hvdweather.data import records
+from hvdweather.data.prepare import check_image_size
 from hvdweather.geometry import WEATHER_CNN_MIN_IMAGE_SIZE
 
 
@@ -17,14 +18,17 @@ def one_error_line(result, prog: str = "hvdweather-prepare") -> str:
 
 
 @pytest.mark.timeout(60)
-def test_a_size_the_cnn_cannot_use_is_refused_before_decoding(dirty_data, tmp_path):
-    too_small = WEATHER_CNN_MIN_IMAGE_SIZE - 1
+def test_a_size_no_model_can_use_is_refused_before_decoding(dirty_data, tmp_path):
+    """Under 32 px (the zoo's smallest input) is refused; the old rule refused anything under the weather
+    CNN's 253 px, so prepared shards could never feed a 64-px ResNet (issue 23)."""
     result = run_cli("hvdweather-prepare", str(dirty_data), "--out", str(tmp_path / "out"),
-                     "--image-size", str(too_small), timeout=50)
+                     "--image-size", "31", timeout=50)
     line = one_error_line(result)
-    assert f"--image-size {too_small}" in line and f"at least {WEATHER_CNN_MIN_IMAGE_SIZE}" in line
+    assert "--image-size 31" in line and "no model trains on images under 32 pixels" in line
     assert "hvdweather-train" not in result.stdout  # no train command that training would refuse
     assert not (tmp_path / "out").exists()  # nothing listed, created or decoded
+    check_image_size(32)
+    check_image_size(WEATHER_CNN_MIN_IMAGE_SIZE - 1)  # a ResNet or MobileNetV2 trains on these
 
 
 @pytest.mark.timeout(60)

@@ -15,7 +15,7 @@ from hvdweather.config import ConfigError
 from hvdweather.data import records
 from hvdweather.data.pipeline import decoded_files, sharded_files
 from hvdweather.data.prepare import run_prepare
-from hvdweather.eda.executors import SequentialExecutor
+from hvdweather.eda.executor import SequentialExecutor
 
 SIZE = 256  # >= WEATHER_CNN_MIN_IMAGE_SIZE: the training test uses these shards
 PER_SHARD = 13  # 26 files -> 2 shards for 1 worker and for 2: byte-comparable across executors

@@ -155,3 +155,17 @@ def test_location_fields_and_where_the_data_is_found(tmp_path):
     record = {"config": {"data": str(tmp_path / "gone")}, "data_from_run": "../../data"}
     assert locate_data(record, tmp_path / "runs" / "r") == str(tmp_path / "data")
     assert locate_data({"config": {"data": "gone"}}, tmp_path) == ""
+
+
+def test_speed_is_the_median_after_epoch_one_in_every_table():
+    """One rule (runfiles.median_after_first) behind the scaling, knobs and study tables (issue 23: three
+    copies). Epoch 1 (tracing, cache filling) is left out unless it is the only epoch."""
+    from hvdweather.bench.scaling import summarize_metrics
+    from hvdweather.runfiles import median_after_first, timed_epochs
+
+    rows = [{"epoch": e, "images_per_s": v, "epoch_time_s": 10.0 / v, "train_time_s": 8.0 / v,
+             "val_accuracy": a} for e, v, a in ((1, 1.0, 0.2), (2, 30.0, 0.4), (3, 10.0, 0.6), (4, 20.0, 0.7))]
+    assert [r["epoch"] for r in timed_epochs(rows)] == [2, 3, 4] and timed_epochs(rows[:1]) == rows[:1]
+    assert median_after_first(rows) == 20.0 and median_after_first(rows[:1]) == 1.0
+    summary = summarize_metrics(rows, 0.5)
+    assert (summary["images_per_s"], summary["epoch_time_s"], summary["epochs_to_target"]) == (20.0, 0.5, 3)

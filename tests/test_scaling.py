@@ -421,3 +421,12 @@ def test_no_baseline_leaves_out_its_table_and_two_epochs_need_no_note(results):
     assert "## Speed-up vs 1 worker" in text and "Note:" not in text
     one_epoch = markdown_report(add_derived([r | {"epochs": 1} for r in rows]), MACHINE, spec)
     assert "Note: runs of 1 epoch have no epoch after warm-up" in one_epoch
+
+
+def test_the_report_orders_the_strategies_the_benchmark_runs():
+    """The report keeps its own copy of the strategy names (it may not import the run module: issue 23's
+    cycle); this holds the copy to the runners."""
+    from hvdweather.bench import scaling, scaling_report
+
+    assert tuple(scaling.STRATEGIES) == scaling_report.STRATEGIES
+    assert scaling_report.BASELINE in scaling.RUNNERS and scaling_report.BASELINE not in scaling.STRATEGIES

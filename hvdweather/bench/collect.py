@@ -18,6 +18,7 @@ from typing import Any
 
 from hvdweather.bench.machine import write_machine
 from hvdweather.bench.scaling import RunSpec, ScalingSpec, cell_line, finish_line, read_complete_json
+from hvdweather.bench.scaling_report import write_outputs
 from hvdweather.errors import ConfigError
 
 
@@ -90,8 +91,6 @@ def machine_of(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 def collect_array(array_dir: str | Path) -> list[dict[str, Any]]:
     """Write results.jsonl, machine.json and the benchmark's tables and plots into ARRAY; print the tables."""
-    from hvdweather.bench.scaling_report import write_outputs  # matplotlib: only once the inputs are good
-
     array_dir = Path(array_dir)
     records = task_records(array_dir)
     settings = run_settings(records)

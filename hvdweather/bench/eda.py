@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from hvdweather.bench.eda_report import REFERENCE, STAGES, write_tables
 from hvdweather.bench.machine import machine_info, machine_line, write_machine
 from hvdweather.bench.spec import check_train_flags, list_field
 from hvdweather.eda.executors import EXECUTORS  # --backends: the EDA executors to time
@@ -35,7 +36,6 @@ from hvdweather.errors import ConfigError, check_output_dir
 from hvdweather.host import available_cores
 from hvdweather.launch import executable, launch
 
-STAGES = ("eda", "prepare")
 PARTS = ("scaling", "kernel", "train")
 
 
@@ -192,7 +192,6 @@ def reference_kernel_pass(paths: list[str]) -> np.ndarray:
     return np.array([[sum(x) for x in zip(*histograms[color])] for color in "RGB"], np.int64)
 
 
-REFERENCE = "reference project: PIL getchannel(c).histogram() per channel"
 OURS = "hvdweather: Image.histogram(), all channels in one call"
 NUMPY = "numpy: one np.bincount for all channels"
 
@@ -307,7 +306,6 @@ def measure_training(spec: EdaBenchSpec) -> list[dict[str, Any]]:
 
 def run_eda_bench(spec: EdaBenchSpec) -> list[dict[str, Any]]:
     """Measure the chosen parts, write the tables and plot, print the tables; the rows."""
-    from hvdweather.bench.eda_report import write_tables
     from hvdweather.data.discovery import discover
 
     spec.check()

@@ -5,10 +5,18 @@ from __future__ import annotations
 import csv
 import statistics
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from hvdweather.bench.eda import REFERENCE, STAGES, EdaBenchSpec
 from hvdweather.bench.machine import machine_line
+
+STAGES = ("eda", "prepare")
+REFERENCE = "reference project: PIL getchannel(c).histogram() per channel"  # the kernel speed-ups' base
+
+
+class ReportSpec(Protocol):
+    """What the report reads of the benchmark's spec (hvdweather.bench.eda.EdaBenchSpec)."""
+
+    out: str
 
 
 def scaling_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -134,7 +142,7 @@ def _save(figure: Any, path: Path) -> None:
     plt.close(figure)
 
 
-def write_tables(spec: EdaBenchSpec, rows: list[dict[str, Any]], images: int, machine: dict[str, Any]) -> str:
+def write_tables(spec: ReportSpec, rows: list[dict[str, Any]], images: int, machine: dict[str, Any]) -> str:
     """eda_scaling.csv, eda_scaling.md and eda_speedup.png from the measurement rows; the markdown."""
     out, parts = Path(spec.out), [machine_line(machine) + "\n"]
     table = scaling_summary(rows)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,7 @@ from hvdweather.config import flag_name
 from hvdweather.errors import ConfigError, check_output_dir
 from hvdweather.host import load_average
 from hvdweather.launch import executable, last_log_line, launch
-from hvdweather.runfiles import read_json, read_jsonl
+from hvdweather.runfiles import median_after_first, read_json, read_jsonl
 
 BASELINE = "baseline"  # hvdweather-train's defaults, one process
 HOROVOD_BASELINE = "horovod-np2"  # the same under horovodrun -np 2: the Horovod options' reference
@@ -168,12 +167,11 @@ def summarize_run(run_dir: Path) -> dict[str, Any]:
     rows = read_jsonl(run_dir / "metrics.jsonl")
     if not rows:
         return {"error": "metrics.jsonl has no epoch line"}
-    timed = rows[1:] if len(rows) > 1 else rows
     best = (read_json(run_dir / "report" / "test_metrics.json") or {}).get("best", {})
     sizes = (read_json(run_dir / "config.json") or {}).get("subset_sizes", {})
     return {"epochs_run": len(rows), "final_val_accuracy": rows[-1].get("val_accuracy"),
             "final_val_loss": rows[-1].get("val_loss"), "test_accuracy": best.get("test_accuracy"),
-            "images_per_s": statistics.median(r["images_per_s"] for r in timed),
+            "images_per_s": median_after_first(rows),
             "global_batch_size": rows[-1].get("global_batch_size"), "world_size": rows[-1].get("world_size"),
             "val_images": sizes.get("val"), "test_images": sizes.get("test")}
 

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from hvdweather.bench.machine import machine_info, write_machine
+from hvdweather.bench.models_report import markdown_report
 from hvdweather.bench.spec import check_train_flags, list_field
 from hvdweather.errors import ConfigError, check_output_dir
 from hvdweather.geometry import MODEL_GEOMETRY
@@ -42,7 +43,6 @@ from hvdweather.host import load_average
 from hvdweather.launch import last_log_line, launch
 
 NUM_CLASSES = 11  # the WEAPD classes: the head every model gets in training
-PHASES = ("train", "inference")
 
 
 @dataclass(frozen=True)
@@ -113,8 +113,6 @@ def measure_once(spec: ModelsSpec, model: str, repeat: int, threads: int, logs: 
 def run_models_bench(spec: ModelsSpec) -> list[dict[str, Any]]:
     """`--repeats` rounds over the models in rotated order, one model process at a time; write the lines
     and the table, print the table."""
-    from hvdweather.bench.models_report import markdown_report
-
     spec.check()
     machine = machine_info()
     threads = spec.threads or machine["cores"]

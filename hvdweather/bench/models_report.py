@@ -6,9 +6,9 @@ import statistics
 from typing import Any
 
 from hvdweather.bench.machine import machine_line
-from hvdweather.bench.models import PHASES
 
 Row = dict[str, Any]
+PHASES = ("train", "inference")  # what hvdweather.bench.models times per model
 REFERENCE = "weather_cnn"  # the package's own model: the others' speeds are given relative to it
 
 

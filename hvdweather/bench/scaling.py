@@ -34,13 +34,12 @@ from pathlib import Path
 from typing import Any
 
 from hvdweather.bench.machine import machine_info, write_machine
+from hvdweather.bench.scaling_report import BASELINE, write_outputs
 from hvdweather.bench.spec import check_train_flags, config_per_worker_batch, list_field
 from hvdweather.errors import ConfigError, check_output_dir
 from hvdweather.host import ONEDNN_MODES
 from hvdweather.launch import executable, last_log_line, launch
-from hvdweather.runfiles import read_json, read_jsonl
-
-BASELINE = "single"  # the plain one-process run on all cores
+from hvdweather.runfiles import first_epoch_reaching, median_after_first, read_json, read_jsonl, timed_epochs
 
 
 @dataclass(frozen=True)
@@ -186,20 +185,15 @@ def build_command(spec: ScalingSpec, run: RunSpec) -> list[str]:
 
 def summarize_metrics(rows: list[dict[str, Any]], target_accuracy: float) -> dict[str, Any]:
     """Medians over the timed epochs (all but epoch 1, the warm-up, when there is more than one)."""
-    timed = rows[1:] if len(rows) > 1 else rows
-
-    def median(key: str) -> float:
-        return statistics.median(float(r[key]) for r in timed)
-
-    reached = [r["epoch"] for r in rows if target_accuracy > 0 and r.get("val_accuracy", -1) >= target_accuracy]
+    timed = timed_epochs(rows)
     # The whole epoch (metrics.jsonl's phases: checkpoint writes and every callback too), which epoch_time_s
     # (up to the metrics row) leaves out; None for runs that do not record phases (torch-ddp, older runs).
     whole = [r["phases"]["epoch_s"] for r in timed if isinstance(r.get("phases"), dict) and "epoch_s" in r["phases"]]
-    return {"timed_epochs": len(timed), "epoch_time_s": median("epoch_time_s"),
+    return {"timed_epochs": len(timed), "epoch_time_s": median_after_first(rows, "epoch_time_s"),
             "full_epoch_s": statistics.median(whole) if len(whole) == len(timed) else None,
-            "train_time_s": median("train_time_s"), "images_per_s": median("images_per_s"),
+            "train_time_s": median_after_first(rows, "train_time_s"), "images_per_s": median_after_first(rows),
             "final_val_accuracy": rows[-1].get("val_accuracy"),
-            "epochs_to_target": reached[0] if reached else None}
+            "epochs_to_target": first_epoch_reaching(rows, target_accuracy)}
 
 
 def check_metrics(rows: list[dict[str, Any]], run: RunSpec, epochs: int, config: dict[str, Any] | None) -> str:
@@ -270,8 +264,6 @@ def execute_run(spec: ScalingSpec, run: RunSpec, cores: int) -> dict[str, Any]:
 
 def run_scaling(spec: ScalingSpec) -> list[dict[str, Any]]:
     """Run every combination one after another, write all outputs, print the tables."""
-    from hvdweather.bench.scaling_report import write_outputs
-
     spec.check()
     machine = machine_info()
     out = Path(spec.out)

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from hvdweather.bench.machine import machine_line
-from hvdweather.bench.scaling import BASELINE, STRATEGIES, ScalingSpec
 
-# How each strategy is named in titles; the table rows keep the --strategies names.
+BASELINE = "single"  # the plain one-process run on all cores
+# The --strategies names in table order (hvdweather.bench.scaling.STRATEGIES runs them; a test holds the two
+# to the same names), and how each is named in titles.
+STRATEGIES = ("horovod", "mirrored", "torch-ddp")
 TITLES = {"horovod": "Horovod", "mirrored": "MirroredStrategy", "torch-ddp": "PyTorch DDP"}
 REFERENCE = "torch-ddp"  # the reference the other strategies are compared with when it ran
 
@@ -24,6 +26,16 @@ CSV_COLUMNS = (
     "achieved_gflops", "matmul_gflops", "of_matmul", "log", "error")
 
 Row = dict[str, Any]
+
+
+class ReportSpec(Protocol):
+    """What the report reads of the benchmark's spec (hvdweather.bench.scaling.ScalingSpec)."""
+
+    data: str
+    epochs: int
+    image_size: int
+    target_accuracy: float
+    out: str
 
 
 def _ratio(num: Row | None, den: Row | None, key: str) -> float | None:
@@ -122,7 +134,7 @@ def comparison_tables(rows: list[Row], strategies: tuple[str, ...]) -> list[str]
     return parts
 
 
-def markdown_report(rows: list[Row], machine: dict[str, Any], spec: ScalingSpec) -> str:
+def markdown_report(rows: list[Row], machine: dict[str, Any], spec: ReportSpec) -> str:
     """scaling.md: machine, method, then the tables (rows must already carry add_derived's keys)."""
     strategies = present_strategies(rows)
     threads = sorted({r["threads_per_worker"] for r in rows if r["strategy"] != BASELINE})
@@ -265,7 +277,7 @@ def plot_speedup(rows: list[Row]) -> Any:
     return figure
 
 
-def write_outputs(results: list[Row], machine: dict[str, Any], spec: ScalingSpec) -> str:
+def write_outputs(results: list[Row], machine: dict[str, Any], spec: ReportSpec) -> str:
     """scaling.csv, scaling.md and the plots, all from the results lines; returns the markdown."""
     import matplotlib.pyplot as plt
 

@@ -25,9 +25,9 @@ from hvdweather.data import records
 from hvdweather.data.discovery import Catalog
 from hvdweather.data.fingerprint import file_sha256
 from hvdweather.eda.analyse import list_images, run_facts
-from hvdweather.eda.executors import SequentialExecutor, balanced_chunks
+from hvdweather.eda.executor import SequentialExecutor, balanced_chunks
 from hvdweather.errors import ConfigError
-from hvdweather.geometry import WEATHER_CNN_MIN_IMAGE_SIZE
+from hvdweather.geometry import MODEL_GEOMETRY, WEATHER_CNN_MIN_IMAGE_SIZE
 
 
 @dataclass(frozen=True)
@@ -82,11 +82,13 @@ def shard_count(num_images: int, images_per_shard: int, workers: int) -> int:
 
 
 def check_image_size(image_size: int) -> None:
-    """Refuse a size no model can train on, before any image is decoded (the weather CNN is the only model)."""
-    if image_size < WEATHER_CNN_MIN_IMAGE_SIZE:
-        raise ConfigError(f"--image-size {image_size}: the weather CNN needs images of at least "
-                          f"{WEATHER_CNN_MIN_IMAGE_SIZE} pixels, so training could not use these shards; "
-                          f"pass --image-size {WEATHER_CNN_MIN_IMAGE_SIZE} or more (default 256)")
+    """Refuse a size no model of the zoo can train on, before any image is decoded; training then checks
+    the size against the model it builds."""
+    smallest = min(int(g["min_image_size"]) for g in MODEL_GEOMETRY.values())
+    if image_size < smallest:
+        raise ConfigError(f"--image-size {image_size}: no model trains on images under {smallest} pixels, so "
+                          f"training could not use these shards; pass --image-size {smallest} or more "
+                          f"(the weather CNN needs {WEATHER_CNN_MIN_IMAGE_SIZE}; default 256)")
 
 
 def _start(data: str, out: str, image_size: int) -> Catalog:

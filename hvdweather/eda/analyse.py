@@ -22,7 +22,7 @@ import numpy as np
 
 from hvdweather.data import records
 from hvdweather.data.discovery import Catalog, discover
-from hvdweather.eda.executors import Progress, SequentialExecutor, balanced_chunks, chunk_count
+from hvdweather.eda.executor import Progress, SequentialExecutor, balanced_chunks, chunk_count
 from hvdweather.eda.kernel import CHANNELS, ChunkTask, analyse_chunk, dense_sizes, merge
 from hvdweather.errors import DataError, check_output_dir
 from hvdweather.host import available_cores

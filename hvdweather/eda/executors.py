@@ -21,93 +21,18 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
-import time
 import traceback
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
 from hvdweather.config import ConfigError
 from hvdweather.data.sharding import shard_of
-from hvdweather.host import available_cores, launched_processes, launched_rank, say
+from hvdweather.eda.executor import Progress, SequentialExecutor, T
+from hvdweather.host import available_cores, launched_processes, say
 
 EXECUTORS = ("sequential", "multiprocessing", "mpi", "spark")
-CHUNKS_PER_WORKER = 8  # enough that the last chunks leave little idle time, few enough to be cheap
-MIN_CHUNK_IMAGES = 8
-
-T = TypeVar("T")
-
-
-def balanced_chunks(num_items: int, parts: int) -> list[np.ndarray]:
-    """Split indices 0..num_items-1 into `parts` strided chunks whose sizes differ by at most one.
-
-    Strided (k, k+parts, ...) rather than contiguous: files are sorted by class, and images of one
-    class tend to share a size, i.e. a cost, so contiguous chunks would not be balanced in time.
-    """
-    parts = max(1, min(parts, num_items))
-    return [np.arange(k, num_items, parts) for k in range(parts)]
-
-
-def chunk_count(num_items: int, workers: int) -> int:
-    """Chunks for `workers`: CHUNKS_PER_WORKER each, fewer if chunks would get tiny."""
-    return max(workers, min(workers * CHUNKS_PER_WORKER, num_items // MIN_CHUNK_IMAGES))
-
-
-class Progress:
-    """One progress line on stderr (primary process only), redrawn at most 4 times a second."""
-
-    def __init__(self, total: int, label: str, enabled: bool):
-        self.total, self.label, self.enabled = total, label, enabled and total > 0
-        self.done, self.start, self.last = 0, time.perf_counter(), 0.0
-
-    def update(self, count: int) -> None:
-        self.done += count
-        now = time.perf_counter()
-        if self.enabled and (now - self.last > 0.25 or self.done >= self.total):
-            self.last = now
-            print(f"\r{self.label}: {self.done}/{self.total} images ({100 * self.done // self.total}%) "
-                  f"{now - self.start:.1f} s", end="", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.enabled:
-            print(file=sys.stderr, flush=True)
-
-
-class SequentialExecutor:
-    """Everything in this one process, one image after another: the baseline."""
-
-    name = "sequential"
-    rank, size, workers = 0, 1, 1
-
-    @property
-    def is_primary(self) -> bool:
-        return self.rank == 0
-
-    def progress(self, total: int, label: str, wanted: bool) -> Progress:
-        """The job's one progress display: drawn by the primary process only."""
-        return Progress(total, label, wanted and self.is_primary)
-
-    def share(self, make: Callable[[], T]) -> T:
-        return make()
-
-    def map(self, fn: Callable[[Any], T], tasks: Sequence[Any], progress: Progress) -> list[T]:
-        results = []
-        for task in tasks:
-            results.append(fn(task))
-            progress.update(len(task.index))
-        return results
-
-    def sum_arrays(self, arrays: list[np.ndarray]) -> list[np.ndarray] | None:
-        return arrays
-
-    def gather(self, obj: T) -> list[T] | None:
-        return [obj]
-
-    def barrier(self) -> None:
-        """Nothing to wait for in one process."""
-
-
 def _pool_context() -> multiprocessing.context.BaseContext:
     # fork is cheapest, but forking a process that already runs TensorFlow's thread pools can
     # deadlock the children; then start clean interpreters instead.
@@ -135,12 +60,6 @@ class MultiprocessingExecutor(SequentialExecutor):
 def launched_by_mpirun() -> bool:
     """True when an MPI launcher started this process (OpenMPI, MPICH/Hydra, Slurm's PMI)."""
     return any(name in os.environ for name in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"))
-
-
-def note_once(message: str) -> None:
-    """Print `message` to stderr on the launcher's first rank only (before MPI is initialised)."""
-    if launched_rank() == 0:
-        say(message, sys.stderr)
 
 
 class MpiExecutor(SequentialExecutor):
@@ -225,7 +144,7 @@ def make_executor(name: str, workers: int | None = None, spark_master: str | Non
     if spark_master is not None and name != "spark":
         raise ConfigError(f"--spark-master is for --executor spark, not {name}")
     if name == "spark":
-        from hvdweather.eda.spark import SparkExecutor  # PySpark is an optional extra: imported only here
+        from hvdweather.eda.spark import SparkExecutor  # deferred: PySpark is an optional extra
 
         return SparkExecutor(workers, spark_master)
     if name == "sequential":

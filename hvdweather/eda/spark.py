@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from hvdweather.eda.executors import Progress, SequentialExecutor
+from hvdweather.eda.executor import Progress, SequentialExecutor
 from hvdweather.errors import ConfigError
 from hvdweather.host import available_cores
 

@@ -7,14 +7,20 @@ from __future__ import annotations
 
 import hashlib
 import os
-import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hvdweather.config import RESUMABLE, effective_top_k
 from hvdweather.errors import ConfigError
-from hvdweather.runfiles import first_epoch_reaching, read_csv_rows, read_json, read_jsonl, split_root
+from hvdweather.runfiles import (
+    first_epoch_reaching,
+    median_after_first,
+    read_csv_rows,
+    read_json,
+    read_jsonl,
+    split_root,
+)
 
 # Fields that never change what a run computes are not "settings" of a comparison; --epochs does.
 NOT_SETTINGS = (RESUMABLE - {"epochs"}) | {"data"}
@@ -117,11 +123,10 @@ def run_row(record: RunRecord, settings: list[str], k: int, target_accuracy: flo
     scored = [r for r in rows if r.get("val_loss") is not None] or rows
     best_row = by_epoch.get(record.tests.get("best", {}).get("epoch")) or min(
         scored, key=lambda r: r.get("val_loss", r["loss"]))
-    timed = rows[1:] if len(rows) > 1 else rows  # epoch 1 includes tracing and cache filling
     return {"run": record.name, "status": "ok", **{s: _setting(record, s) for s in settings},
             "world_size": record.world_size, "epochs_trained": len(rows),
             **_checkpoint_columns("best", record.tests.get("best"), best_row, k),
             **_checkpoint_columns("last", record.tests.get("last"), rows[-1] if "last" in record.tests else None, k),
             "epochs_to_target": first_epoch_reaching(rows, target_accuracy),
-            "images_per_s": statistics.median(r["images_per_s"] for r in timed),
+            "images_per_s": median_after_first(rows),
             "wall_s": sum(r["epoch_time_s"] for r in rows), "run_dir": str(record.run_dir), "error": None}
