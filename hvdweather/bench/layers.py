@@ -140,12 +140,14 @@ def run_tf_worker(batch: int, repeats: int, image_size: int, form: str) -> None:
     import tensorflow as tf
     from tensorflow.python.util import _pywrap_util_port  # whether oneDNN kernels are in use
 
+    from hvdweather.host import start_xla_quietly
     from hvdweather.model import use_fast_cpu_allocator
 
     if form == "package":
         use_fast_cpu_allocator()
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
+    start_xla_quietly()  # BatchNormTanh is XLA-compiled: without this, TensorFlow's three start-up lines
     onednn = bool(_pywrap_util_port.IsMklEnabled())
     for stage in stages(image_size):
         if stage.kind == "pool" and form == "package":
