@@ -659,13 +659,13 @@ def predict_command(model: str, images: tuple[str, ...], out: str, top_k: int, b
     from hvdweather.runmodel import check_out_file, check_top_k, find_images, resolve_model
 
     check_top_k(top_k, resolve_model(model, checkpoint).class_names)  # before TensorFlow loads: errors in ~1 s
-    find_images(images)
+    files = find_images(images)  # walked once: predict gets the files, not the folders again
     check_out_file(out)
     if grid:
         check_out_file(grid, "--grid")
     from hvdweather.predict import run_predict
 
-    run_predict(model, list(images), out, top_k, batch_size, checkpoint, grid, threads_per_worker)
+    run_predict(model, files, out, top_k, batch_size, checkpoint, grid, threads_per_worker)
 
 
 @click.command(context_settings=_CONTEXT)

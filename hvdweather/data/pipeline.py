@@ -90,7 +90,7 @@ def _epoch_order(cached: tf.data.Dataset, n_local: int, seed: int, epoch: tf.Ten
     # The op seed is a tensor here, and TensorFlow compares (graph seed, op seed) with (0, 0) in Python:
     # with a graph seed of 0 (--seed 0 sets it) tracing failed on a symbolic bool. Clearing the seed of
     # this function's graph avoids that and keeps the order independent of the global seed. Upstream:
-    # https://github.com/tensorflow/tensorflow/issues/17284 (tensor seeds with graph seed 0).
+    # https://github.com/tensorflow/tensorflow/issues/17284
     tf.compat.v1.get_default_graph().seed = None
     return cached.shuffle(max(1, n_local), seed=seed * 1_000_003 + epoch, reshuffle_each_iteration=False)
 
