@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from hvdweather.bench.machine import machine_line
+from hvdweather.tables import markdown_table
 
 STAGES = ("eda", "prepare")
 REFERENCE = "reference project: PIL getchannel(c).histogram() per channel"  # the kernel speed-ups' base
@@ -59,18 +60,18 @@ def scaling_markdown(table: list[dict[str, Any]], images: int) -> str:
         if not rows:
             continue
         tf_column = stage == "prepare"  # each prepare process imports TensorFlow once, inside the time
-        lines += [f"**{title}**, {images} images, {rows[0]['cores']} cores, median of {rows[0]['repeats']}", "",
-                  "| backend | workers | time (s) | speed-up vs sequential | efficiency |"
-                  + (" of which TF import (s) |" if tf_column else "") + " note |",
-                  "|---|---:|---:|---:|---:|" + ("---:|" if tf_column else "") + "---|"]
+        header = ["backend", "workers", "time (s)", "speed-up vs sequential", "efficiency",
+                  *(["of which TF import (s)"] if tf_column else []), "note"]
+        cells = []
         for r in rows:
             note = "baseline" if r["backend"] == "sequential" else ""
             note = "oversubscribed" if r["oversubscribed"] else note
             note += "" if r["same_result"] else " RESULT DIFFERS"
-            tf_cell = f" {r['tensorflow_import_s']:.2f} |" if tf_column else ""
-            lines.append(f"| {r['backend']} | {r['workers']} | {r['time_s']:.2f} | {r['speedup']:.2f} "
-                         f"| {r['efficiency']:.2f} |{tf_cell} {note.strip()} |")
-        lines.append("")
+            tf_cell = [f"{r['tensorflow_import_s']:.2f}"] if tf_column else []
+            cells.append([r["backend"], str(r["workers"]), f"{r['time_s']:.2f}", f"{r['speedup']:.2f}",
+                          f"{r['efficiency']:.2f}", *tf_cell, note.strip()])
+        lines += [f"**{title}**, {images} images, {rows[0]['cores']} cores, median of {rows[0]['repeats']}", "",
+                  markdown_table(header, cells, "lrrrr" + ("r" if tf_column else "")), ""]
     return "\n".join(lines)
 
 
@@ -80,14 +81,12 @@ def kernel_markdown(rows: list[dict[str, Any]]) -> str:
     medians = {key: statistics.median(r["time_s"] for r in rows if (r["scope"], r["method"]) == key)
                for key in keys}
     images = rows[0]["images"]
-    lines = [f"**histogram kernel**, {images} images, median of {len({r['repeat'] for r in rows})}; "
-             f"same totals as the reference kernel: {'yes' if all(r['same_result'] for r in rows) else 'NO'}", "",
-             "| kernel | scope | time (s) | ms / image | speed-up vs reference kernel |", "|---|---|---:|---:|---:|"]
-    for scope, method in keys:
-        seconds = medians[(scope, method)]
-        lines.append(f"| {method} | {scope} | {seconds:.3f} | {1000 * seconds / images:.2f} "
-                     f"| {medians[(scope, REFERENCE)] / seconds:.2f} |")
-    return "\n".join(lines) + "\n"
+    cells = [[method, scope, f"{medians[(scope, method)]:.3f}", f"{1000 * medians[(scope, method)] / images:.2f}",
+              f"{medians[(scope, REFERENCE)] / medians[(scope, method)]:.2f}"] for scope, method in keys]
+    return (f"**histogram kernel**, {images} images, median of {len({r['repeat'] for r in rows})}; "
+            f"same totals as the reference kernel: {'yes' if all(r['same_result'] for r in rows) else 'NO'}\n\n"
+            + markdown_table(["kernel", "scope", "time (s)", "ms / image", "speed-up vs reference kernel"], cells,
+                             "llrrr") + "\n")
 
 
 def train_markdown(rows: list[dict[str, Any]]) -> str:
@@ -97,16 +96,16 @@ def train_markdown(rows: list[dict[str, Any]]) -> str:
     folders, reading the records from shards; the difference of the differences is the decode left.
     """
     prepare = next(r for r in rows if r["source"] == "prepare")
-    lines = [f"**prepare + train** (prepare: {prepare['time_s']:.2f} s on {prepare['workers']} workers; one "
-             "training process; the graph is traced before epoch 1, so it is not in these times)", "",
-             "| training data | epoch 1 train (s) | epoch 2 train (s) | epoch 1 / epoch 2 | epoch 1 - epoch 2 (s) |",
-             "|---|---:|---:|---:|---:|"]
+    cells = []
     for source, label in (("shards", "prepared shards"), ("folders", "class folders, decoded on the fly")):
         epochs = {r["epoch"]: r["train_time_s"] for r in rows if r["source"] == source}
         if 1 in epochs and 2 in epochs:
-            lines.append(f"| {label} | {epochs[1]:.2f} | {epochs[2]:.2f} | {epochs[1] / epochs[2]:.2f} "
-                         f"| {epochs[1] - epochs[2]:.2f} |")
-    return "\n".join(lines) + "\n"
+            cells.append([label, f"{epochs[1]:.2f}", f"{epochs[2]:.2f}", f"{epochs[1] / epochs[2]:.2f}",
+                          f"{epochs[1] - epochs[2]:.2f}"])
+    header = ["training data", "epoch 1 train (s)", "epoch 2 train (s)", "epoch 1 / epoch 2", "epoch 1 - epoch 2 (s)"]
+    return (f"**prepare + train** (prepare: {prepare['time_s']:.2f} s on {prepare['workers']} workers; one "
+            "training process; the graph is traced before epoch 1, so it is not in these times)\n\n"
+            + markdown_table(header, cells, "lrrrr") + "\n")
 
 
 def plot_speedup(table: list[dict[str, Any]]) -> Any:

@@ -26,6 +26,7 @@ from typing import Any
 
 from hvdweather.errors import ConfigError, check_output_dir
 from hvdweather.host import available_cores, cpu_flags, cpu_model
+from hvdweather.tables import markdown_table
 
 ALL_CORES = "all"
 
@@ -157,15 +158,15 @@ def inference_table(rows: list[dict[str, Any]]) -> str:
     keys = list(dict.fromkeys((r["model"], r["input"], r["threads"]) for r in rows))
     header = ["model", "input", "threads", *[f"images/s @ batch {b}" for b in batches],
               "latency p50 (ms)", "latency p95 (ms)"]
-    lines = ["| " + " | ".join(header) + " |", "|---|---|---:|" + "---:|" * (len(batches) + 2)]
+    lines = []
     for model, input_kind, threads in keys:
         mine = [r for r in rows if (r["model"], r["input"], r["threads"]) == (model, input_kind, threads)]
         speed = {r["batch_size"]: r["images_per_s"] for r in mine if r["measure"] == "throughput"}
         latency = next((r for r in mine if r["measure"] == "latency"), {})
         cells = [f"{speed[b]:.1f}" if b in speed else "" for b in batches]
         cells += [f"{latency[k]:.2f}" if k in latency else "" for k in ("latency_p50_ms", "latency_p95_ms")]
-        lines.append(f"| {model} | {input_kind} | {threads} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        lines.append([model, input_kind, str(threads), *cells])
+    return markdown_table(header, lines, "llr" + "r" * (len(batches) + 2)) + "\n"
 
 
 def run_inference_bench(spec: InferenceSpec) -> list[dict[str, Any]]:

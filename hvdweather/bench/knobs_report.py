@@ -6,6 +6,7 @@ import statistics
 from typing import Any
 
 from hvdweather.bench.machine import machine_line
+from hvdweather.tables import markdown_table
 
 Row = dict[str, Any]
 # Per-run measurements; a variant's row holds the median of each over its repeats that finished.
@@ -67,15 +68,12 @@ def _cell(row: Row, key: str, digits: int) -> str:
 
 def format_table(rows: list[Row]) -> str:
     """Markdown: one row per variant; each figure with its difference or ratio against `vs` in brackets."""
-    lines = ["| variant | flags | processes | vs | epochs run | final val accuracy | final val loss "
-             "| test accuracy | images/s | wall (s) |",
-             "|---|---|---:|---|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        flags = f"`{r['flags']}`" if r["flags"] else "(defaults)"
-        lines.append(f"| {r['variant']} | {flags} | {r['processes']} | {r['reference']} | {_cell(r, 'epochs_run', 0)} "
-                     f"| {_cell(r, 'final_val_accuracy', 3)} | {_cell(r, 'final_val_loss', 3)} "
-                     f"| {_cell(r, 'test_accuracy', 3)} | {_cell(r, 'images_per_s', 1)} | {_cell(r, 'wall_s', 0)} |")
-    return "\n".join(lines)
+    header = ["variant", "flags", "processes", "vs", "epochs run", "final val accuracy", "final val loss",
+              "test accuracy", "images/s", "wall (s)"]
+    cells = [[r["variant"], f"`{r['flags']}`" if r["flags"] else "(defaults)", str(r["processes"]), str(r["reference"]),
+              _cell(r, "epochs_run", 0), _cell(r, "final_val_accuracy", 3), _cell(r, "final_val_loss", 3),
+              _cell(r, "test_accuracy", 3), _cell(r, "images_per_s", 1), _cell(r, "wall_s", 0)] for r in rows]
+    return markdown_table(header, cells, "llrlrrrrrr")
 
 
 def _sizes(rows: list[Row]) -> str:

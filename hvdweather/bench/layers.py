@@ -25,6 +25,7 @@ from pathlib import Path
 
 from hvdweather.geometry import WEATHER_CNN_BLOCKS
 from hvdweather.host import cpu_flags, cpu_model, versions
+from hvdweather.tables import markdown_table
 
 NUM_CLASSES = 11  # the WEAPD classes
 
@@ -241,17 +242,15 @@ def layers_table(rows: list[dict]) -> str:
     onednn = "on" if tf_rows and tf_rows[0]["onednn"] else "off"
     best_of = len(rows[0].get("ms_all", [])) or 1
     lines = [f"CPU: {rows[0]['cpu_model']}; flags: {' '.join(rows[0]['cpu_flags'])}; TensorFlow oneDNN {onednn}; "
-             f"batch {rows[0]['batch']}, 1 thread, forward + backward, ms (best of {best_of})",
-             "",
-             "| layer | TF reference form | TF package form | TF speed-up | PyTorch | package vs PyTorch |",
-             "|---|---:|---:|---:|---:|---:|"]
+             f"batch {rows[0]['batch']}, 1 thread, forward + backward, ms (best of {best_of})", ""]
+    cells = []
     for layer in dict.fromkeys(r["layer"] for r in rows):
         before = ms.get(("tensorflow", "reference", layer))
         after = ms.get(("tensorflow", "package", layer), before)  # pools: one layer in both forms
         torch_ms = ms.get(("torch", "reference", layer))
-        lines.append(f"| {layer} | {_fmt(before)} | {_fmt(after)} | {_ratio(before, after)} | {_fmt(torch_ms)} "
-                     f"| {_ratio(torch_ms, after)} |")
-    return "\n".join(lines)
+        cells.append([layer, _fmt(before), _fmt(after), _ratio(before, after), _fmt(torch_ms), _ratio(torch_ms, after)])
+    header = ["layer", "TF reference form", "TF package form", "TF speed-up", "PyTorch", "package vs PyTorch"]
+    return "\n".join([*lines, markdown_table(header, cells, "lrrrrr")])
 
 
 @dataclass(frozen=True)

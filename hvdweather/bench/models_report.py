@@ -6,6 +6,7 @@ import statistics
 from typing import Any
 
 from hvdweather.bench.machine import machine_line
+from hvdweather.tables import markdown_table
 
 Row = dict[str, Any]
 PHASES = ("train", "inference")  # what hvdweather.bench.models times per model
@@ -71,17 +72,17 @@ def _times(value: float | None) -> str:
 def format_table(rows: list[Row]) -> str:
     """Markdown: one row per model; images/s as median (lowest-highest) over the repeats."""
     ref = rows[0].get("reference") if rows else None
-    lines = [f"| model | image size | trainable parameters | training images/s | inference images/s "
-             f"| inference / training | training vs {ref} | inference vs {ref} | start-up (s) | peak memory (MB) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    header = ["model", "image size", "trainable parameters", "training images/s", "inference images/s",
+              "inference / training", f"training vs {ref}", f"inference vs {ref}", "start-up (s)", "peak memory (MB)"]
+    cells = []
     for r in rows:
         params = f"{r['trainable_parameters']:,}" if r.get("trainable_parameters") is not None else "-"
         warmup = f"{r['startup_s']:.1f}" if r.get("startup_s") is not None else "-"
         memory = f"{r['peak_rss_mb']:.0f}" if r.get("peak_rss_mb") is not None else "-"
-        lines.append(f"| {r['model']} | {r['image_size']} | {params} | {_rate(r, 'train')} | {_rate(r, 'inference')} "
-                     f"| {_times(r['inference_to_train'])} | {_times(r['train_vs_reference'])} "
-                     f"| {_times(r['inference_vs_reference'])} | {warmup} | {memory} |")
-    return "\n".join(lines)
+        cells.append([r["model"], str(r["image_size"]), params, _rate(r, "train"), _rate(r, "inference"),
+                      _times(r["inference_to_train"]), _times(r["train_vs_reference"]),
+                      _times(r["inference_vs_reference"]), warmup, memory])
+    return markdown_table(header, cells, "l" + "r" * 9)
 
 
 def markdown_report(lines: list[Row], machine: dict[str, Any]) -> str:

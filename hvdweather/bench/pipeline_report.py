@@ -4,15 +4,14 @@ from __future__ import annotations
 from typing import Any
 
 from hvdweather.bench.machine import machine_line
+from hvdweather.tables import markdown_table
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """Markdown table of the rows, speed-ups against the naive loop measured in the same run."""
-    lines = ["| method | seconds | images/s | speed-up vs naive loop |", "|---|---:|---:|---:|"]
-    for row in rows:
-        lines.append(f"| {row['method']} | {row['seconds']:.2f} | {row['images_per_s']:.0f} "
-                     f"| {row['speedup_vs_naive']:.2f}x |")
-    return "\n".join(lines)
+    cells = [[row["method"], f"{row['seconds']:.2f}", f"{row['images_per_s']:.0f}", f"{row['speedup_vs_naive']:.2f}x"]
+             for row in rows]
+    return markdown_table(["method", "seconds", "images/s", "speed-up vs naive loop"], cells, "lrrr")
 
 
 def markdown_report(rows: list[dict[str, Any]], machine: dict[str, Any], data: str, unreadable: int) -> str:

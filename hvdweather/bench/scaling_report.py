@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from hvdweather.bench.machine import machine_line
+from hvdweather.tables import markdown_table
 
 BASELINE = "single"  # the plain one-process run on all cores
 # The --strategies names in table order (hvdweather.bench.scaling.STRATEGIES runs them; a test holds the two
@@ -102,8 +103,7 @@ def pivot_table(rows: list[Row], key: str, fmt: str, strategies: tuple[str, ...]
     batches = sorted({r["per_worker_batch_size"] for r in rows})
     chosen = [r for r in rows if strategies is None or r["strategy"] in strategies]
     order = sorted({(r["strategy"] == BASELINE, r["strategy"], r["workers"]) for r in chosen})
-    lines = ["| strategy x workers | " + " | ".join(f"bs {b}" for b in batches) + " |",
-             "|---" * (len(batches) + 1) + "|"]
+    lines = []
     for _, strategy, workers in order:
         cells, label = [], ""
         for batch in batches:
@@ -111,8 +111,8 @@ def pivot_table(rows: list[Row], key: str, fmt: str, strategies: tuple[str, ...]
                      == (strategy, workers, batch)]
             label = label or (row_label(match[0]) if match else "")
             cells.append(_cell(match[0], key, fmt) if match else "-")
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        lines.append([label, *cells])
+    return markdown_table(["strategy x workers", *(f"bs {b}" for b in batches)], lines)
 
 
 def _cell(row: Row, key: str, fmt: str) -> str:
@@ -204,10 +204,8 @@ def failed_runs(rows: list[Row]) -> list[str]:
     failed = [r for r in rows if r["status"] != "ok"]
     if not failed:
         return []
-    lines = ["| run | status | log | error |", "|---|---|---|---|"]
-    lines += [f"| {r['run']} | {r['status']} | {r['log']} | {(r['error'] or '').replace('|', '/')} |"
-              for r in failed]
-    return ["## Failed runs", "\n".join(lines)]
+    cells = [[r["run"], r["status"], str(r["log"]), (r["error"] or "").replace("|", "/")] for r in failed]
+    return ["## Failed runs", markdown_table(["run", "status", "log", "error"], cells)]
 
 
 def write_csv(rows: list[Row], path: Path) -> None:

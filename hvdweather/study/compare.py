@@ -19,6 +19,7 @@ from typing import Any
 from hvdweather.errors import ConfigError, check_output_dir
 from hvdweather.study.runs import RunRecord, check_comparable, read_run, run_row, varied_settings
 from hvdweather.study.spread import varies_seed, write_seed_summary
+from hvdweather.tables import markdown_table
 
 Row = dict[str, Any]
 # Every column but the settings, in table order (top-k is named top<K>_accuracy after --top-k).
@@ -57,13 +58,11 @@ def _text(value: Any, column: str = "", setting: bool = False) -> str:
     return str(value)
 
 
-def markdown_table(rows: list[Row], names: list[str], settings: list[str]) -> str:
+def comparison_table(rows: list[Row], names: list[str], settings: list[str]) -> str:
     """A GitHub markdown table; the error column only when a run failed."""
     names = [n for n in names if n not in ("error", "run_dir") or any(r.get(n) for r in rows)]
-    lines = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
-    lines += ["| " + " | ".join(_text(r.get(n), n, n in settings).replace("|", "/") for n in names) + " |"
-              for r in rows]
-    return "\n".join(lines) + "\n"
+    cells = [[_text(r.get(n), n, n in settings).replace("|", "/") for n in names] for r in rows]
+    return markdown_table(names, cells) + "\n"
 
 
 def write_csv(rows: list[Row], names: list[str], path: Path) -> None:
@@ -146,7 +145,7 @@ def compare_runs(run_dirs: list[str | Path], out: str | Path, target_accuracy: f
     out = check_output_dir(out)
     names = columns(settings, k)
     write_csv(rows, names, out / "compare.csv")
-    table = markdown_table(rows, names, settings)
+    table = comparison_table(rows, names, settings)
     (out / "compare.md").write_text(f"{len(rows)} run(s). epochs_to_target: first epoch with validation accuracy "
                                     f">= {target_accuracy:g}; images_per_s: training, median over epochs after the "
                                     "first; wall_s: sum of epoch times (training + validation).\n\n" + table)

@@ -13,6 +13,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from hvdweather.tables import markdown_table
+
 Row = dict[str, Any]
 # The columns summarised (mean and std over the --seed values), in table order.
 SUMMARISED = ("best_test_accuracy", "best_macro_f1", "last_test_accuracy", "last_macro_f1", "best_epoch",
@@ -70,11 +72,9 @@ def write_seed_summary(rows: list[Row], settings: list[str], out: Path) -> str:
         writer.writeheader()
         writer.writerows(summary)
     header = [*others, "seed_values", *SUMMARISED]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join([*(str(r[s]) for s in others), r["seed_values"],
-                                 *(_cell(r[f"{c}_mean"], r[f"{c}_std"]) for c in SUMMARISED)]) + " |"
-              for r in summary]
-    table = "\n".join(lines) + "\n"
+    cells = [[*(str(r[s]) for s in others), r["seed_values"],
+              *(_cell(r[f"{c}_mean"], r[f"{c}_std"]) for c in SUMMARISED)] for r in summary]
+    table = markdown_table(header, cells) + "\n"
     (out / "seed_spread.md").write_text(f"Mean ± standard deviation over --seed values ({len(summary)} group(s)); "
                                         "each seed is its own split, so its own test images.\n\n" + table)
     return table
