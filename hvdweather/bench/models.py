@@ -208,13 +208,26 @@ def timed(call: Any, steps: int, batch: int) -> dict[str, float]:
     return {"seconds": round(seconds, 4), "images_per_s": steps * batch / seconds}
 
 
-def run_worker(model: str, image_size: int, batch: int, steps: int, threads: int, seed: int, result: str,
-               precision: str = "auto") -> None:
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What one model's process measures: its command-line flags (see main)."""
+
+    model: str  # a key of MODEL_GEOMETRY
+    image_size: int
+    per_worker_batch_size: int
+    steps: int  # timed training steps, and as many timed forward passes
+    threads: int  # TensorFlow intra-op threads
+    seed: int
+    precision: str = "auto"  # --precision of hvdweather-train: auto, float32 or bfloat16
+
+
+def run_worker(worker: WorkerSpec, result: str) -> None:
     """Build and compile, one untimed training step and forward pass (tracing, first allocations), then
     `steps` timed training steps and `steps` timed forward passes; the figures go to `result` as one
     JSON object (a file, not stdout: TensorFlow and Keras print there too)."""
+    image_size, batch, steps, seed = worker.image_size, worker.per_worker_batch_size, worker.steps, worker.seed
     start = time.perf_counter()
-    net = build_model(model, image_size, batch, threads, seed, precision)
+    net = build_model(worker.model, image_size, batch, worker.threads, seed, worker.precision)
     built_s = time.perf_counter() - start
     import tensorflow as tf
 
@@ -233,7 +246,7 @@ def run_worker(model: str, image_size: int, batch: int, steps: int, threads: int
     figures = {f"{phase}_{key}": value for phase, call in calls.items()
                for key, value in timed(call, steps, batch).items()}
     Path(result).write_text(json.dumps({
-        "per_worker_batch_size": batch, "steps": steps, "threads": threads,
+        "per_worker_batch_size": batch, "steps": steps, "threads": worker.threads,
         "keras_policy": tf.keras.mixed_precision.global_policy().name,  # what --precision resolved to
         "trainable_parameters": trainable_parameters(net), "parameters": int(net.count_params()),
         "build_s": round(built_s, 2), "warmup_s": round(warmup_s, 2), **figures, "peak_rss_mb": peak_rss_mb()}))
@@ -252,8 +265,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto")
     parser.add_argument("--result", required=True, help="File for the JSON object of figures.")
     args = parser.parse_args(argv)
-    run_worker(args.worker, args.image_size, args.batch_size, args.steps, args.threads, args.seed, args.result,
-               args.precision)
+    run_worker(WorkerSpec(args.worker, args.image_size, args.batch_size, args.steps, args.threads, args.seed,
+                          args.precision), args.result)
 
 
 if __name__ == "__main__":

@@ -222,11 +222,11 @@ def cell_line(run: RunSpec, epochs: int) -> dict[str, Any]:
 
 
 def finish_line(line: dict[str, Any], problem: str, run_dir: Path, run: RunSpec, epochs: int,
-                target_accuracy: float, status_if_failed: str = "failed") -> dict[str, Any]:
+                target_accuracy: float) -> dict[str, Any]:
     """Add status, error and (for good runs) the metric summary: the same verdict for every source."""
     rows = read_jsonl(run_dir / "metrics.jsonl")
     problem = problem or check_metrics(rows, run, epochs, read_complete_json(run_dir / "config.json"))
-    line.update(status="ok" if not problem else status_if_failed, error=problem or None)
+    line.update(status="ok" if not problem else "failed", error=problem or None)
     if not problem:
         line.update(summarize_metrics(rows, target_accuracy))
     return line
@@ -258,8 +258,10 @@ def execute_run(spec: ScalingSpec, run: RunSpec, cores: int) -> dict[str, Any]:
     line.update(returncode=code, wall_s=round(wall_s, 3), command=shlex.join(command))
     problem = "" if code == 0 else (f"timed out after {spec.per_run_timeout_s:g} s" if code is None
                                     else last_log_line(paths["log"]))
-    return finish_line(line, problem, paths["run_dir"], run, spec.epochs, spec.target_accuracy,
-                       "timeout" if code is None else "failed")
+    line = finish_line(line, problem, paths["run_dir"], run, spec.epochs, spec.target_accuracy)
+    if code is None:  # killed at the timeout: that is its status, whatever its run directory holds
+        line["status"] = "timeout"
+    return line
 
 
 def run_scaling(spec: ScalingSpec) -> list[dict[str, Any]]:

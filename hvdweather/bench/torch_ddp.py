@@ -86,11 +86,13 @@ def average_buffers(model) -> None:
             buffer.div_(world)
 
 
-def train_epoch(ddp, optimizer, images, labels, batch_size: int, steps: int, generator) -> tuple[float, float, float]:
-    """`steps` SGD steps on a fresh shuffle of this rank's shard; (loss sum, correct, train seconds)."""
+def train_epoch(ddp, optimizer, shard: tuple, batch_size: int, steps: int, generator) -> tuple[float, float, float]:
+    """`steps` SGD steps on a fresh shuffle of this rank's shard, (images, labels) as load_shard returns
+    them; (loss sum, correct, train seconds)."""
     import torch
     import torch.nn.functional as F
 
+    images, labels = shard
     ddp.train()
     order = torch.randperm(len(labels), generator=generator)[:steps * batch_size]
     loss_sum = correct = 0.0
@@ -157,7 +159,7 @@ def _train(rank: int, world: int, args, split, steps: int) -> None:
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
-    train_x, train_y = load_shard(split.paths["train"], split.labels["train"], args.image_size, rank, world)
+    train = load_shard(split.paths["train"], split.labels["train"], args.image_size, rank, world)
     val_x, val_y = load_shard(split.paths["val"], split.labels["val"], args.image_size, rank, world)
     torch.manual_seed(args.seed)  # same initial weights everywhere (DDP broadcasts rank 0's anyway)
     model = build_torch_cnn(len(split.class_names), args.image_size)
@@ -168,15 +170,14 @@ def _train(rank: int, world: int, args, split, steps: int) -> None:
     metrics = Path(args.out) / "metrics.jsonl"
     for epoch in range(1, args.epochs + 1):
         start = time.perf_counter()
-        loss_sum, correct, train_s = train_epoch(ddp, optimizer, train_x, train_y, args.batch_size, steps,
-                                                 generator)
+        loss_sum, correct, train_s = train_epoch(ddp, optimizer, train, args.batch_size, steps, generator)
         average_buffers(model)
         sums = _reduce_sums(loss_sum, correct, *evaluate(model, val_x, val_y, args.batch_size))
         if rank == 0:
             _append_jsonl(metrics, _epoch_row(epoch, sums, train_s, time.perf_counter() - start, args,
                                               steps, world))
     gathered = [None] * world
-    dist.all_gather_object(gathered, {"rank": rank, "n_train_files": len(train_y),
+    dist.all_gather_object(gathered, {"rank": rank, "n_train_files": len(train[1]),
                                       "weights_sha256": weights_digest(model)})
     if rank == 0:
         (Path(args.out) / "ranks.json").write_text(json.dumps(gathered, indent=2) + "\n")
