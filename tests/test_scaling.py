@@ -10,16 +10,8 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from hvdweather.bench import scaling
-from hvdweather.bench.scaling import (
-    BASELINE,
-    RunSpec,
-    ScalingSpec,
-    build_command,
-    execute_run,
-    plan_runs,
-    summarize_metrics,
-)
+from hvdweather.bench import scaling, scaling_spec
+from hvdweather.bench.scaling import execute_run, summarize_metrics
 from hvdweather.bench.scaling_report import (
     CSV_COLUMNS,
     add_derived,
@@ -29,6 +21,7 @@ from hvdweather.bench.scaling_report import (
     plot_speedup,
     write_csv,
 )
+from hvdweather.bench.scaling_spec import BASELINE, RunSpec, ScalingSpec, build_command, plan_runs
 from hvdweather.bench.spec import spec_from_flags
 from hvdweather.config import ConfigError
 
@@ -291,7 +284,7 @@ def test_a_strategy_is_one_command_builder(tiny_data, tmp_path, monkeypatch):
         return [sys.executable, "-c", FAKE_TRAIN, str(tmp_path / "runs" / run.name), str(run.workers),
                 str(spec.epochs)]
 
-    monkeypatch.setitem(scaling.RUNNERS, "torch-ddp", scaling.Runner(fake_command, False, "torch-ddp"))
+    monkeypatch.setitem(scaling_spec.RUNNERS, "torch-ddp", scaling_spec.Runner(fake_command, False, "torch-ddp"))
     spec = spec_from_flags(ScalingSpec, **{**FLAGS, "strategies": "torch-ddp,horovod", "data": str(tiny_data),
                                            "out": str(tmp_path), "epochs": 3})
     line = execute_run(spec, RunSpec("torch-ddp", 2, 8, 1), cores=2)
@@ -426,7 +419,7 @@ def test_no_baseline_leaves_out_its_table_and_two_epochs_need_no_note(results):
 def test_the_report_orders_the_strategies_the_benchmark_runs():
     """The report keeps its own copy of the strategy names (it may not import the run module: issue 23's
     cycle); this holds the copy to the runners."""
-    from hvdweather.bench import scaling, scaling_report
+    from hvdweather.bench import scaling_report, scaling_spec
 
-    assert tuple(scaling.STRATEGIES) == scaling_report.STRATEGIES
-    assert scaling_report.BASELINE in scaling.RUNNERS and scaling_report.BASELINE not in scaling.STRATEGIES
+    assert tuple(scaling_spec.STRATEGIES) == scaling_report.STRATEGIES
+    assert scaling_report.BASELINE in scaling_spec.RUNNERS and scaling_report.BASELINE not in scaling_spec.STRATEGIES

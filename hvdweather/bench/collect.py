@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from hvdweather.bench.machine import write_machine
-from hvdweather.bench.scaling import RunSpec, ScalingSpec, cell_line, finish_line, read_complete_json
+from hvdweather.bench.scaling import cell_line, finish_line, read_complete_json
 from hvdweather.bench.scaling_report import write_outputs
+from hvdweather.bench.scaling_spec import RunSpec, ScalingSpec
 from hvdweather.errors import ConfigError
 
 

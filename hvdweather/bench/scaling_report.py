@@ -12,7 +12,7 @@ from hvdweather.bench.machine import machine_line
 from hvdweather.tables import markdown_table
 
 BASELINE = "single"  # the plain one-process run on all cores
-# The --strategies names in table order (hvdweather.bench.scaling.STRATEGIES runs them; a test holds the two
+# The --strategies names in table order (hvdweather.bench.scaling_spec.STRATEGIES runs them; a test holds the two
 # to the same names), and how each is named in titles.
 STRATEGIES = ("horovod", "mirrored", "torch-ddp")
 TITLES = {"horovod": "Horovod", "mirrored": "MirroredStrategy", "torch-ddp": "PyTorch DDP"}
@@ -30,7 +30,7 @@ Row = dict[str, Any]
 
 
 class ReportSpec(Protocol):
-    """What the report reads of the benchmark's spec (hvdweather.bench.scaling.ScalingSpec)."""
+    """What the report reads of the benchmark's spec (hvdweather.bench.scaling_spec.ScalingSpec)."""
 
     data: str
     epochs: int
