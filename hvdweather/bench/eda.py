@@ -28,6 +28,15 @@ from typing import Any
 
 import numpy as np
 
+from hvdweather.bench.eda_kernels import (
+    NUMPY,
+    OURS,
+    histogram_only_pass,
+    kernel_sample,
+    numpy_kernel_pass,
+    ours_kernel_pass,
+    reference_kernel_pass,
+)
 from hvdweather.bench.eda_report import REFERENCE, STAGES, write_tables
 from hvdweather.bench.machine import machine_info, machine_line, write_machine
 from hvdweather.bench.spec import check_train_flags, list_field
@@ -88,35 +97,35 @@ def run_command(command: list[str], log: Path, timeout_s: float) -> float:
 
 @dataclass(frozen=True)
 class StageRun:
-    """One timed configuration: a stage (eda or prepare) on a backend with some workers."""
+    """One timed configuration: a stage (eda or prepare) on an EDA executor with some workers."""
 
     stage: str
-    backend: str
+    executor: str  # a key of hvdweather.eda.executors.EXECUTORS
     workers: int
 
     @property
     def name(self) -> str:
-        return f"{self.stage}-{self.backend}-w{self.workers}"
+        return f"{self.stage}-{self.executor}-w{self.workers}"
 
 
 def plan_scaling(spec: EdaBenchSpec) -> list[StageRun]:
-    """The sequential baseline, then every other backend at every worker count, for both stages."""
+    """The sequential baseline, then every other executor at every worker count, for both stages."""
     runs = []
     for stage in STAGES:
         runs.append(StageRun(stage, "sequential", 1))
-        runs += [StageRun(stage, backend, workers) for backend in spec.backends if backend != "sequential"
+        runs += [StageRun(stage, executor, workers) for executor in spec.backends if executor != "sequential"
                  for workers in spec.workers]
     return runs
 
 
 def stage_command(spec: EdaBenchSpec, run: StageRun, out_dir: Path) -> list[str]:
     """The exact command line of one run (also written at the top of its log)."""
-    args = [executable(f"hvdweather-{run.stage}"), spec.data, "--out", str(out_dir), "--executor", run.backend,
+    args = [executable(f"hvdweather-{run.stage}"), spec.data, "--out", str(out_dir), "--executor", run.executor,
             "--no-progress"]
     args += ["--no-plots"] if run.stage == "eda" else ["--image-size", str(spec.image_size)]
-    if run.backend == "multiprocessing":
+    if run.executor == "multiprocessing":
         args += ["--workers", str(run.workers)]
-    if run.backend == "mpi":  # --oversubscribe: worker counts above the core count are part of the table
+    if run.executor == "mpi":  # --oversubscribe: worker counts above the core count are part of the table
         return [executable("mpirun"), "--oversubscribe", "--bind-to", "none", "-np", str(run.workers), *args]
     return args
 
@@ -161,94 +170,11 @@ def measure_scaling(spec: EdaBenchSpec) -> list[dict[str, Any]]:
             timings, digest = stage_result(run.stage, out_dir)
             reference.setdefault(run.stage, digest)
             rows.append(append_row(spec, {
-                "part": "scaling", "stage": run.stage, "backend": run.backend, "workers": run.workers,
+                "part": "scaling", "stage": run.stage, "backend": run.executor, "workers": run.workers,
                 "repeat": repeat, **timings, "wall_s": wall_s, "cores": cores,
                 "oversubscribed": run.workers > cores, "same_result": digest == reference[run.stage]}))
             print(f"  {run.name} repeat {repeat + 1}/{spec.repeats}: {timings['time_s']:.2f} s", flush=True)
     return rows
-
-
-def kernel_sample(data: str, count: int) -> list[str]:
-    """`count` decodable images spread evenly over the (class-sorted) data set."""
-    from hvdweather.data.discovery import discover, find_unreadable
-
-    paths = discover(data).paths
-    picked = [paths[i] for i in np.unique(np.linspace(0, len(paths) - 1, min(count, len(paths))).astype(int))]
-    bad = find_unreadable(picked)
-    return [p for p in picked if p not in bad]
-
-
-def reference_kernel_pass(paths: list[str]) -> np.ndarray:
-    """The reference PyTorch project's EDA loop: PIL convert, `getchannel(c).histogram()` per channel,
-    lists summed at the end."""
-    from PIL import Image
-
-    histograms: dict[str, list[list[int]]] = {"R": [], "G": [], "B": []}
-    for path in paths:
-        with Image.open(path) as img:
-            img_rgb = img.convert("RGB")
-            for channel, color in zip(range(3), ["R", "G", "B"]):
-                histograms[color].append(img_rgb.getchannel(channel).histogram())
-    return np.array([[sum(x) for x in zip(*histograms[color])] for color in "RGB"], np.int64)
-
-
-OURS = "hvdweather: Image.histogram(), all channels in one call"
-NUMPY = "numpy: one np.bincount for all channels"
-
-
-def ours_kernel_pass(paths: list[str]) -> np.ndarray:
-    """The EDA's kernel: `open_rgb` once per image, one C histogram call, summed into int64."""
-    from hvdweather.data.decode import open_rgb
-    from hvdweather.eda.kernel import rgb_histograms
-
-    total = np.zeros((3, 256), np.int64)
-    for path in paths:
-        with open_rgb(path) as (rgb, _):
-            total += rgb_histograms(rgb)
-    return total
-
-
-def numpy_kernel_pass(paths: list[str]) -> np.ndarray:
-    """The numpy alternative: `load_rgb` to an array, one np.bincount, summed into int64."""
-    from hvdweather.data.decode import load_rgb
-    from hvdweather.eda.kernel import bincount_histograms
-
-    total = np.zeros((3, 256), np.int64)
-    for path in paths:
-        total += bincount_histograms(load_rgb(path))
-    return total
-
-
-def histogram_only_pass(paths: list[str]) -> tuple[dict[str, float], bool]:
-    """Seconds of the histogram step alone (decoding untimed) per kernel; do all totals agree?
-
-    The reference kernel keeps its per-channel lists and sums them at the end, as the reference project did.
-    """
-    from PIL import Image
-
-    from hvdweather.eda.kernel import bincount_histograms, rgb_histograms
-
-    seconds = {REFERENCE: 0.0, OURS: 0.0, NUMPY: 0.0}
-    lists: dict[int, list[list[int]]] = {0: [], 1: [], 2: []}
-    ours, numpy_total = np.zeros((3, 256), np.int64), np.zeros((3, 256), np.int64)
-    for path in paths:
-        with Image.open(path) as img:
-            rgb = img.convert("RGB")  # a decoded copy that outlives the file
-        pixels = np.asarray(rgb)
-        start = time.perf_counter()
-        for channel in range(3):
-            lists[channel].append(rgb.getchannel(channel).histogram())
-        reference_end = time.perf_counter()
-        ours += rgb_histograms(rgb)
-        ours_end = time.perf_counter()
-        numpy_total += bincount_histograms(pixels)
-        seconds[REFERENCE] += reference_end - start
-        seconds[OURS] += ours_end - reference_end
-        seconds[NUMPY] += time.perf_counter() - ours_end
-    start = time.perf_counter()
-    combined = [[sum(x) for x in zip(*lists[channel])] for channel in range(3)]  # the reference project's combine step
-    seconds[REFERENCE] += time.perf_counter() - start
-    return seconds, ours.tolist() == combined == numpy_total.tolist()
 
 
 def _timed(fn, *args) -> tuple[float, Any]:

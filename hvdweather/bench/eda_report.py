@@ -21,15 +21,16 @@ class ReportSpec(Protocol):
 
 
 def scaling_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Median per stage x backend x workers, with speed-up and efficiency against sequential."""
+    """Median per stage x executor x workers, with speed-up and efficiency against sequential (the rows
+    keep the key "backend" for the executor, as results.jsonl does)."""
     groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
     for row in rows:
         if row["part"] == "scaling":
             groups.setdefault((row["stage"], row["backend"], row["workers"]), []).append(row)
     table = []
-    for (stage, backend, workers), runs in groups.items():
+    for (stage, executor, workers), runs in groups.items():
         times = [r["time_s"] for r in runs]
-        table.append({"stage": stage, "backend": backend, "workers": workers, "cores": runs[0]["cores"],
+        table.append({"stage": stage, "backend": executor, "workers": workers, "cores": runs[0]["cores"],
                       "oversubscribed": runs[0]["oversubscribed"], "repeats": len(runs),
                       "time_s": statistics.median(times), "time_min_s": min(times), "time_max_s": max(times),
                       "wall_s": statistics.median(r["wall_s"] for r in runs),
@@ -109,7 +110,7 @@ def train_markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def plot_speedup(table: list[dict[str, Any]]) -> Any:
-    """Speed-up vs workers per backend, one panel per stage, with the ideal line and the core count."""
+    """Speed-up vs workers per executor, one panel per stage, with the ideal line and the core count."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -122,9 +123,9 @@ def plot_speedup(table: list[dict[str, Any]]) -> Any:
         top = max(r["workers"] for r in rows)
         ax.plot([1, top], [1, top], "k--", linewidth=1, label="ideal")
         ax.axvline(rows[0]["cores"], color="grey", linestyle=":", label=f"{rows[0]['cores']} cores")
-        for backend in sorted({r["backend"] for r in rows} - {"sequential"}):
-            mine = sorted((r for r in rows if r["backend"] == backend), key=lambda r: r["workers"])
-            ax.plot([r["workers"] for r in mine], [r["speedup"] for r in mine], "o-", label=backend)
+        for executor in sorted({r["backend"] for r in rows} - {"sequential"}):
+            mine = sorted((r for r in rows if r["backend"] == executor), key=lambda r: r["workers"])
+            ax.plot([r["workers"] for r in mine], [r["speedup"] for r in mine], "o-", label=executor)
         ax.set_title(f"{stage}: speed-up vs sequential", fontsize=10)
         ax.set_xticks(sorted({r["workers"] for r in rows} | {rows[0]["cores"]}))  # whole numbers only
         ax.set_xlabel("workers (processes / ranks)")
