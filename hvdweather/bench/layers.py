@@ -8,7 +8,7 @@ package's form (`hvdweather.model`), next to PyTorch when it is installed.
 TensorFlow reads TF_ENABLE_ONEDNN_OPTS once, at import, its CPU allocator is process-wide, and PyTorch
 and TensorFlow should not share a process's thread pools: so each framework and TF form is measured in
 its own subprocess (`python -m hvdweather.bench.layers --worker tensorflow|torch [--form package]`),
-which prints one JSON line per layer.
+which prints one JSON line per layer. The table is built by hvdweather.bench.layers_report.
 """
 from __future__ import annotations
 
@@ -23,9 +23,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from hvdweather.bench.layers_report import layers_table
 from hvdweather.geometry import WEATHER_CNN_BLOCKS
 from hvdweather.host import cpu_flags, cpu_model, versions
-from hvdweather.tables import markdown_table
 
 NUM_CLASSES = 11  # the WEAPD classes
 
@@ -224,33 +224,6 @@ def _run_worker(framework: str, env: dict[str, str], batch: int, repeats: int, i
     if done.returncode != 0:
         raise RuntimeError(f"{framework} layer measurement failed (exit {done.returncode}): {' '.join(command)}")
     return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-
-
-def _fmt(ms: float | None) -> str:
-    return "" if ms is None else f"{ms:.1f}"
-
-
-def _ratio(a: float | None, b: float | None) -> str:
-    return f"{a / b:.2f}x" if a and b else ""
-
-
-def layers_table(rows: list[dict]) -> str:
-    """Markdown: per layer, TF reference form vs package form vs PyTorch (best-of-N ms: on a shared machine
-    the fastest call is the one least disturbed by other processes; ratios > 1 = faster)."""
-    ms = {(r["framework"], r["form"], r["layer"]): r.get("ms_min", r["ms"]) for r in rows}
-    tf_rows = [r for r in rows if r["framework"] == "tensorflow"]
-    onednn = "on" if tf_rows and tf_rows[0]["onednn"] else "off"
-    best_of = len(rows[0].get("ms_all", [])) or 1
-    lines = [f"CPU: {rows[0]['cpu_model']}; flags: {' '.join(rows[0]['cpu_flags'])}; TensorFlow oneDNN {onednn}; "
-             f"batch {rows[0]['batch']}, 1 thread, forward + backward, ms (best of {best_of})", ""]
-    cells = []
-    for layer in dict.fromkeys(r["layer"] for r in rows):
-        before = ms.get(("tensorflow", "reference", layer))
-        after = ms.get(("tensorflow", "package", layer), before)  # pools: one layer in both forms
-        torch_ms = ms.get(("torch", "reference", layer))
-        cells.append([layer, _fmt(before), _fmt(after), _ratio(before, after), _fmt(torch_ms), _ratio(torch_ms, after)])
-    header = ["layer", "TF reference form", "TF package form", "TF speed-up", "PyTorch", "package vs PyTorch"]
-    return "\n".join([*lines, markdown_table(header, cells, "lrrrrr")])
 
 
 @dataclass(frozen=True)

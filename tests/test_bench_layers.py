@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from hvdweather.bench.layers import Stage, _child_env, layers_table, stages
+from hvdweather.bench.layers import Stage, _child_env, stages
+from hvdweather.bench.layers_report import layers_table
 
 
 def test_stages_follow_the_geometry():
