@@ -16,6 +16,7 @@ from hvdweather.callbacks import (
     first_epoch_reaching,
     phase_of,
     timed_callbacks,
+    warmup_lr,
 )
 from hvdweather.writers import RunWriter
 
@@ -43,6 +44,17 @@ def test_linear_warmup_assigns_by_global_step():
     warmup.on_epoch_begin(1)
     warmup.on_train_batch_begin(1)  # global step 3 of the ramp's 4
     assert Optimizer.learning_rate.value == pytest.approx(0.25)
+    warmup.on_epoch_begin(2)
+    warmup.on_train_batch_begin(1)  # global step 5: past the ramp, the LR is left as it is
+    assert Optimizer.learning_rate.value == pytest.approx(0.25)
+
+
+def test_the_warmup_ramp_has_one_definition():
+    """LinearWarmup's LRs are warmup_lr's (the ramp train.Plan's schedule starts with): the last one is
+    exactly scaled_lr, as a PlannedLR with a schedule assigns after the ramp."""
+    warmup = LinearWarmup(0.01, 0.07, warmup_steps=3, steps_per_epoch=5)
+    assert [warmup.lr_at(step) for step in range(4)] == [warmup_lr(step, 3, 0.01, 0.07) for step in range(4)]
+    assert warmup.lr_at(3) == 0.07 and warmup_lr(0, 0, 0.01, 0.07) == 0.07  # no ramp: scaled from the start
 
 
 def test_first_epoch_reaching_the_target():
@@ -74,7 +86,7 @@ def test_epoch_metrics_record_the_target_epoch_across_a_resume(tmp_path):
 
 
 def test_progress_log_prints_whole_lines_every_tenth_of_an_epoch(tmp_path, capsys):
-    log = ProgressLog(RunWriter(tmp_path, is_primary=True), epochs=3, global_batch_size=16, step_lines=True)
+    log = ProgressLog(RunWriter(tmp_path, is_primary=True), epochs=3, images_per_step=16, step_lines=True)
     log.set_params({"steps": 20})
     log.on_epoch_begin(0)
     for batch in range(20):

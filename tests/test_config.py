@@ -137,13 +137,14 @@ def test_precision_auto_is_float32_until_a_model_is_measured_faster(monkeypatch)
     listed (the weather CNN measured 0.47-0.60x), so float32 everywhere today. Proven to fail: without the
     native-BF16 check in validate(), TrainConfig(precision="bfloat16") is accepted on an AVX2 CPU."""
     from hvdweather import config, host
+    from hvdweather.config import train_config
     from hvdweather.geometry import MODEL_GEOMETRY
 
     monkeypatch.setattr(host, "cpu_flags", lambda: ["avx2", "avx512f", "avx512_bf16"])
     assert all(config.resolve_precision(TrainConfig(model=m, image_size=256)) == "float32" for m in MODEL_GEOMETRY)
     assert config.resolve_precision(TrainConfig(precision="bfloat16")) == "bfloat16"
     assert config.resolve_precision(TrainConfig(precision="float32")) == "float32"
-    monkeypatch.setattr(config, "BF16_MEASURED_FASTER", frozenset({"mobilenet_v2"}))
+    monkeypatch.setattr(train_config, "BF16_MEASURED_FASTER", frozenset({"mobilenet_v2"}))
     assert config.resolve_precision(TrainConfig(model="mobilenet_v2", image_size=64)) == "bfloat16"
     assert config.resolve_precision(TrainConfig()) == "float32"  # the weather CNN: measured slower
     monkeypatch.setattr(host, "cpu_flags", lambda: ["avx2"])

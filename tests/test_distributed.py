@@ -3,11 +3,13 @@ averaging itself, uneven shards with ranks seeded apart, and a failing rank endi
 hanging it."""
 from __future__ import annotations
 
+import ast
 import csv
 import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -133,6 +135,24 @@ def test_adasum_needs_a_power_of_two_of_ranks_or_of_nodes_with_nccl():
                                      (9, 3, True, "of nodes (1, 2, 4, 8...), got 3")):
         with pytest.raises(ConfigError, match=re.escape(words)):
             check_adasum_world(size, local, gpu_nccl=nccl)
+
+
+def test_one_module_imports_horovod_and_only_when_a_backend_is_made():
+    """House rule: hvdweather.distributed.horovod is the package's only importer of horovod (AST scan, function
+    bodies included), and importing the backends (train's import line) loads no horovod module."""
+    package = Path(__file__).parents[1] / "hvdweather"
+    importers = set()
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            if any(name.split(".")[0] == "horovod" for name in names):
+                importers.add(path.relative_to(package.parent).as_posix())
+    assert importers == {"hvdweather/distributed/horovod.py"}
+    code = ("import sys; import hvdweather.callbacks, hvdweather.distributed; "
+            "print([m for m in sys.modules if m.split('.')[0] == 'horovod'])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr[-2000:]
 
 
 # Horovod's stall check: a rank waiting alone in a collective is reported after 5 s and the job is shut

@@ -1,4 +1,6 @@
-"""The one training configuration: a frozen dataclass that CLI flags and config files map onto.
+"""The one training configuration: a frozen dataclass that CLI flags and config files map onto, the checks
+that make every config a valid one (each wrong value is a ConfigError naming its flag, raised when the
+config is made), and the values derived from it alone (--precision auto's pick, the top-k a run reports).
 
 Runtime facts (rank, world size) never live here; see `hvdweather.distributed.Runtime`.
 TensorFlow-free, so a bad flag is answered before TensorFlow loads.
@@ -6,18 +8,15 @@ TensorFlow-free, so a bad flag is answered before TensorFlow loads.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from hvdweather import host, pretrained
+from hvdweather.config.flags import AUGMENT_OF_BOOL, CHOICES, HOROVOD_ONLY, flag_name
 from hvdweather.errors import ConfigError
 from hvdweather.geometry import MODEL_GEOMETRY, image_size_problem
-
-__all__ = ["ConfigError", "TrainConfig", "flag_name", "load_config_file", "make_config", "resume_config",
-           "validate"]
 
 
 @dataclass(frozen=True)
@@ -84,42 +83,15 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-# Fields whose flag is not the field name with dashes. Config files accept either spelling.
-_FLAGS = {"per_worker_batch_size": "batch-size"}
-_FIELD_OF_FLAG = {flag.replace("-", "_"): name for name, flag in _FLAGS.items()}
 _POSITIVE_INT = ("epochs", "per_worker_batch_size", "image_size", "replicas", "backward_passes_per_step")
 _NON_NEGATIVE = ("threads_per_worker", "warmup_epochs", "target_accuracy", "verbose", "freeze_backbone_epochs",
                  "weight_decay", "early_stopping", "top_k")
-# Choice fields and what they accept (the CLI's click.Choice lists read these too).
-CHOICES: dict[str, tuple[str, ...]] = {
-    "strategy": ("horovod", "mirrored"), "optimizer": ("sgd", "adam", "adamw", "rmsprop"),
-    "augment": ("none", "flip", "flip_crop", "standard"), "normalize": ("none", "imagenet", "dataset"),
-    "lr_schedule": ("constant", "step", "cosine"), "class_weights": ("none", "balanced"),
-    "model": tuple(MODEL_GEOMETRY), "precision": ("auto", "float32", "bfloat16")}
-AUGMENT_OF_BOOL = {True: "standard", False: "none"}
-HOROVOD_ONLY = ("fp16_allreduce", "adasum", "autotune", "autotune_log", "backward_passes_per_step", "elastic")
-# What --resume may change, in the order help, errors and the README name them: nothing here changes
-# what the run computes. LAUNCH_FIELDS describe the launch itself, not the run.
-RESUMABLE_FIELDS = ("epochs", "verbose", "threads_per_worker", "cache_dir", "horovod_timeline", "tensorboard")
-LAUNCH_FIELDS = ("resume", "out", "overwrite")
-RESUMABLE = frozenset(RESUMABLE_FIELDS + LAUNCH_FIELDS)
 _TYPE_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}
 
 
-def flag_name(field: str) -> str:
-    """The command-line flag of a config field, with its dashes: per_worker_batch_size -> --batch-size."""
-    return "--" + _FLAGS.get(field, field.replace("_", "-"))
-
-
-def resumable_flags() -> str:
-    """The flags --resume may change, as one phrase ("--epochs, ... and --tensorboard") for help and errors."""
-    flags = [flag_name(name) for name in RESUMABLE_FIELDS]
-    return ", ".join(flags[:-1]) + " and " + flags[-1]
-
-
-def _type_error(name: str, value: Any) -> str | None:
-    """Why `value` does not fit field `name`'s type, or None when it fits (bool is not a number here)."""
-    kind = {f.name: f.type for f in fields(TrainConfig)}[name]
+def type_problem(name: str, kind: str, value: Any) -> str | None:
+    """Why `value` does not fit field `name` of type `kind` ("int", "float", "bool" or "str"), or None when
+    it fits (bool is not a number here)."""
     if name == "augment" and isinstance(value, bool):
         return None  # old run configs and config files: augment: true/false
     ok = {"int": isinstance(value, int) and not isinstance(value, bool),
@@ -131,7 +103,7 @@ def _type_error(name: str, value: Any) -> str | None:
 def validate(cfg: TrainConfig) -> None:
     """Raise ConfigError naming the flag for any value that cannot work."""
     for f in fields(cfg):
-        problem = _type_error(f.name, getattr(cfg, f.name))
+        problem = type_problem(f.name, f.type, getattr(cfg, f.name))
         if problem:
             raise ConfigError(f"{flag_name(f.name)} must be {problem}")
     for name in _POSITIVE_INT:
@@ -173,28 +145,6 @@ def _validate_choices(cfg: TrainConfig) -> None:
         raise ConfigError(problem)
     if cfg.resume and cfg.overwrite:
         raise ConfigError("--resume and --overwrite contradict each other: continue the run, or replace it")
-
-
-_DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
-
-# Models whose training measured faster under mixed_bfloat16 on a CPU with native BF16, at accuracy within
-# noise: what --precision auto picks bfloat16 for. The one measurement so far (the stack notes, "CPU speed")
-# is the weather CNN at 0.47-0.60x float32's speed on an AVX512_BF16 EPYC, so it stays float32; the other
-# models were never measured, so auto is float32 for every model until a measurement says otherwise.
-BF16_MEASURED_FASTER: frozenset[str] = frozenset()
-
-
-def resolve_precision(cfg: TrainConfig) -> str:
-    """float32 or bfloat16: --precision as given, or what auto picks for --model on this CPU."""
-    if cfg.precision != "auto":
-        return cfg.precision
-    return "bfloat16" if cfg.model in BF16_MEASURED_FASTER and host.native_bf16() else "float32"
-
-
-def effective_top_k(top_k: int, num_classes: int) -> int:
-    """The k of the top-k metric a run reports: --top-k, or 3 when it is 0 and there are >= 5 classes
-    (0 = no top-k metric); never more than the classes."""
-    return min(top_k if top_k else (3 if num_classes >= 5 else 0), num_classes)
 
 
 def decay_epochs(cfg: TrainConfig) -> tuple[int, ...]:
@@ -251,8 +201,9 @@ def _validate_experiment(cfg: TrainConfig) -> None:
     if not 0 <= cfg.label_smoothing < 1:
         raise ConfigError(f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}")
     if cfg.strategy == "mirrored":
+        defaults = {f.name: f.default for f in fields(cfg)}
         for name in HOROVOD_ONLY:
-            if getattr(cfg, name) != _DEFAULTS[name]:
+            if getattr(cfg, name) != defaults[name]:
                 raise ConfigError(f"{flag_name(name)} is a Horovod option; it does nothing under --strategy "
                                   "mirrored (use --strategy horovod)")
     if cfg.autotune_log and not cfg.autotune:
@@ -273,87 +224,21 @@ def _validate_elastic(cfg: TrainConfig) -> None:
                           "optimizer that Horovod's elastic state holds)")
 
 
-def _field_names(values: dict[str, Any], source: str) -> dict[str, Any]:
-    """Keys as field names: dashes become underscores, and a flag's name maps to its field."""
-    known = {f.name for f in fields(TrainConfig)}
-    renamed = {}
-    for key, value in values.items():
-        name = key.replace("-", "_")
-        renamed[_FIELD_OF_FLAG.get(name, name)] = value
-    unknown = sorted(set(renamed) - known)
-    if unknown:
-        raise ConfigError(f"{source}: unknown field(s) {', '.join(unknown)}")
-    return renamed
+# Models whose training measured faster under mixed_bfloat16 on a CPU with native BF16, at accuracy within
+# noise: what --precision auto picks bfloat16 for. The one measurement so far (the stack notes, "CPU speed")
+# is the weather CNN at 0.47-0.60x float32's speed on an AVX512_BF16 EPYC, so it stays float32; the other
+# models were never measured, so auto is float32 for every model until a measurement says otherwise.
+BF16_MEASURED_FASTER: frozenset[str] = frozenset()
 
 
-def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a JSON or YAML file of TrainConfig fields (or flag names); unknown keys and wrong types are errors."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"--config {path}: file not found")
-    text = path.read_text()
-    try:
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            values = yaml.safe_load(text) or {}
-        else:
-            values = json.loads(text)
-    except Exception as exc:  # both parsers raise their own error types
-        mark = getattr(exc, "problem_mark", None)  # YAML: where; JSON: lineno
-        line = mark.line + 1 if mark is not None else getattr(exc, "lineno", None)
-        what = getattr(exc, "problem", None) or getattr(exc, "msg", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"--config {path}" + (f" line {line}" if line else "") + f": cannot parse ({what})") from None
-    if not isinstance(values, dict):
-        raise ConfigError(f"--config {path}: expected a mapping of field: value")
-    return config_values(values, f"--config {path}")
+def resolve_precision(cfg: TrainConfig) -> str:
+    """float32 or bfloat16: --precision as given, or what auto picks for --model on this CPU."""
+    if cfg.precision != "auto":
+        return cfg.precision
+    return "bfloat16" if cfg.model in BF16_MEASURED_FASTER and host.native_bf16() else "float32"
 
 
-def _numeric(name: str, value: Any) -> Any:
-    """YAML 1.1 (PyYAML) reads 1e-3 as a string (it wants 1.0e-3): a number field takes numeric strings."""
-    kind = {f.name: f.type for f in fields(TrainConfig)}.get(name)
-    if kind == "float" and isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
-
-
-def config_values(values: dict[str, Any], source: str) -> dict[str, Any]:
-    """A mapping of TrainConfig fields or flag names (a --config file, a sweep's base or grid cell) as
-    field names; an unknown key or a value of the wrong type is a ConfigError starting with `source`."""
-    values = {name: _numeric(name, value) for name, value in _field_names(values, source).items()}
-    for name, value in values.items():
-        problem = _type_error(name, value)
-        if problem:
-            raise ConfigError(f"{source}: {name} must be {problem}")
-    return values
-
-
-def make_config(file_values: dict[str, Any], flag_values: dict[str, Any]) -> TrainConfig:
-    """Defaults < config file < flags given on the command line (None means 'not given')."""
-    merged = dict(file_values)
-    merged.update({k: v for k, v in flag_values.items() if v is not None})
-    try:
-        return TrainConfig(**merged)
-    except TypeError as exc:
-        raise ConfigError(str(exc)) from None
-
-
-def resume_config(run_config: dict[str, Any], given: TrainConfig, given_names: set[str]) -> TrainConfig:
-    """The config of a resumed run: the run's own config.json, with only RESUMABLE fields and --data taken
-    from what was given now (`given_names`: fields set by a flag or a config file). --data may name
-    another folder (the data set moved); training then checks that it holds the split's files. Any other
-    difference is an error naming it, because it would change what the continued run computes."""
-    source = f"--resume: {Path(given.out) / 'config.json'}"
-    base = _field_names(run_config, source)
-    for name in sorted(given_names - RESUMABLE - {"data"}):  # --data: the data set moved; its files are checked
-        ours, theirs = getattr(given, name), base.get(name, getattr(TrainConfig(), name))
-        if ours != theirs:
-            raise ConfigError(f"--resume: {flag_name(name)} {ours} differs from the run's {theirs} "
-                              f"({Path(given.out) / 'config.json'}); only {resumable_flags()} may change")
-    # resume, out and overwrite describe this launch, not the run: a run started with --overwrite resumes
-    keep = {name: getattr(given, name) for name in RESUMABLE | {"data"}
-            if name in given_names or name in LAUNCH_FIELDS}
-    return TrainConfig(**(base | keep))
+def effective_top_k(top_k: int, num_classes: int) -> int:
+    """The k of the top-k metric a run reports: --top-k, or 3 when it is 0 and there are >= 5 classes
+    (0 = no top-k metric); never more than the classes."""
+    return min(top_k if top_k else (3 if num_classes >= 5 else 0), num_classes)

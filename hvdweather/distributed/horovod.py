@@ -1,13 +1,9 @@
-"""Two thin distributed backends behind the same hooks: Horovod and tf.distribute.MirroredStrategy.
-
-This is the only module that imports horovod. Every Horovod-specific line is tagged `# Horovod:`.
+"""The Horovod backend and its callbacks: the only module of the package that imports horovod, and only
+when a HorovodBackend is made (importing this module loads no horovod). Every Horovod-specific line is
+tagged `# Horovod:`.
 
     horovodrun -np 4 hvdweather-train --data DIR --out RUN              # Horovod, 4 processes
     mpirun -np 4 hvdweather-train --data DIR --out RUN                  # same, launched by MPI
-    hvdweather-train --strategy mirrored --replicas 2 --data DIR --out RUN  # one process, 2 replicas
-
-The hooks: `scope()` to build the model in, `wrap_optimizer()`, `callbacks()`, the input shard
-(`shard_count`, `shard_index`), `allgather_object()` / `broadcast_object()`, and the `runtime` facts.
 """
 from __future__ import annotations
 
@@ -16,54 +12,15 @@ import dataclasses
 import os
 import platform
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import tensorflow as tf
 
+from hvdweather.distributed.options import HorovodOptions, check_adasum_world
+from hvdweather.distributed.runtime import Runtime, default_threads, set_threads
 from hvdweather.errors import ConfigError
-from hvdweather.host import available_cores
-from hvdweather.writers import RunWriter
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Runtime:
-    """Facts about this process in the job; never stored on the config."""
-
-    strategy: str  # "horovod" or "mirrored"
-    rank: int  # process rank in the job
-    local_rank: int  # process rank on this node (GPU pinning)
-    size: int  # processes in the job
-    local_size: int  # processes on this node
-    replicas_per_process: int  # model replicas inside one process (mirrored: N, horovod: 1)
-    threads: int  # TF intra-op threads this process uses
-
-    @property
-    def num_workers(self) -> int:
-        """Workers that each take a per-worker batch per step: the LR and global-batch factor."""
-        return self.size * self.replicas_per_process
-
-    @property
-    def is_primary(self) -> bool:
-        return self.rank == 0
-
-    def writer(self, run_dir: str | Path) -> RunWriter:
-        """This process's writer for `run_dir`: it writes on the primary only, so callers never test the rank."""
-        return RunWriter(run_dir, self.is_primary)
-
-
-def default_threads(requested: int, local_size: int) -> int:
-    """Threads per process: as requested, else an equal share of the node's cores (at least 1)."""
-    return requested if requested > 0 else max(1, available_cores() // max(1, local_size))
-
-
-def _set_threads(intra: int, inter: int) -> None:
-    # N ranks each using every core oversubscribe the node (horovod#2295, #2804): cap each one.
-    tf.config.threading.set_intra_op_parallelism_threads(intra)
-    tf.config.threading.set_inter_op_parallelism_threads(inter)
 
 
 class AverageBatchNormStatistics(tf.keras.callbacks.Callback):
@@ -130,26 +87,6 @@ class AverageEpochMetrics(tf.keras.callbacks.Callback):
             logs[name] = float(value / (total_images if name.startswith("val_") else ranks))
 
 
-def check_adasum_world(size: int, local_size: int, gpu_nccl: bool) -> None:
-    """Horovod's Adasum pairs up ranks (on GPUs with NCCL, nodes): their number must be a power of two.
-    Horovod itself raises only when the first training step is traced, after the scan and the model."""
-    count, unit = (size // max(1, local_size), "nodes") if gpu_nccl else (size, "ranks")
-    if count & (count - 1):  # Horovod: check_num_rank_power_of_2
-        raise ConfigError(f"--adasum needs a power-of-two number of {unit} (1, 2, 4, 8...), got {count}: "
-                          f"launch on that many {unit} or drop --adasum")
-
-
-@dataclass(frozen=True)
-class HorovodOptions:
-    """Horovod's own training options (as in its examples), from the config's fields of the same names."""
-
-    fp16_allreduce: bool = False  # Horovod: gradients sent as float16 (hvd.Compression.fp16)
-    backward_passes_per_step: int = 1  # Horovod: local gradient accumulation before each allreduce
-    adasum: bool = False  # Horovod: op=hvd.Adasum instead of averaging
-    autotune: bool = False  # Horovod: HOROVOD_AUTOTUNE, tunes fusion buffer and cycle time
-    autotune_log: str = ""  # Horovod: HOROVOD_AUTOTUNE_LOG, a CSV of what autotune tried
-
-
 class HorovodBackend:
     """One process per worker; gradients averaged by Horovod's allreduce."""
 
@@ -181,7 +118,7 @@ class HorovodBackend:
             tf.config.experimental.set_memory_growth(gpus[hvd.local_rank()], True)
             tf.config.set_visible_devices(gpus[hvd.local_rank()], "GPU")
         threads = default_threads(threads_per_worker, hvd.local_size())
-        _set_threads(threads, max(2, threads))
+        set_threads(threads, max(2, threads))
         self.runtime = Runtime("horovod", hvd.rank(), hvd.local_rank(), hvd.size(), hvd.local_size(), 1,
                                threads)
 
@@ -321,84 +258,3 @@ class ElasticCommit(tf.keras.callbacks.Callback):
         for name, value in self.snapshot(epoch + 1).items():
             setattr(self.state, name, value)
         self.state.commit()  # Horovod: save in memory, then raise HostsUpdatedInterrupt on a host change
-
-
-class MirroredBackend:
-    """One process holding N synchronous replicas (GPUs, or logical CPU devices on a CPU-only host)."""
-
-    def __init__(self, replicas: int = 1, threads_per_worker: int = 0):
-        gpus = tf.config.list_physical_devices("GPU")
-        if gpus:
-            if replicas > len(gpus):
-                raise ValueError(f"--replicas {replicas}: only {len(gpus)} GPU(s) visible")
-            devices = [f"/gpu:{i}" for i in range(replicas)]
-            cross_device_ops = None  # NCCL all-reduce, MirroredStrategy's GPU default
-        else:
-            # TensorFlow sees all cores as one CPU device; split it so that N replicas exist.
-            cpu = tf.config.list_physical_devices("CPU")[0]
-            tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * replicas)
-            devices = [f"/cpu:{i}" for i in range(replicas)]
-            cross_device_ops = tf.distribute.ReductionToOneDevice(reduce_to_device="/cpu:0")
-        per_replica = threads_per_worker if threads_per_worker > 0 else max(1, available_cores() // replicas)
-        threads = per_replica * replicas
-        # Replicas share one intra-op pool; inter-op >= replicas lets their steps run side by side.
-        _set_threads(threads, max(2, replicas))
-        self.strategy = tf.distribute.MirroredStrategy(devices, cross_device_ops=cross_device_ops)
-        self.runtime = Runtime("mirrored", 0, 0, 1, 1, replicas, threads)
-
-    shard_count = 1
-    shard_index = 0
-
-    def scope(self) -> contextlib.AbstractContextManager:
-        return self.strategy.scope()
-
-    def wrap_optimizer(self, optimizer: tf.keras.optimizers.Optimizer) -> tf.keras.optimizers.Optimizer:
-        return optimizer  # MirroredStrategy all-reduces the replicas' gradients itself
-
-    def callbacks(self) -> list[tf.keras.callbacks.Callback]:
-        return []  # one process: variables start mirrored, metrics are already global
-
-    def trace_train_step(self, model: tf.keras.Model, dataset: tf.data.Dataset) -> None:
-        pass  # fit builds its own distributed iterator, whose spec differs: tracing now would be wasted
-
-    def allgather_object(self, obj: Any) -> list[Any]:
-        return [obj]
-
-    def broadcast_object(self, obj: Any) -> Any:
-        return obj
-
-    def broadcast_weights(self, model: tf.keras.Model) -> None:
-        pass  # one process: the mirrored variables are already identical
-
-
-class TrainingBackend(Protocol):
-    """The hooks train.py uses; Horovod and Mirrored implement them. Sharding (data and the
-    decode check) always goes by `shard_count` / `shard_index`, never by the runtime's rank/size."""
-
-    runtime: Runtime
-    shard_count: int
-    shard_index: int
-
-    def scope(self) -> contextlib.AbstractContextManager: ...
-
-    def wrap_optimizer(self, optimizer: tf.keras.optimizers.Optimizer) -> tf.keras.optimizers.Optimizer: ...
-
-    def callbacks(self) -> list[tf.keras.callbacks.Callback]: ...
-
-    def trace_train_step(self, model: tf.keras.Model, dataset: tf.data.Dataset) -> None: ...
-
-    def allgather_object(self, obj: Any) -> list[Any]: ...
-
-    def broadcast_object(self, obj: Any) -> Any: ...
-
-    def broadcast_weights(self, model: tf.keras.Model) -> None: ...
-
-
-def make_backend(strategy: str, replicas: int = 1, threads_per_worker: int = 0,
-                 timeline: str = "", options: HorovodOptions | None = None) -> TrainingBackend:
-    """Start the chosen backend. Call before any other TensorFlow work: it sets threads and devices."""
-    if strategy == "horovod":
-        return HorovodBackend(threads_per_worker, timeline, options)
-    if strategy == "mirrored":
-        return MirroredBackend(replicas, threads_per_worker)
-    raise ValueError(f"--strategy must be horovod or mirrored, got {strategy!r}")
