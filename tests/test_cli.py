@@ -286,3 +286,39 @@ def test_synth_over_an_existing_set_is_refused_unless_overwrite(tmp_path):
     refused = run_cli("hvdweather-data", "synth", str(out), "--overwrite", timeout=60)
     assert refused.returncode == 2 and "my_photo.jpg is not part of one" in refused.stderr
     assert len(list(out.glob("*/*"))) == 23
+
+
+IMPORT_ONLY = """
+import importlib, json, sys
+found = {}
+for target in json.loads(sys.argv[1]):
+    module, _, name = target.partition(":")
+    getattr(importlib.import_module(module), name) if name else importlib.import_module(module)
+    found[target] = sorted(m for m in ("tensorflow", "horovod", "torch") if m in sys.modules)
+print(json.dumps(found))
+"""
+
+
+def test_every_console_script_and_cli_module_imports_without_tensorflow():
+    """--help and flag errors answer in a second only while the commands' modules stay TensorFlow-free
+    (issue 23: the defaults now come from the spec dataclasses, whose modules the CLI imports). Each
+    console_script's target from setup.cfg, and every hvdweather.cli module, imported alone."""
+    import configparser
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+    setup = configparser.ConfigParser()
+    setup.read(root / "setup.cfg")
+    scripts = [line.split("=", 1)[1].strip() for line in
+               setup["options.entry_points"]["console_scripts"].strip().splitlines()]
+    modules = [f"hvdweather.cli.{path.stem}" for path in sorted((root / "hvdweather" / "cli").glob("*.py"))
+               if path.stem != "__init__"]
+    assert len(scripts) == 10 and len(modules) >= 7
+    for target in scripts + modules:  # one process each: an earlier import must not hide a later one's
+        out = subprocess.run([sys.executable, "-c", IMPORT_ONLY, json.dumps([target])], capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert json.loads(out.stdout.strip().splitlines()[-1]) == {target: []}, target
