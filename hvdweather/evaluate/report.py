@@ -1,6 +1,6 @@
 """Test-set evaluation and the report: classification report, confusion matrix, training curves. The
-numbers are scikit-learn's (classification_report, confusion_matrix); this module lays them out in the
-report files and draws the plots."""
+numbers are scikit-learn's (classification_report, confusion_matrix) and so is the confusion-matrix plot
+(ConfusionMatrixDisplay); this module lays them out in the report files and draws the curves."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
-from sklearn.metrics import classification_report, confusion_matrix  # noqa: E402
+from sklearn.metrics import ConfusionMatrixDisplay, classification_report, confusion_matrix  # noqa: E402
 
 from hvdweather.axes import loss_scale, whole_number_ticks  # noqa: E402
 from hvdweather.writers import RunWriter  # noqa: E402
@@ -70,19 +70,19 @@ def format_report(frame: pd.DataFrame) -> str:
 
 
 def plot_confusion(matrix: np.ndarray, class_names: tuple[str, ...]):
-    """Confusion matrix heat map with counts (rows: true class, columns: predicted)."""
+    """Confusion matrix heat map with counts (rows: true class, columns: predicted): scikit-learn's
+    ConfusionMatrixDisplay, with our labels, white counts on dark cells and a whole-number colour bar."""
     size = 1.0 + 0.55 * len(class_names)
     figure, axis = plt.subplots(figsize=(size + 1.5, size))
-    image = axis.imshow(matrix, cmap="Blues")
-    axis.set(xticks=range(len(class_names)), yticks=range(len(class_names)), xlabel="predicted",
-             ylabel="true", title="Test-set confusion matrix")
-    axis.set_xticklabels(class_names, rotation=45, ha="right")
-    axis.set_yticklabels(class_names)
+    display = ConfusionMatrixDisplay(matrix, display_labels=list(class_names))
+    display.plot(ax=axis, cmap="Blues", colorbar=False, xticks_rotation=45, values_format="d",
+                 im_kw={"interpolation": "antialiased"}, text_kw={"fontsize": 8})
     threshold = matrix.max() / 2 if matrix.size else 0
-    for (i, j), count in np.ndenumerate(matrix):
-        axis.text(j, i, str(count), ha="center", va="center", fontsize=8,
-                  color="white" if count > threshold else "black")
-    figure.colorbar(image, ax=axis, ticks=MaxNLocator(integer=True))  # counts: whole numbers
+    for (i, j), count in np.ndenumerate(matrix):  # black or white, not the colour map's ends: read in print
+        display.text_[i, j].set_color("white" if count > threshold else "black")
+    axis.set(xlabel="predicted", ylabel="true", title="Test-set confusion matrix")
+    plt.setp(axis.get_xticklabels(), ha="right")  # rotated names end under their column
+    figure.colorbar(display.im_, ax=axis, ticks=MaxNLocator(integer=True))  # counts: whole numbers
     return figure
 
 
