@@ -322,3 +322,39 @@ def test_every_console_script_and_cli_module_imports_without_tensorflow():
                              text=True, timeout=120)
         assert out.returncode == 0, out.stderr[-2000:]
         assert json.loads(out.stdout.strip().splitlines()[-1]) == {target: []}, target
+
+
+def test_flag_defaults_are_the_dataclasses():
+    """Issue 23: a flag's default lives in its dataclass only. Every option named after a field of its
+    command's spec or request shows that field's default. Two differ today and are left out: bench eda's
+    --backends leaves out spark, which EdaBenchSpec's default holds; bench inference's --threads writes
+    all cores as 'all', InferenceSpec as 0."""
+    from hvdweather.bench.eda import EdaBenchSpec
+    from hvdweather.bench.inference import InferenceSpec
+    from hvdweather.bench.knobs import KnobsSpec
+    from hvdweather.bench.layers import LayersBenchSpec
+    from hvdweather.bench.models import ModelsSpec
+    from hvdweather.bench.pipeline import PipelineSpec
+    from hvdweather.bench.scaling import ScalingSpec
+    from hvdweather.cli import bench_group, predict_command, sweep_command
+    from hvdweather.cli.options import field_default
+    from hvdweather.evaluate.requests import PredictRequest
+    from hvdweather.study.sweep import SweepSpec
+
+    specs = {bench_group.commands["pipeline"]: PipelineSpec, bench_group.commands["scaling"]: ScalingSpec,
+             bench_group.commands["layers"]: LayersBenchSpec, bench_group.commands["inference"]: InferenceSpec,
+             bench_group.commands["eda"]: EdaBenchSpec, bench_group.commands["models"]: ModelsSpec,
+             bench_group.commands["knobs"]: KnobsSpec, predict_command: PredictRequest, sweep_command: SweepSpec}
+    checked = 0
+    for command, spec in specs.items():
+        fields = {field: field for field in spec.__dataclass_fields__} | {"with_torch": "torch"}
+        for param in command.params:
+            given = isinstance(param.default, (bool, int, float, str))  # not None, not click's UNSET
+            if param.name in fields and given and (command.name, param.name) not in {
+                    ("eda", "backends"), ("inference", "threads")}:
+                assert param.default == field_default(spec, fields[param.name]), (command.name, param.name)
+                checked += 1
+    assert checked >= 50
+    assert field_default(ScalingSpec, "workers") == "1,2" and field_default(ScalingSpec, "per_run_timeout_s") == 900
+    with pytest.raises(TypeError):
+        field_default(ScalingSpec, "data")
