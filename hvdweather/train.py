@@ -58,7 +58,13 @@ from hvdweather.data.split import (
     write_split,
 )
 from hvdweather.distributed import HorovodOptions, Runtime, TrainingBackend, make_backend
-from hvdweather.evaluate import format_report, predict_probabilities, write_checkpoint_report, write_test_summaries
+from hvdweather.evaluate.report import (
+    TestPredictions,
+    format_report,
+    predict_probabilities,
+    write_checkpoint_report,
+    write_test_summaries,
+)
 from hvdweather.host import onednn_request, onednn_state, start_xla_quietly, versions
 from hvdweather.model import use_fast_cpu_allocator
 from hvdweather.models import apply_precision, create_model, reorder_weights, set_backbone_trainable
@@ -429,17 +435,17 @@ def report(backend: TrainingBackend, writer: RunWriter, model: tf.keras.Model,
         return None
     rows = writer.read_jsonl("metrics.jsonl")
     y_true, probabilities = gather_test(backend, model, datasets["test"])  # the weights fit ended with
-    _, last = write_checkpoint_report(writer, y_true, probabilities, split.class_names, None, "report/last",
-                                      last_epoch)
+    test = TestPredictions(y_true, probabilities, split.class_names)
+    _, last = write_checkpoint_report(writer, test, None, "report/last", last_epoch)
     if tensorboard:
-        write_test_summaries(writer, "last", last, y_true, probabilities, split.class_names)
+        write_test_summaries(writer, "last", last, test)
     if not best_is_last:  # else the best weights are the last ones: no second pass
         model.set_weights(checkpoints.best_weights)
         y_true, probabilities = gather_test(backend, model, datasets["test"])
-    frame, best = write_checkpoint_report(writer, y_true, probabilities, split.class_names, rows, "report",
-                                          checkpoints.best_epoch or last_epoch)
+    test = TestPredictions(y_true, probabilities, split.class_names)
+    frame, best = write_checkpoint_report(writer, test, rows, "report", checkpoints.best_epoch or last_epoch)
     if tensorboard:
-        write_test_summaries(writer, "best", best, y_true, probabilities, split.class_names)
+        write_test_summaries(writer, "best", best, test)
     writer.write_json("report/test_metrics.json", {"best": best, "last": last})
     writer.log(format_report(frame))
     writer.log(f"test accuracy {best['test_accuracy']:.4f} on {len(y_true)} images "

@@ -36,7 +36,7 @@ def test_losses_spanning_decades_go_on_a_log_scale():
 
 
 def test_the_run_curves_use_both():
-    from hvdweather.evaluate import plot_curves
+    from hvdweather.evaluate.report import plot_curves
 
     figure = plot_curves([{"epoch": 1, "loss": 2.3, "val_loss": 17461.0, "accuracy": 0.1, "val_accuracy": 0.09}])
     loss_axis, accuracy_axis = figure.axes

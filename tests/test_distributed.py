@@ -182,8 +182,9 @@ def _evaluate_alone(run: Path, paths: list[str], labels: list[int]) -> tuple[flo
 
     from hvdweather.config import TrainConfig
     from hvdweather.data.pipeline import decoded_files, eval_pipeline
+    from hvdweather.evaluate.predict import load_keras
+    from hvdweather.evaluate.runmodel import resolve_model
     from hvdweather.optim import make_loss
-    from hvdweather.predict import load_keras, resolve_model
 
     run_model = resolve_model(run, "last")
     model = load_keras(run_model)

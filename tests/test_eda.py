@@ -172,9 +172,9 @@ def test_mpi_executor_without_mpirun_runs_as_one_rank_and_says_so(dirty_data, se
 @pytest.mark.parametrize("args, needle", [
     (["{missing}"], "DATA {missing}: directory not found"),  # DATA is an argument, not --data
     (["{empty}"], "DATA {empty}: no images found"),
-    (["{data}", "--workers", "0"], "--workers"),
-    (["{data}", "--workers", "2"], "--workers 2"),  # sequential is one process
-    (["{data}", "--executor", "mpi", "--workers", "3"], "--workers 3"),  # 1 rank without mpirun
+    (["{data}", "--processes", "0"], "--processes"),
+    (["{data}", "--processes", "2"], "--processes 2"),  # sequential is one process
+    (["{data}", "--executor", "mpi", "--processes", "3"], "--processes 3"),  # 1 rank without mpirun
     (["{data}", "--out", "{file}/out"], "not writable"),
     (["{data}", "--backend", "sequential"], "No such option '--backend'"),  # the old name, removed
 ])

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hvdweather.evaluate import classification_frame, format_report
+from hvdweather.evaluate.report import classification_frame, format_report
 
 NAMES = ("dew", "hail", "snow")
 
@@ -49,7 +49,7 @@ def test_a_class_never_predicted_scores_zero_without_warning():
 
 
 def test_top_k_accuracy_against_hand_counts():
-    from hvdweather.evaluate import top_k_accuracies
+    from hvdweather.evaluate.report import top_k_accuracies
 
     probs = np.array([[0.6, 0.3, 0.1], [0.2, 0.5, 0.3], [0.1, 0.2, 0.7], [0.5, 0.1, 0.4]])
     y_true = np.array([0, 2, 0, 1])
@@ -58,7 +58,7 @@ def test_top_k_accuracy_against_hand_counts():
 
 
 def test_mistakes_and_examples_pick_the_most_confident():
-    from hvdweather.evaluate import confident_mistakes, examples_per_class
+    from hvdweather.evaluate.report import confident_mistakes, examples_per_class
 
     probs = np.array([[0.9, 0.1], [0.4, 0.6], [0.2, 0.8], [0.7, 0.3], [0.55, 0.45]])
     y_true = np.array([0, 0, 0, 1, 1])

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from conftest import BIN, MWD_SAMPLE, run_cli, run_mpirun
-from hvdweather.predict import Predictions, find_images, prediction_rows
+from hvdweather.evaluate.predict import Predictions, prediction_rows
+from hvdweather.evaluate.runmodel import find_images
 
 CLASSES = ("fogsmog", "lightning", "rainbow")
 

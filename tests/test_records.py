@@ -75,7 +75,7 @@ def test_a_prepared_directory_of_another_size_is_refused(prepared):
 @pytest.mark.timeout(180)
 def test_multiprocessing_prepare_writes_the_same_bytes(dirty_data, prepared, tmp_path):
     result = run_cli("hvdweather-prepare", str(dirty_data), "--out", str(tmp_path), "--image-size", str(SIZE),
-                     "--executor", "multiprocessing", "--workers", "2", "--images-per-shard", str(PER_SHARD),
+                     "--executor", "multiprocessing", "--processes", "2", "--images-per-shard", str(PER_SHARD),
                      timeout=150)
     assert result.returncode == 0, result.stderr
     assert_same_prepared(prepared, tmp_path)

@@ -1,4 +1,4 @@
-"""predict's, evaluate's and export's checks (hvdweather/runmodel.py) come before TensorFlow loads: a wrong
+"""predict's, evaluate's and export's checks (hvdweather/evaluate/runmodel.py) come before TensorFlow loads: a wrong
 MODEL, RUN_DIR, IMAGES, --top-k or --out is one line, exit 2, in well under a second. Proven to fail
 against the code before the move (the probe printed True: the commands imported predict.py, and
 TensorFlow with it, 3-9 s, before their first check)."""
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from hvdweather.errors import DataError
-from hvdweather.runmodel import check_run_dir, resolve_model
+from hvdweather.evaluate.runmodel import check_run_dir, resolve_model
 
 _PROBE = """
 import sys

@@ -61,9 +61,9 @@ def _assert_same_files(a: Path, b: Path, json_name: str) -> None:
 @pytest.mark.timeout(240)
 def test_prepare_on_spark_writes_the_same_shards(data: Path, tmp_path: Path) -> None:
     spark, pool = tmp_path / "spark", tmp_path / "pool"
-    done = _run("hvdweather-prepare", str(data), "--out", str(spark), "--executor", "spark", "--workers", "2",
+    done = _run("hvdweather-prepare", str(data), "--out", str(spark), "--executor", "spark", "--processes", "2",
                 "--images-per-shard", "16")
-    _run("hvdweather-prepare", str(data), "--out", str(pool), "--executor", "multiprocessing", "--workers", "2",
+    _run("hvdweather-prepare", str(data), "--out", str(pool), "--executor", "multiprocessing", "--processes", "2",
          "--images-per-shard", "16")
     shards = sorted(spark.glob("*.tfrecord"))
     assert len(shards) == 6 and all(s.stat().st_size > 0 for s in shards)  # 66 images / 16, rounded up to 2x
@@ -79,7 +79,7 @@ def test_eda_on_spark_gives_the_same_results(data: Path, tmp_path: Path) -> None
     spark, pool = tmp_path / "spark", tmp_path / "pool"
     done = _run("hvdweather-eda", str(data), "--out", str(spark), "--executor", "spark", "--spark-master",
                 "local[2]", "--no-plots")
-    _run("hvdweather-eda", str(data), "--out", str(pool), "--executor", "multiprocessing", "--workers", "2",
+    _run("hvdweather-eda", str(data), "--out", str(pool), "--executor", "multiprocessing", "--processes", "2",
          "--no-plots")
     _assert_same_files(spark, pool, "summary.json")
     with np.load(spark / "histograms.npz") as a, np.load(pool / "histograms.npz") as b:
@@ -119,5 +119,5 @@ def test_core_install_without_pyspark_says_what_to_install(monkeypatch) -> None:
 def test_spark_options_are_checked_before_spark_starts() -> None:
     with pytest.raises(ConfigError, match="--spark-master is for --executor spark"):
         make_executor("multiprocessing", 2, "local[2]")
-    with pytest.raises(ConfigError, match=r"--workers 3 does not match --spark-master local\[2\]"):
+    with pytest.raises(ConfigError, match=r"--processes 3 does not match --spark-master local\[2\]"):
         SparkExecutor(3, "local[2]")

@@ -124,7 +124,7 @@ def stage_command(spec: EdaBenchSpec, run: StageRun, out_dir: Path) -> list[str]
             "--no-progress"]
     args += ["--no-plots"] if run.stage == "eda" else ["--image-size", str(spec.image_size)]
     if run.executor == "multiprocessing":
-        args += ["--workers", str(run.workers)]
+        args += ["--processes", str(run.workers)]
     if run.executor == "mpi":  # --oversubscribe: worker counts above the core count are part of the table
         return [executable("mpirun"), "--oversubscribe", "--bind-to", "none", "-np", str(run.workers), *args]
     return args
@@ -218,7 +218,7 @@ def measure_training(spec: EdaBenchSpec) -> list[dict[str, Any]]:
     """prepare (all cores), then train from the shards and from the class folders, same flags."""
     prepared = Path(spec.out) / "work" / "train-prepared-data"
     command = [executable("hvdweather-prepare"), spec.data, "--out", str(prepared), "--image-size",
-               str(spec.image_size), "--executor", "multiprocessing", "--workers", str(available_cores()),
+               str(spec.image_size), "--executor", "multiprocessing", "--processes", str(available_cores()),
                "--no-progress"]
     wall_s = run_command(command, Path(spec.out) / "logs" / "train-prepare.log", spec.timeout_s)
     timings, _ = stage_result("prepare", prepared)

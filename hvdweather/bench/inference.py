@@ -95,7 +95,8 @@ def _measurers(spec: dict[str, Any], images: list[bytes]) -> dict[str, Any]:
 
     from hvdweather.data.decode_tf import decode_bytes
     from hvdweather.data.pipeline import normalize
-    from hvdweather.predict import load_keras, resolve_model
+    from hvdweather.evaluate.predict import load_keras
+    from hvdweather.evaluate.runmodel import resolve_model
 
     run_model = resolve_model(spec["model"], spec["checkpoint"])
     model = load_keras(run_model)
@@ -171,8 +172,8 @@ def inference_table(rows: list[dict[str, Any]]) -> str:
 
 def run_inference_bench(spec: InferenceSpec) -> list[dict[str, Any]]:
     """Check, export once, time each thread setting in its own process, print and write the table."""
-    from hvdweather.export import export_model
-    from hvdweather.predict import resolve_model
+    from hvdweather.evaluate.export import export_model
+    from hvdweather.evaluate.runmodel import resolve_model
 
     if spec.repeats < 1:
         raise ConfigError(f"--repeats must be an integer >= 1, got {spec.repeats}")

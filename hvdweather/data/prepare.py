@@ -3,7 +3,7 @@
 It writes training input, so it lives in the data package; it spreads the work over the EDA's
 executors (`hvdweather.eda.executors`: sequential, multiprocessing or mpi).
 
-    hvdweather-prepare DATA --out PREPARED --image-size 256 [--executor multiprocessing --workers 2]
+    hvdweather-prepare DATA --out PREPARED --image-size 256 [--executor multiprocessing --processes 2]
     mpirun -np 4 hvdweather-prepare DATA --out PREPARED --image-size 256 --executor mpi
     hvdweather-train --data PREPARED --image-size 256 ...
 

@@ -1,6 +1,6 @@
 """The EDA stage: per-class RGB histograms, image counts, sizes, formats and channel statistics.
 
-    hvdweather-eda DATA --out DIR [--executor sequential|multiprocessing|mpi] [--workers N]
+    hvdweather-eda DATA --out DIR [--executor sequential|multiprocessing|mpi] [--processes N]
     mpirun -np 4 hvdweather-eda DATA --out DIR --executor mpi
 
 Order of work: the primary lists the images and checks --out (errors reach every rank) -> chunks of

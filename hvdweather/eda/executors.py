@@ -4,7 +4,7 @@ Not to be confused with the training backends (Horovod / Mirrored in `hvdweather
 executor only runs the EDA's and prepare's per-image work.
 
     hvdweather-eda DATA --out DIR --executor sequential
-    hvdweather-eda DATA --out DIR --executor multiprocessing --workers 4
+    hvdweather-eda DATA --out DIR --executor multiprocessing --processes 4
     mpirun -np 4 hvdweather-eda DATA --out DIR --executor mpi
     hvdweather-eda DATA --out DIR --executor spark [--spark-master URL]   (hvdweather.eda.spark)
 
@@ -79,8 +79,8 @@ class MpiExecutor(SequentialExecutor):
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         self.workers = self.size
         if workers is not None and workers != self.size:
-            raise ConfigError(f"--workers {workers} does not match the {self.size} MPI rank(s); with "
-                              "--executor mpi the worker count is mpirun's -np (leave --workers out)")
+            raise ConfigError(f"--processes {workers} does not match the {self.size} MPI rank(s); with "
+                              "--executor mpi the process count is mpirun's -np (leave --processes out)")
         if self.size == 1 and not launched_by_mpirun():
             print("note: --executor mpi was not started by mpirun; running as a single rank "
                   "(use: mpirun -np N hvdweather-eda ... --executor mpi)", file=sys.stderr, flush=True)
@@ -140,7 +140,7 @@ def make_executor(name: str, workers: int | None = None, spark_master: str | Non
                           "write the whole --out folder; add --executor mpi to share the work among them, or "
                           "run the command once, without the launcher")
     if workers is not None and workers < 1:
-        raise ConfigError(f"--workers must be >= 1, got {workers}")
+        raise ConfigError(f"--processes must be >= 1, got {workers}")
     if spark_master is not None and name != "spark":
         raise ConfigError(f"--spark-master is for --executor spark, not {name}")
     if name == "spark":
@@ -149,7 +149,7 @@ def make_executor(name: str, workers: int | None = None, spark_master: str | Non
         return SparkExecutor(workers, spark_master)
     if name == "sequential":
         if workers not in (None, 1):
-            raise ConfigError(f"--workers {workers}: the sequential executor runs in one process; "
+            raise ConfigError(f"--processes {workers}: the sequential executor runs in one process; "
                               "use --executor multiprocessing or mpi for more")
         return SequentialExecutor()
     if name == "multiprocessing":

@@ -2,8 +2,8 @@
 its offline preprocessing.
 
     hvdweather-prepare DATA --out DIR --executor spark                     # local[all cores]
-    hvdweather-eda DATA --out DIR --executor spark --workers 2             # local[2]
-    hvdweather-eda DATA --out DIR --executor spark --spark-master spark://head:7077 --workers 16
+    hvdweather-eda DATA --out DIR --executor spark --processes 2             # local[2]
+    hvdweather-eda DATA --out DIR --executor spark --spark-master spark://head:7077 --processes 16
 
 This process is the Spark driver and the primary: it lists the images, hands the very tasks the
 multiprocessing executor would make (one Spark task per chunk of images or per shard) to Spark, gets the
@@ -136,8 +136,8 @@ class SparkExecutor(SequentialExecutor):
         self.master = master or f"local[{workers or available_cores()}]"
         threads = local_threads(self.master)
         if workers is not None and threads is not None and workers != threads:
-            raise ConfigError(f"--workers {workers} does not match --spark-master {self.master} ({threads} "
-                              "threads); leave --workers out, or make them agree")
+            raise ConfigError(f"--processes {workers} does not match --spark-master {self.master} ({threads} "
+                              "threads); leave --processes out, or make them agree")
         self.context = start_context(self.master)
         # The worker count sets the number of chunks / shards (identical outputs need the same count).
         self.workers = workers or threads or self.context.defaultParallelism

@@ -1,6 +1,9 @@
-"""Test-set evaluation and the report: classification report, confusion matrix, training curves."""
+"""Test-set evaluation and the report: classification report, confusion matrix, training curves. The
+numbers are scikit-learn's (classification_report, confusion_matrix) and so is the confusion-matrix plot
+(ConfusionMatrixDisplay); this module lays them out in the report files and draws the curves."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import matplotlib
@@ -12,10 +15,19 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support  # noqa: E402
+from sklearn.metrics import ConfusionMatrixDisplay, classification_report, confusion_matrix  # noqa: E402
 
 from hvdweather.axes import loss_scale, whole_number_ticks  # noqa: E402
 from hvdweather.writers import RunWriter  # noqa: E402
+
+
+@dataclass(frozen=True)
+class TestPredictions:
+    """One checkpoint's predictions on a labelled set: true labels, softmax probabilities, class names."""
+
+    y_true: np.ndarray  # [images] int class indices
+    probabilities: np.ndarray  # [images, classes] float32
+    class_names: tuple[str, ...]
 
 
 def predict_probabilities(model: tf.keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -31,19 +43,18 @@ def predict_probabilities(model: tf.keras.Model, dataset: tf.data.Dataset) -> tu
 
 
 def classification_frame(y_true: np.ndarray, y_pred: np.ndarray, class_names: tuple[str, ...]) -> pd.DataFrame:
-    """Per-class precision/recall/F1/support, then accuracy, macro and weighted averages."""
-    labels = list(range(len(class_names)))
-    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
-    frame = pd.DataFrame({"precision": p, "recall": r, "f1": f, "support": s}, index=list(class_names))
-    total = int(s.sum())
-    accuracy = float(np.mean(y_true == y_pred)) if total else 0.0
-    rows = {"accuracy": (np.nan, np.nan, accuracy, total)}
-    for average in ("macro", "weighted"):
-        ap, ar, af, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, average=average,
-                                                        zero_division=0)
-        rows[f"{average} avg"] = (ap, ar, af, total)
-    extra = pd.DataFrame.from_dict(rows, orient="index", columns=frame.columns)
-    frame = pd.concat([frame, extra])
+    """Per-class precision/recall/F1/support, then accuracy, macro and weighted averages: scikit-learn's
+    classification_report over every class (one absent from the set gets zeros), as a frame."""
+    report = classification_report(y_true, y_pred, labels=list(range(len(class_names))),
+                                   target_names=list(class_names), output_dict=True, zero_division=0)
+    total = len(y_true)
+    columns = ("precision", "recall", "f1-score")
+    rows = {name: (*(report[name][c] for c in columns), report[name]["support"]) for name in class_names}
+    # Every class is in `labels`, so the report's micro average is the accuracy and it says so.
+    rows["accuracy"] = (np.nan, np.nan, report["accuracy"], total)
+    for average in ("macro avg", "weighted avg"):
+        rows[average] = (*(report[average][c] for c in columns), total)
+    frame = pd.DataFrame.from_dict(rows, orient="index", columns=["precision", "recall", "f1", "support"])
     frame.index.name = "class"
     frame["support"] = frame["support"].astype(int)
     return frame
@@ -59,19 +70,19 @@ def format_report(frame: pd.DataFrame) -> str:
 
 
 def plot_confusion(matrix: np.ndarray, class_names: tuple[str, ...]):
-    """Confusion matrix heat map with counts (rows: true class, columns: predicted)."""
+    """Confusion matrix heat map with counts (rows: true class, columns: predicted): scikit-learn's
+    ConfusionMatrixDisplay, with our labels, white counts on dark cells and a whole-number colour bar."""
     size = 1.0 + 0.55 * len(class_names)
     figure, axis = plt.subplots(figsize=(size + 1.5, size))
-    image = axis.imshow(matrix, cmap="Blues")
-    axis.set(xticks=range(len(class_names)), yticks=range(len(class_names)), xlabel="predicted",
-             ylabel="true", title="Test-set confusion matrix")
-    axis.set_xticklabels(class_names, rotation=45, ha="right")
-    axis.set_yticklabels(class_names)
+    display = ConfusionMatrixDisplay(matrix, display_labels=list(class_names))
+    display.plot(ax=axis, cmap="Blues", colorbar=False, xticks_rotation=45, values_format="d",
+                 im_kw={"interpolation": "antialiased"}, text_kw={"fontsize": 8})
     threshold = matrix.max() / 2 if matrix.size else 0
-    for (i, j), count in np.ndenumerate(matrix):
-        axis.text(j, i, str(count), ha="center", va="center", fontsize=8,
-                  color="white" if count > threshold else "black")
-    figure.colorbar(image, ax=axis, ticks=MaxNLocator(integer=True))  # counts: whole numbers
+    for (i, j), count in np.ndenumerate(matrix):  # black or white, not the colour map's ends: read in print
+        display.text_[i, j].set_color("white" if count > threshold else "black")
+    axis.set(xlabel="predicted", ylabel="true", title="Test-set confusion matrix")
+    plt.setp(axis.get_xticklabels(), ha="right")  # rotated names end under their column
+    figure.colorbar(display.im_, ax=axis, ticks=MaxNLocator(integer=True))  # counts: whole numbers
     return figure
 
 
@@ -110,13 +121,13 @@ def write_report(writer: RunWriter, y_true: np.ndarray, y_pred: np.ndarray, clas
     return frame
 
 
-def write_checkpoint_report(writer: RunWriter, y_true: np.ndarray, probabilities: np.ndarray,
-                            class_names: tuple[str, ...], metrics_rows: list[dict[str, Any]] | None, folder: str,
-                            epoch: int | None) -> tuple[pd.DataFrame, dict[str, Any]]:
+def write_checkpoint_report(writer: RunWriter, test: TestPredictions, metrics_rows: list[dict[str, Any]] | None,
+                            folder: str, epoch: int | None) -> tuple[pd.DataFrame, dict[str, Any]]:
     """write_report plus top_k_accuracy.csv for one checkpoint's test predictions; returns the frame and
     the checkpoint's section of report/test_metrics.json (what hvdweather-compare tabulates)."""
-    frame = write_report(writer, y_true, probabilities.argmax(axis=1), class_names, metrics_rows, folder)
-    top_k = top_k_accuracies(y_true, probabilities, list(range(1, min(5, len(class_names)) + 1)))
+    y_true, class_names = test.y_true, test.class_names
+    frame = write_report(writer, y_true, test.probabilities.argmax(axis=1), class_names, metrics_rows, folder)
+    top_k = top_k_accuracies(y_true, test.probabilities, list(range(1, min(5, len(class_names)) + 1)))
     writer.write_csv(f"{folder}/top_k_accuracy.csv", ["k", "accuracy", "images"],
                      [[k, f"{a:.6f}", len(y_true)] for k, a in top_k.items()])
     section = {"epoch": epoch, "test_images": int(len(y_true)), "test_accuracy": float(frame.loc["accuracy", "f1"]),
@@ -125,8 +136,7 @@ def write_checkpoint_report(writer: RunWriter, y_true: np.ndarray, probabilities
     return frame, section
 
 
-def write_test_summaries(writer: RunWriter, checkpoint: str, section: dict[str, Any], y_true: np.ndarray,
-                         probabilities: np.ndarray, class_names: tuple[str, ...]) -> None:
+def write_test_summaries(writer: RunWriter, checkpoint: str, section: dict[str, Any], test: TestPredictions) -> None:
     """TensorBoard: a checkpoint's test accuracy, macro F1 and top-k as scalars and its confusion matrix as
     an image, at the checkpoint's epoch, under tensorboard/ (the writer writes on the primary only)."""
     step = section["epoch"] or 0
@@ -134,13 +144,16 @@ def write_test_summaries(writer: RunWriter, checkpoint: str, section: dict[str, 
                                                f"test_{checkpoint}/macro_f1": section["macro_f1"],
                                                **{f"test_{checkpoint}/top{k}_accuracy": a
                                                   for k, a in section["top_k_accuracy"].items()}})
-    matrix = confusion_matrix(y_true, probabilities.argmax(axis=1), labels=list(range(len(class_names))))
+    labels = list(range(len(test.class_names)))
+    matrix = confusion_matrix(test.y_true, test.probabilities.argmax(axis=1), labels=labels)
     writer.write_figure_summary("tensorboard", f"test_{checkpoint}/confusion_matrix", step,
-                                lambda: plot_confusion(matrix, class_names))
+                                lambda: plot_confusion(matrix, test.class_names))
 
 
 def top_k_accuracies(y_true: np.ndarray, probabilities: np.ndarray, ks: list[int]) -> dict[int, float]:
-    """Fraction of images whose true class is among the k most probable, for each k (ImageNet's top-5)."""
+    """Fraction of images whose true class is among the k most probable, for each k (ImageNet's top-5).
+    Not sklearn's top_k_accuracy_score: on tied probabilities it ranks the higher class index first, while
+    predictions.csv's top-k columns (and this) rank the lower first, so the two files would disagree."""
     ranked = np.argsort(-probabilities, axis=1, kind="stable")
     hits = ranked == np.asarray(y_true)[:, None]
     return {k: float(hits[:, :k].any(axis=1).mean()) if len(y_true) else 0.0 for k in ks}

@@ -19,8 +19,8 @@ import tensorflow as tf
 from hvdweather.data.decode_tf import decode_bytes
 from hvdweather.data.pipeline import normalize
 from hvdweather.errors import check_output_dir
-from hvdweather.predict import load_keras
-from hvdweather.runmodel import RunModel, check_run_dir
+from hvdweather.evaluate.predict import load_keras
+from hvdweather.evaluate.runmodel import RunModel, check_run_dir
 
 SIGNATURE = "serving_default"
 INPUT_NAME = "image_bytes"  # TF Serving's REST API base64-decodes inputs whose name ends in _bytes
