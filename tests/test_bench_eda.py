@@ -79,7 +79,7 @@ def test_tables_name_the_machine_and_the_plot_has_whole_worker_ticks(tmp_path):
 
 
 @pytest.mark.parametrize("flags, message", [
-    ({"workers": "0,2"}, "--workers"), ({"backends": "mpi,dask"}, "--backends"), ({"parts": "train,x"}, "--parts"),
+    ({"processes": "0,2"}, "--processes"), ({"executors": "mpi,dask"}, "--executors"), ({"parts": "train,x"}, "--parts"),
     ({"per_worker_batch_size": 0}, "--batch-size"), ({"image_size": 64}, "--image-size"),
     ({"train_epochs": 1}, "--train-epochs"), ({"repeats": 0}, "--repeats")])
 def test_bad_flags_are_config_errors_naming_the_flag(tiny_data, tmp_path, flags, message):
@@ -89,16 +89,16 @@ def test_bad_flags_are_config_errors_naming_the_flag(tiny_data, tmp_path, flags,
 
 def test_small_image_size_is_fine_without_training(tiny_data, tmp_path):
     spec = spec_from_flags(EdaBenchSpec, data=str(tiny_data), out=str(tmp_path), image_size=64,
-                           parts="scaling,kernel", backends="sequential")
-    assert spec.parts == ("scaling", "kernel") and spec.backends == ("sequential",)
+                           parts="scaling,kernel", executors="sequential")
+    assert spec.parts == ("scaling", "kernel") and spec.executors == ("sequential",)
 
 
 @pytest.mark.multiprocess
 @pytest.mark.timeout(600)
 def test_bench_eda_end_to_end_writes_tables_and_plot(tiny_data, tmp_path):
     out = tmp_path / "bench"
-    result = run_cli("hvdweather-bench", "eda", "--data", str(tiny_data), "--backends",
-                     "sequential,multiprocessing,mpi", "--workers", "2", "--repeats", "1",
+    result = run_cli("hvdweather-bench", "eda", "--data", str(tiny_data), "--executors",
+                     "sequential,multiprocessing,mpi", "--processes", "2", "--repeats", "1",
                      "--kernel-images", "6", "--batch-size", "4", "--out", str(out), timeout=580)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     for name in ("results.jsonl", "eda_scaling.csv", "eda_scaling.md", "eda_speedup.png"):
@@ -122,8 +122,8 @@ def test_bench_eda_end_to_end_writes_tables_and_plot(tiny_data, tmp_path):
 
 
 def test_bench_eda_flag_errors_are_one_line(tiny_data, tmp_path):
-    result = run_cli("hvdweather-bench", "eda", "--data", str(tiny_data), "--workers", "0,2",
+    result = run_cli("hvdweather-bench", "eda", "--data", str(tiny_data), "--processes", "0,2",
                      "--out", str(tmp_path), timeout=60)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "--workers" in lines[0], result.stderr
+    assert len(lines) == 1 and "--processes" in lines[0], result.stderr

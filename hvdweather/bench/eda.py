@@ -2,7 +2,7 @@
 against the reference PyTorch project's PIL kernel, and training from prepared shards against decoding on
 the fly, in one run. The tables and plot are built by hvdweather.bench.eda_report.
 
-    hvdweather-bench eda --data DIR --backends sequential,multiprocessing,mpi --workers 1,2,4 \\
+    hvdweather-bench eda --data DIR --executors sequential,multiprocessing,mpi --processes 1,2,4 \\
         --out bench/eda [--repeats 3 --image-size 256 --kernel-images 100 --train-epochs 2]
 
 Every EDA and prepare run is its own process tree (`hvdweather-eda ...`, `mpirun -np N
@@ -40,7 +40,7 @@ from hvdweather.bench.eda_kernels import (
 from hvdweather.bench.eda_report import REFERENCE, STAGES, write_tables
 from hvdweather.bench.machine import machine_info, machine_line, write_machine
 from hvdweather.bench.spec import check_train_flags, list_field
-from hvdweather.eda.executors import EXECUTORS  # --backends: the EDA executors to time
+from hvdweather.eda.executors import EXECUTORS  # --executors: the EDA executors to time
 from hvdweather.errors import ConfigError, check_output_dir
 from hvdweather.host import available_cores
 from hvdweather.launch import executable, launch
@@ -54,8 +54,9 @@ class EdaBenchSpec:
 
     data: str  # class-folder data set
     out: str = "bench/eda"  # results, tables, plot, logs and the runs' outputs
-    backends: tuple[str, ...] = list_field(EXECUTORS, "--backends", EXECUTORS)  # sequential always runs too
-    workers: tuple[int, ...] = list_field((1, 2, 4), "--workers")  # processes (multiprocessing) or ranks (mpi)
+    # sequential always runs too; spark (an extra) only when asked for
+    executors: tuple[str, ...] = list_field(("sequential", "multiprocessing", "mpi"), "--executors", EXECUTORS)
+    processes: tuple[int, ...] = list_field((1, 2, 4), "--processes")  # pool processes or mpirun ranks
     repeats: int = 3  # runs per configuration; tables show the median
     image_size: int = 256  # prepare and training image size
     kernel_images: int = 100  # images the kernel comparison uses (evenly spaced over the data)
@@ -80,8 +81,8 @@ class EdaBenchSpec:
         discover(self.data)  # DataError names --data
         for stage in ("eda", "prepare", "train"):
             executable(f"hvdweather-{stage}")
-        if "mpi" in self.backends and "scaling" in self.parts:
-            executable("mpirun", flag="--backends mpi", hint=" (install openmpi-bin)")
+        if "mpi" in self.executors and "scaling" in self.parts:
+            executable("mpirun", flag="--executors mpi", hint=" (install openmpi-bin)")
         check_output_dir(self.out, subdirs=("logs",))
 
 
@@ -113,8 +114,8 @@ def plan_scaling(spec: EdaBenchSpec) -> list[StageRun]:
     runs = []
     for stage in STAGES:
         runs.append(StageRun(stage, "sequential", 1))
-        runs += [StageRun(stage, executor, workers) for executor in spec.backends if executor != "sequential"
-                 for workers in spec.workers]
+        runs += [StageRun(stage, executor, workers) for executor in spec.executors if executor != "sequential"
+                 for workers in spec.processes]
     return runs
 
 

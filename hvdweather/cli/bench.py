@@ -138,10 +138,10 @@ def bench_inference_command(model: str, checkpoint: str, batch_sizes: str, threa
 
 @bench_group.command("eda")
 @click.option("--data", required=True, type=click.Path(), help="Class-folder data set.")
-@click.option("--backends", default="sequential,multiprocessing,mpi", show_default=True,
+@click.option("--executors", default=field_default(EdaBenchSpec, "executors"), show_default=True,
               help="Comma-separated EDA executors to time; the sequential baseline always runs.")
-@click.option("--workers", default=field_default(EdaBenchSpec, "workers"), show_default=True,
-              help="Comma-separated worker counts; above the core count is allowed and marked oversubscribed.")
+@click.option("--processes", default=field_default(EdaBenchSpec, "processes"), show_default=True,
+              help="Comma-separated process (pool) or rank (mpi) counts; above the core count is allowed and marked oversubscribed.")
 @click.option("--out", default=field_default(EdaBenchSpec, "out"), show_default=True, type=click.Path(file_okay=False),
               help="results.jsonl, eda_scaling.csv/.md, eda_speedup.png, machine.json, logs/, work/.")
 @click.option("--repeats", type=click.IntRange(min=1), default=field_default(EdaBenchSpec, "repeats"),
@@ -161,7 +161,7 @@ def bench_inference_command(model: str, checkpoint: str, batch_sizes: str, threa
               show_default=True, help="Seconds before one run is killed (the benchmark then stops).")
 @onednn_option()
 def bench_eda_command(**flags) -> None:
-    """EDA and prepare scaling over executors x workers, histogram kernel vs PIL, train from shards."""
+    """EDA and prepare scaling over executors x processes, histogram kernel vs PIL, train from shards."""
     run_eda_bench(spec_from_flags(EdaBenchSpec, **flags))
 
 
