@@ -122,6 +122,13 @@ def say(message: str, stream=None) -> None:
     stream.flush()
 
 
+def say_primary(message: str, stream=None) -> None:
+    """The job's one voice before a backend (and its RunWriter) exists: `say` in the launcher's first rank,
+    or in a process no launcher started; the other ranks stay quiet, since they would repeat it."""
+    if launched_rank() == 0:
+        say(message, stream)
+
+
 # What TensorFlow 2.15 prints the first time XLA runs in a process (the weather CNN's BatchNorm kernels and
 # Keras's optimizer steps are XLA-compiled), on every rank: absl's notice that logging is not initialised,
 # its INFO line, and an ERROR that is only a CPU stream lacking priorities. TF_CPP_MIN_LOG_LEVEL=2 hides

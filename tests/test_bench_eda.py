@@ -79,8 +79,9 @@ def test_tables_name_the_machine_and_the_plot_has_whole_worker_ticks(tmp_path):
 
 
 @pytest.mark.parametrize("flags, message", [
-    ({"processes": "0,2"}, "--processes"), ({"executors": "mpi,dask"}, "--executors"), ({"parts": "train,x"}, "--parts"),
-    ({"per_worker_batch_size": 0}, "--batch-size"), ({"image_size": 64}, "--image-size"),
+    ({"processes": "0,2"}, "--processes"), ({"executors": "mpi,dask"}, "--executors"),
+    ({"parts": "train,x"}, "--parts"), ({"per_worker_batch_size": 0}, "--batch-size"),
+    ({"image_size": 64}, "--image-size"),
     ({"train_epochs": 1}, "--train-epochs"), ({"repeats": 0}, "--repeats")])
 def test_bad_flags_are_config_errors_naming_the_flag(tiny_data, tmp_path, flags, message):
     with pytest.raises(ConfigError, match=message):

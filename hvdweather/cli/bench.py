@@ -141,7 +141,8 @@ def bench_inference_command(model: str, checkpoint: str, batch_sizes: str, threa
 @click.option("--executors", default=field_default(EdaBenchSpec, "executors"), show_default=True,
               help="Comma-separated EDA executors to time; the sequential baseline always runs.")
 @click.option("--processes", default=field_default(EdaBenchSpec, "processes"), show_default=True,
-              help="Comma-separated process (pool) or rank (mpi) counts; above the core count is allowed and marked oversubscribed.")
+              help="Comma-separated process (pool) or rank (mpi) counts; above the core count is allowed and "
+                   "marked oversubscribed.")
 @click.option("--out", default=field_default(EdaBenchSpec, "out"), show_default=True, type=click.Path(file_okay=False),
               help="results.jsonl, eda_scaling.csv/.md, eda_speedup.png, machine.json, logs/, work/.")
 @click.option("--repeats", type=click.IntRange(min=1), default=field_default(EdaBenchSpec, "repeats"),

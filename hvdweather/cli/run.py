@@ -11,7 +11,7 @@ from collections.abc import Callable
 import click
 
 from hvdweather.errors import INPUT_ERRORS
-from hvdweather.host import launched_rank, say
+from hvdweather.host import launched_rank, say, say_primary
 
 # Under horovodrun/mpirun/srun an input error (a missing --data, a batch too large) is the same on every
 # rank. The first rank prints it at once; the others wait this long first, and the launcher, which ends
@@ -39,8 +39,7 @@ def run_command(command: click.Command, prog: str, argv: list[str] | None = None
         print(f"{prog}: aborted", file=sys.stderr)
         return 130
     except Interrupted as exc:
-        if str(exc):  # empty on the ranks that do not speak for the job
-            say(f"{prog}: {exc}", sys.stderr)
+        say_primary(f"{prog}: {exc}", sys.stderr)
         return 130
     except (*INPUT_ERRORS, click.UsageError, FileNotFoundError) as exc:
         message = exc.format_message() if isinstance(exc, click.ClickException) else str(exc)

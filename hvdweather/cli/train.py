@@ -28,7 +28,7 @@ from hvdweather.config import (
     resume_config,
 )
 from hvdweather.geometry import WEATHER_CNN_MIN_IMAGE_SIZE
-from hvdweather.host import launched_rank, say, under_launcher
+from hvdweather.host import say_primary, under_launcher
 
 _D = TrainConfig()  # defaults shown in --help
 
@@ -164,7 +164,7 @@ def train_command(config_file: str | None, no_augment: bool | None = None, **fla
 
             train(cfg, source, saved.told)
     except KeyboardInterrupt:  # Ctrl-C: say what is saved and how to go on, not just "aborted"
-        raise Interrupted(saved.note() if launched_rank() == 0 else "") from None
+        raise Interrupted(saved.note()) from None
     finally:
         unlock_run_dir(cfg.out)
 
@@ -210,8 +210,7 @@ def say_on_sigterm(saved: SavedEpochs) -> None:
         while os.read(read_end, 1) != bytes([signal.SIGTERM]):
             pass  # Ctrl-C's SIGINT is written here too: the main thread's KeyboardInterrupt handles it
         try:
-            if launched_rank() == 0:
-                say(f"hvdweather-train: {saved.note()}", sys.stderr)
+            say_primary(f"hvdweather-train: {saved.note()}", sys.stderr)
         finally:  # also when the launcher is gone and its pipe with it (BrokenPipeError)
             os._exit(128 + signal.SIGTERM)  # what the launcher saw before: exit status 143
 
