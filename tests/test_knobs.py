@@ -14,7 +14,7 @@ from hvdweather.data.normalization import moments_from_sums
 from hvdweather.data.pipeline import augment
 from hvdweather.distributed import Runtime
 from hvdweather.optim import SmoothedSparseCrossentropy, balanced_class_weights, make_metrics, make_optimizer
-from hvdweather.train import make_plan
+from hvdweather.train.plan import make_plan
 
 RT2 = Runtime("horovod", 0, 0, 2, 2, 1, 1)
 
