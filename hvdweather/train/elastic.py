@@ -58,8 +58,8 @@ def elastic_attempt(run: RunContext, model: tf.keras.Model, state: Any) -> dict[
     split, start = state.split, replace(state.best, epochs_done=state.epoch)
     check_val_shards(split.size("val"), backend.shard_count)
     plan = make_plan(cfg, split.size("train"), rt, backend.shard_count)
-    writer.write_json("config.json", run_record(run, plan, split) | {"normalization": fixed_normalization(cfg)})
-    log_start(run, plan, split)
+    writer.write_json("config.json", run_record(run, split, plan) | {"normalization": fixed_normalization(cfg)})
+    log_start(run, split, plan)
     hosts = backend.allgather_object(backend.worker_host())
     writer.log(f"elastic: {rt.size} worker(s) from epoch {state.epoch + 1}: "
                + ", ".join(f"rank {rank} on {host}" for rank, host in enumerate(hosts)))

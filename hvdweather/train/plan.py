@@ -57,6 +57,9 @@ class Plan:
     def lr_callbacks(self) -> list[tf.keras.callbacks.Callback]:
         """The callback that assigns `lr_at` before each batch; none when the LR never changes (the
         optimizer was built at `initial_lr`), so a flat run has no per-step LR op at all."""
+        # Not Horovod's LearningRateWarmupCallback: it works under Horovod only (not MirroredStrategy),
+        # and Horovod 0.28.1's momentum correction assigns to the Keras 2.11+ optimizers' plain-float
+        # `momentum`, which fails.
         if self.schedule == "constant" and not self.fine_tune_step and not self.warmup_steps:
             return []
         return [PlannedLR(self.lr_at, self.steps_per_epoch)]

@@ -25,7 +25,7 @@ from hvdweather.train.plan import Plan
 from hvdweather.writers import RunWriter
 
 
-def run_record(run: RunContext, plan: Plan, split: Split) -> dict[str, Any]:
+def run_record(run: RunContext, split: Split, plan: Plan) -> dict[str, Any]:
     """What config.json holds: the resolved config, the world, the batch/LR plan, versions, oneDNN as asked
     and as TensorFlow runs it, and the precision --precision resolved to."""
     cfg, runtime = run.cfg, run.runtime
@@ -52,7 +52,7 @@ def duplicates_note(writer: RunWriter) -> str:
     return note + f" (see {writer.path('duplicates.csv')})"
 
 
-def log_start(run: RunContext, plan: Plan, split: Split) -> None:
+def log_start(run: RunContext, split: Split, plan: Plan) -> None:
     """The start line: world, batch and LR plan, subsets, and the classes (so a wrong set shows at once)."""
     writer, rt, catalog = run.writer, run.runtime, run.source.catalog
     names = list(split.class_names)

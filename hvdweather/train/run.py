@@ -51,8 +51,8 @@ def train(cfg: TrainConfig, source: Source | None = None,
     check_val_shards(split.size("val"), run.backend.shard_count)
     plan = make_plan(cfg, split.size("train"), run.runtime, run.backend.shard_count)
     normalization = input_normalization(run, split)
-    run.writer.write_json("config.json", run_record(run, plan, split) | {"normalization": normalization})
-    log_start(run, plan, split)
+    run.writer.write_json("config.json", run_record(run, split, plan) | {"normalization": normalization})
+    log_start(run, split, plan)
     epochs_done = state["epochs_done"] if state else 0
     datasets = make_datasets(run, split, plan, epochs_done)  # then the model: the order runs were always built in
     model = compile_model(run, len(split.class_names), plan, normalization, epochs_done)
