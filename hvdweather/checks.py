@@ -5,7 +5,7 @@ be, a --top-k above the number of classes, a --stats file from another data set.
 
     cfg = train_config(...); source = check_inputs(cfg)   # hvdweather-train does this, then imports train
 
-Checks that need the decoded images (the exact split after unreadable files are dropped) stay in train.py.
+Checks that need the decoded images (the exact split after unreadable files are dropped) stay in hvdweather.train.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """What a training step minimises and how: the optimizer (--optimizer, --momentum, --weight-decay), the
 loss (--label-smoothing), per-class loss weights (--class-weights) and the top-k metric (--top-k).
 
-The LR schedule itself is not here: `hvdweather.train.Plan` holds it, and a callback assigns it.
+The LR schedule itself is not here: `hvdweather.train.plan.Plan` holds it, and a callback assigns it.
 """
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from hvdweather.data.normalization import moments_from_sums
 from hvdweather.data.pipeline import augment
 from hvdweather.distributed import Runtime
 from hvdweather.optim import SmoothedSparseCrossentropy, balanced_class_weights, make_metrics, make_optimizer
-from hvdweather.train import make_plan
+from hvdweather.train.plan import make_plan
 
 RT2 = Runtime("horovod", 0, 0, 2, 2, 1, 1)
 
@@ -32,6 +32,30 @@ def test_step_schedule_decays_at_each_epoch_after_the_warmup():
     np.testing.assert_allclose(lrs[5:10], [0.2] * 5)
     np.testing.assert_allclose(lrs[10:15], [0.1] * 5)  # epoch 3
     np.testing.assert_allclose(lrs[15:], [0.05] * 5)  # epoch 4
+
+
+def test_the_warmup_ramp_is_the_plans_and_planned_lr_assigns_it_by_global_step():
+    """The ramp has one home, Plan.lr_at: with a constant schedule PlannedLR assigns it too (it ramps
+    from base to scaled over the warm-up, then holds), and a plan without warm-up has no LR callback."""
+    plan = _plan(lr=0.01, warmup_epochs=0.8, per_worker_batch_size=8)  # 4 warm-up steps of 5 per epoch
+    assert [plan.lr_at(step) for step in range(6)] == pytest.approx([0.01, 0.0125, 0.015, 0.0175, 0.02, 0.02])
+    (callback,) = plan.lr_callbacks()
+    assigned = []
+
+    class Model:
+        class optimizer:  # noqa: N801 - stands in for the optimizer and its tf.Variable
+            class learning_rate:  # noqa: N801
+                assign = assigned.append
+
+    callback.set_model(Model)
+    callback.on_train_begin()
+    callback.on_epoch_begin(0)
+    callback.on_train_batch_begin(3)  # global step 3 of the ramp's 4
+    callback.on_epoch_begin(1)
+    for batch in range(3):
+        callback.on_train_batch_begin(batch)  # global steps 5, 6, 7: at the peak, assigned once
+    assert assigned == pytest.approx([0.0175, 0.02])
+    assert _plan(lr=0.01, warmup_epochs=0, per_worker_batch_size=8).lr_callbacks() == []
 
 
 def test_cosine_schedule_peaks_at_the_scaled_lr_and_reaches_zero():

@@ -12,6 +12,7 @@ from hvdweather.data.decode import load_rgb
 from hvdweather.data.decode_tf import decode_file, decode_image
 from hvdweather.data.discovery import discover
 from hvdweather.data.pipeline import (
+    PipelineOptions,
     augment,
     decoded_files,
     eval_pipeline,
@@ -131,7 +132,8 @@ def test_every_iterator_over_the_train_stream_sees_the_same_batches(files):
     # fit opens a new iterator per call (--freeze-backbone-epochs fits twice); a resumed run starts
     # a new dataset at an element: all must read one stream, a function of seed and position only
     paths, labels = files
-    ds = train_pipeline(decoded_files(paths, labels, SIZE), len(paths), 4, seed=2, augment_images="flip")
+    flip = PipelineOptions(augment="flip")
+    ds = train_pipeline(decoded_files(paths, labels, SIZE), len(paths), 4, seed=2, options=flip)
 
     def stream(dataset, batches=12):
         return [x.numpy() for x, _ in dataset.take(batches)]
@@ -139,7 +141,7 @@ def test_every_iterator_over_the_train_stream_sees_the_same_batches(files):
     first, second = stream(ds), stream(ds)  # two passes over the shard each
     np.testing.assert_array_equal(first, second)
     epoch = len(paths) // 4  # batches per pass
-    later = train_pipeline(decoded_files(paths, labels, SIZE), len(paths), 4, seed=2, augment_images="flip",
+    later = train_pipeline(decoded_files(paths, labels, SIZE), len(paths), 4, seed=2, options=flip,
                            start_element=len(paths) + 4)
     np.testing.assert_array_equal(stream(later, 4), first[epoch + 1:epoch + 5])
     np.testing.assert_array_equal(stream(ds.skip(epoch + 1), 4), first[epoch + 1:epoch + 5])

@@ -173,7 +173,7 @@ def test_cache_dir_is_checked_before_training(tmp_path, tiny_data):
 
 def test_cache_file_names_follow_the_data():
     from hvdweather.config import TrainConfig
-    from hvdweather.train import cache_file
+    from hvdweather.train.inputs import cache_file
 
     cfg = TrainConfig(data="/d", cache_dir="/c")
     a = cache_file(cfg, ("/d/a.jpg", "/d/b.jpg"), 0)

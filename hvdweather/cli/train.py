@@ -156,7 +156,7 @@ def train_command(config_file: str | None, no_augment: bool | None = None, **fla
     try:
         source = check_inputs(cfg)  # before TensorFlow loads: a wrong --data, --out or batch fails in a second
         if cfg.elastic:
-            from hvdweather.elastic import train_elastic
+            from hvdweather.train.elastic import train_elastic
 
             train_elastic(cfg, source)
         else:

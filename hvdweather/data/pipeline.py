@@ -10,6 +10,7 @@ leak images between ranks. Caching uint8 (not float32) keeps the cache 4x smalle
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
@@ -95,23 +96,30 @@ def _epoch_order(cached: tf.data.Dataset, n_local: int, seed: int, epoch: tf.Ten
     return cached.shuffle(max(1, n_local), seed=seed * 1_000_003 + epoch, reshuffle_each_iteration=False)
 
 
+@dataclass(frozen=True)
+class PipelineOptions:
+    """How the training chain runs, the same for every rank and every epoch of a run."""
+
+    augment: str = "none"  # --augment: none, flip, flip_crop or standard
+    cache_path: str | None = ""  # "" caches in memory, a path caches in files, None: no cache (benchmarks)
+    threads: int = 0  # tf.data's private thread pool for this rank (0: TensorFlow's shared one)
+
+
 def train_pipeline(decoded: tf.data.Dataset, n_local: int, per_process_batch_size: int, seed: int,
-                   augment_images: str = "none", cache_path: str | None = "", threads: int = 0,
-                   start_element: int = 0) -> tf.data.Dataset:
+                   options: PipelineOptions = PipelineOptions(), start_element: int = 0) -> tf.data.Dataset:
     """Infinite training batches of `per_process_batch_size` (per worker x replicas in this process);
     `n_local` = this rank's shard size (the shuffle buffer holds it all).
 
-    `cache_path`: "" caches in memory, a path caches in files, None disables caching (benchmarks).
     `start_element`: skip this many elements of the shuffled stream, so a resumed run sees exactly the
     batches the uninterrupted run saw from there on (the order is a function of the seed and the
     position; skipping costs one pass per skipped epoch over cached images, no compute).
     """
-    cached = _cache(decoded, cache_path)
+    cached = _cache(decoded, options.cache_path)
     # Pass e over the shard in an order drawn from (seed, e) alone, so every iterator over this dataset
     # yields the same stream (fit opens a new one per call: --freeze-backbone-epochs fits twice). A
     # shuffle that reshuffles each iteration draws another order for each new iterator instead.
     ds = tf.data.Dataset.counter().flat_map(lambda epoch: _epoch_order(cached, n_local, seed, epoch))
-    mode = {True: "standard", False: "none"}.get(augment_images, augment_images)  # old boolean callers
+    mode = {True: "standard", False: "none"}.get(options.augment, options.augment)  # old boolean callers
     if mode != "none":  # indices before the skip: an element's augmentation seed is its stream position
         ds = ds.enumerate().skip(start_element).map(
             lambda i, xy: (augment(xy[0], tf.stack([tf.constant(seed, tf.int64), i]), mode), xy[1]),
@@ -120,7 +128,7 @@ def train_pipeline(decoded: tf.data.Dataset, n_local: int, per_process_batch_siz
         ds = ds.skip(start_element)
     ds = ds.batch(per_process_batch_size, drop_remainder=True)
     ds = ds.map(lambda x, y: (normalize(x), y), num_parallel_calls=AUTOTUNE)
-    return ds.prefetch(AUTOTUNE).with_options(_options(threads))
+    return ds.prefetch(AUTOTUNE).with_options(_options(options.threads))
 
 
 def eval_pipeline(decoded: tf.data.Dataset, per_process_batch_size: int, cache_path: str | None = None,
