@@ -10,8 +10,8 @@ from hvdweather.callbacks import (
     Checkpoints,
     EarlyStop,
     EpochMetrics,
-    LinearWarmup,
     PhaseTimed,
+    PlannedLR,
     ProgressLog,
     first_epoch_reaching,
     phase_of,
@@ -21,40 +21,34 @@ from hvdweather.callbacks import (
 from hvdweather.writers import RunWriter
 
 
-def test_linear_warmup_ramps_from_base_to_scaled_then_stops():
-    warmup = LinearWarmup(base_lr=0.01, scaled_lr=0.04, warmup_steps=4, steps_per_epoch=3)
-    assert [warmup.lr_at(step) for step in range(5)] == pytest.approx([0.01, 0.0175, 0.025, 0.0325, 0.04])
-    assert warmup.lr_at(5) is None  # after the ramp nothing is assigned
+def test_warmup_ramps_from_base_to_scaled():
+    assert [warmup_lr(step, 4, 0.01, 0.04) for step in range(6)] == pytest.approx(
+        [0.01, 0.0175, 0.025, 0.0325, 0.04, 0.04])
+    assert warmup_lr(0, 0, 0.01, 0.07) == 0.07  # no ramp: scaled from the start
 
 
-def test_linear_warmup_assigns_by_global_step():
+def test_planned_lr_assigns_by_global_step_and_only_changes():
     class Optimizer:
         class learning_rate:  # noqa: N801 - stands in for a tf.Variable
-            value = None
+            values = []
 
             @classmethod
             def assign(cls, value):
-                cls.value = value
+                cls.values.append(value)
 
     class Model:
         optimizer = Optimizer
 
-    warmup = LinearWarmup(0.1, 0.3, warmup_steps=4, steps_per_epoch=2)
-    warmup.set_model(Model)
-    warmup.on_epoch_begin(1)
-    warmup.on_train_batch_begin(1)  # global step 3 of the ramp's 4
-    assert Optimizer.learning_rate.value == pytest.approx(0.25)
-    warmup.on_epoch_begin(2)
-    warmup.on_train_batch_begin(1)  # global step 5: past the ramp, the LR is left as it is
-    assert Optimizer.learning_rate.value == pytest.approx(0.25)
-
-
-def test_the_warmup_ramp_has_one_definition():
-    """LinearWarmup's LRs are warmup_lr's (the ramp train.Plan's schedule starts with): the last one is
-    exactly scaled_lr, as a PlannedLR with a schedule assigns after the ramp."""
-    warmup = LinearWarmup(0.01, 0.07, warmup_steps=3, steps_per_epoch=5)
-    assert [warmup.lr_at(step) for step in range(4)] == [warmup_lr(step, 3, 0.01, 0.07) for step in range(4)]
-    assert warmup.lr_at(3) == 0.07 and warmup_lr(0, 0, 0.01, 0.07) == 0.07  # no ramp: scaled from the start
+    planned = PlannedLR(lambda step: warmup_lr(step, 4, 0.1, 0.3), steps_per_epoch=2)
+    planned.set_model(Model)
+    planned.on_train_begin()
+    planned.on_epoch_begin(1)
+    planned.on_train_batch_begin(1)  # global step 3 of the ramp's 4
+    assert Optimizer.learning_rate.values == [pytest.approx(0.25)]
+    planned.on_epoch_begin(2)
+    planned.on_train_batch_begin(0)  # step 4: the ramp's end
+    planned.on_train_batch_begin(1)  # step 5: the same LR, so no second assignment
+    assert Optimizer.learning_rate.values == [pytest.approx(0.25), 0.3]
 
 
 def test_first_epoch_reaching_the_target():

@@ -1,6 +1,5 @@
-"""The learning-rate callbacks: PlannedLR assigns any step -> LR function's value before each batch;
-LinearWarmup is PlannedLR with Goyal et al.'s linear warm-up ramp only, the one definition of that ramp
-(`warmup_lr`, which train.Plan's schedule starts with too)."""
+"""The learning-rate callback: PlannedLR assigns any step -> LR function's value (train.Plan.lr_at) before
+each batch; `warmup_lr` is the one definition of Goyal et al.'s linear warm-up ramp that the plan starts with."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -39,23 +38,3 @@ class PlannedLR(tf.keras.callbacks.Callback):
         if lr is not None and lr != self.last:
             self.model.optimizer.learning_rate.assign(lr)
             self.last = lr
-
-
-class LinearWarmup(PlannedLR):
-    """Ramp the LR per batch from base_lr to scaled_lr over `warmup_steps` steps (`warmup_lr`).
-
-    Same ramp as Horovod's LearningRateWarmupCallback, but it also works for MirroredStrategy and it
-    leaves momentum alone (Horovod 0.28.1's momentum correction assigns to the Keras 2.11+ optimizers'
-    plain-float `momentum`, which fails). After the ramp it assigns nothing, so it costs no step time and
-    leaves the optimizer's LR as it is (a resumed or elastic run's restored one included).
-    """
-
-    def __init__(self, base_lr: float, scaled_lr: float, warmup_steps: int, steps_per_epoch: int):
-        self.base_lr, self.scaled_lr, self.warmup_steps = base_lr, scaled_lr, warmup_steps
-        super().__init__(self.lr_at, steps_per_epoch)
-
-    def lr_at(self, step: int) -> float | None:
-        """The LR for global step `step` (0-based) during the ramp; None once it is over."""
-        if step > self.warmup_steps:
-            return None
-        return warmup_lr(step, self.warmup_steps, self.base_lr, self.scaled_lr)

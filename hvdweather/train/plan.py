@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 
-from hvdweather.callbacks import PlannedLR
+from hvdweather.callbacks import PlannedLR, warmup_lr
 from hvdweather.checks import check_batch
 from hvdweather.config import ConfigError, TrainConfig, decay_epochs
 from hvdweather.data.sharding import steps_per_epoch
@@ -43,7 +43,7 @@ class Plan:
         """The LR of fit's batch `step` (0-based): the whole schedule in one pure function. The warm-up
         is Goyal et al.'s linear ramp (Horovod's LearningRateWarmupCallback ramps the same way)."""
         if step < self.warmup_steps:
-            return self.base_lr + (step / self.warmup_steps) * (self.scaled_lr - self.base_lr)
+            return warmup_lr(step, self.warmup_steps, self.base_lr, self.scaled_lr)
         lr = self.scaled_lr
         if self.schedule == "step":
             lr *= self.decay_factor ** sum(step >= d for d in self.decay_steps)
