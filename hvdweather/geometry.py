@@ -1,5 +1,5 @@
 """Model geometry that checks need before TensorFlow loads: the weather CNN's layer plan and the smallest
-input it accepts. `hvdweather.model` builds from these; config validation, prepare and the benchmarks
+input it accepts. `hvdweather.models.weather_cnn` builds from these; config validation, prepare and the benchmarks
 check against them, so the number has one home."""
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ interrupted, because everything that decides the next step is restored or is a p
 (seed, step): the weights and BatchNorm statistics, the optimizer's slots, iteration count and learning
 rate (this file), the data order (the shuffled stream is replayed to the same element, see
 `hvdweather.data.sharding.start_element`), augmentation (stateless, seeded by the element's index) and dropout
-(`hvdweather.layers.StepSeededDropout`, seeded by its own step counter, a weight).
+(`hvdweather.models.layers.StepSeededDropout`, seeded by its own step counter, a weight).
 
 The state is written atomically after last.keras at every epoch end, by the primary (RunWriter).
 """

@@ -58,7 +58,7 @@ def test_table_ratios_come_from_the_rows():
 
 def test_package_form_follows_the_model():
     from hvdweather.bench.layers import _tf_layer
-    from hvdweather.model import BatchNormTanh
+    from hvdweather.models.weather_cnn import BatchNormTanh
 
     big, small = stages(256)[1], stages(256)[4]  # BN+tanh of blocks 1 and 2
     assert isinstance(_tf_layer(big, "package"), BatchNormTanh)

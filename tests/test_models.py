@@ -125,8 +125,8 @@ def test_bfloat16_computes_in_bfloat16_with_float32_weights_and_logits(bf16_cpu)
     statistics in float32; one real training step (TensorFlow emulates bfloat16 where the CPU lacks it).
     Proven to fail: without create_model's _float32_logits the logits come out bfloat16."""
     from hvdweather.config import resolve_precision
-    from hvdweather.model import BatchNormTanh
     from hvdweather.models import apply_precision
+    from hvdweather.models.weather_cnn import BatchNormTanh
     from hvdweather.optim import make_loss, make_metrics, make_optimizer
 
     cfg = TrainConfig(precision="bfloat16")  # validates: the (faked) CPU has native BF16

@@ -6,7 +6,7 @@ when the conv has no bias; for tanh that op is not implemented, and the failure 
 inference graphs (evaluate, predict, the test report, the SavedModel), never while training:
 "Fusion is not implemented: [FusedBatchNorm,Tanh]". The weather CNN avoids it by keeping the conv bias before
 Keras's BatchNormalization + tanh (blocks 2-4) and by its own BatchNormTanh layer on block 1
-(hvdweather/model.py); the zoo's models put ReLU/ReLU6/swish after BatchNorm, or LayerNorm (ViT).
+(hvdweather/models/weather_cnn.py); the zoo's models put ReLU/ReLU6/swish after BatchNorm, or LayerNorm (ViT).
 
 Every model goes through hvdweather-train (one step on the tiny set, validation, the test report),
 -evaluate, -predict and -export (tests/scripts/onednn_paths.py, two processes side by side); then one fresh

@@ -119,7 +119,7 @@ def test_horovod_rank_killed_mid_epoch_resumes_bit_identical(reference, tiny_dat
     """Rank 1 SIGKILLed inside epoch 2 (held there by the harness; rank 0 waits in the next allreduce):
     the launcher ends the job in seconds, a one-process resume is refused (another world), and
     `horovodrun ... --resume` ends with the reference run's weights and metrics, bit for bit. Proven to
-    fail with Horovod's BroadcastGlobalVariablesCallback added to the callbacks (distributed.py): after
+    fail with Horovod's BroadcastGlobalVariablesCallback added to the callbacks (hvdweather.distributed.horovod): after
     the resumed run's first step it copies rank 0's BatchNorm statistics over rank 1's."""
     killed, mark, log = tmp_path / "killed", tmp_path / "mark", tmp_path / "job.log"
     launcher = _start(_horovodrun(*_held(mark, "others", "horovod", tiny_data, killed)), log)

@@ -107,7 +107,7 @@ except ImportError:
     pass
 import numpy as np
 import tensorflow as tf
-import hvdweather.model  # registers the model's own layers with Keras
+import hvdweather.models.weather_cnn  # registers the model's own layers with Keras
 model = tf.keras.models.load_model(sys.argv[1], compile=False)
 probabilities = tf.nn.softmax(model(np.zeros((2, *model.input_shape[1:]), np.float32))).numpy()
 assert model.output_shape == (None, 3) and np.allclose(probabilities.sum(1), 1), probabilities
@@ -118,7 +118,7 @@ print("loaded without horovod")
 
 @pytest.mark.timeout(300)
 def test_checkpoint_loads_without_horovod(trained):
-    """Proven to fail with `import horovod.tensorflow.keras` added to hvdweather/model.py."""
+    """Proven to fail with `import horovod.tensorflow.keras` added to hvdweather/models/weather_cnn.py."""
     run, _ = trained
     done = subprocess.run([sys.executable, "-c", WITHOUT_HOROVOD, str(run / "best.keras")], capture_output=True,
                           text=True, timeout=200)

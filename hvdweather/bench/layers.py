@@ -1,6 +1,6 @@
 """Per-layer forward + backward time of the weather CNN (batch 32, one thread): TensorFlow in the reference
 PyTorch weather project's layer form (conv with bias, Keras BatchNormalization + tanh) and in the
-package's form (`hvdweather.model`), next to PyTorch when it is installed.
+package's form (`hvdweather.models.weather_cnn`), next to PyTorch when it is installed.
 
     hvdweather-bench layers                      # oneDNN on (unless TF_ENABLE_ONEDNN_OPTS says otherwise)
     hvdweather-bench layers --onednn auto        # TensorFlow's choice: off on AVX2-only CPUs
@@ -98,7 +98,7 @@ def _tf_layer(stage: Stage, form: str):
     """The Keras layer (or model) of one stage in the reference or the package's form."""
     import tensorflow as tf
 
-    from hvdweather.model import BatchNormTanh, build_weather_cnn, fuses_bn_tanh
+    from hvdweather.models.weather_cnn import BatchNormTanh, build_weather_cnn, fuses_bn_tanh
 
     reference = form == "reference"
     height, width = stage.input_hwc[:2]
@@ -142,7 +142,7 @@ def run_tf_worker(batch: int, repeats: int, image_size: int, form: str) -> None:
     from tensorflow.python.util import _pywrap_util_port  # whether oneDNN kernels are in use
 
     from hvdweather.host import start_xla_quietly
-    from hvdweather.model import use_fast_cpu_allocator
+    from hvdweather.models.weather_cnn import use_fast_cpu_allocator
 
     if form == "package":
         use_fast_cpu_allocator()

@@ -162,11 +162,11 @@ def build_model(model: str, image_size: int, batch: int, threads: int, seed: int
     import tensorflow as tf
 
     from hvdweather.config import TrainConfig
-    from hvdweather.model import use_fast_cpu_allocator
+    from hvdweather.models.weather_cnn import use_fast_cpu_allocator
 
     use_fast_cpu_allocator()  # as train() does, before TensorFlow's first allocation
     tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(max(2, threads))  # as distributed.py's backends
+    tf.config.threading.set_inter_op_parallelism_threads(max(2, threads))  # as hvdweather.distributed's backends
 
     from hvdweather.config import resolve_precision
     from hvdweather.models import apply_precision, create_model

@@ -14,7 +14,7 @@ from hvdweather.writers import RunWriter
 
 
 class EpochMetrics(tf.keras.callbacks.Callback):
-    """Appends one metrics.jsonl line per epoch; place it after the metric averaging (distributed.py).
+    """Appends one metrics.jsonl line per epoch; place it after the metric averaging (hvdweather.distributed.horovod).
 
     `previous`: rows of the epochs already trained (on --resume), so the target epoch stays the first.
     """

@@ -13,7 +13,7 @@ from hvdweather.distributed.runtime import Runtime
 
 
 class TrainingBackend(Protocol):
-    """The hooks train.py uses; Horovod and Mirrored implement them. Sharding (data and the
+    """The hooks the train package uses; Horovod and Mirrored implement them. Sharding (data and the
     decode check) always goes by `shard_count` / `shard_index`, never by the runtime's rank/size."""
 
     runtime: Runtime

@@ -164,8 +164,8 @@ class HorovodBackend:
     def callbacks(self) -> list[tf.keras.callbacks.Callback]:
         """Metric averaging first, so later callbacks read averaged metrics (Horovod's examples' order).
 
-        No BroadcastGlobalVariablesCallback: train.py broadcasts rank 0's weights (or the resume state)
-        before the first step. Horovod's callback broadcasts again after step 1 of the first epoch *of
+        No BroadcastGlobalVariablesCallback: hvdweather.train.start.begin broadcasts rank 0's weights (or
+        the resume state) before the first step. Horovod's callback broadcasts again after step 1 of the first epoch *of
         this process*, which copies rank 0's freshly updated BatchNorm moving statistics over the
         others': a resumed run would then differ from the uninterrupted one.
         """

@@ -29,7 +29,7 @@ from hvdweather.evaluate.runmodel import RunModel, check_out_file, check_top_k, 
 
 def load_keras(run_model: RunModel) -> tf.keras.Model:
     """The checkpoint as a Keras model, for inference only (no optimizer state)."""
-    import hvdweather.model  # noqa: F401 - registers the model's own Keras layers before loading
+    import hvdweather.models.weather_cnn  # noqa: F401 - registers the model's own Keras layers before loading
     from hvdweather.host import start_xla_quietly
 
     start_xla_quietly()

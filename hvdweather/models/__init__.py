@@ -16,11 +16,11 @@ import tensorflow as tf
 from hvdweather import pretrained
 from hvdweather.errors import ConfigError
 from hvdweather.geometry import MODEL_GEOMETRY
-from hvdweather.model import build_weather_cnn
 from hvdweather.models.applications import build_efficientnet_b0, build_mobilenet_v2
 from hvdweather.models.efficientnet_lite import build_efficientnet_lite0, load_state_dict
 from hvdweather.models.resnet import build_resnet18, build_resnet34
 from hvdweather.models.vit import build_vit_tiny
+from hvdweather.models.weather_cnn import build_weather_cnn
 
 __all__ = ["MODELS", "ModelEntry", "apply_precision", "create_model", "load_weights_file", "reorder_weights",
            "set_backbone_trainable"]

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from hvdweather.errors import ConfigError
-from hvdweather.layers import StepSeededDropout
+from hvdweather.models.layers import StepSeededDropout
 
 __all__ = ["build_efficientnet_lite0", "load_state_dict"]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from hvdweather.layers import ClassTokenAndPositions
+from hvdweather.models.layers import ClassTokenAndPositions
 
 PATCH, DIM, DEPTH, HEADS, MLP = 16, 192, 12, 3, 768
 

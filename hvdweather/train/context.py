@@ -18,8 +18,8 @@ from hvdweather.data.source import Source
 from hvdweather.data.split import Split
 from hvdweather.distributed import HorovodOptions, Runtime, TrainingBackend, make_backend
 from hvdweather.host import start_xla_quietly
-from hvdweather.model import use_fast_cpu_allocator
 from hvdweather.models import apply_precision
+from hvdweather.models.weather_cnn import use_fast_cpu_allocator
 from hvdweather.train.plan import Plan
 from hvdweather.writers import RunWriter
 
@@ -59,7 +59,7 @@ def start_run(cfg: TrainConfig, source: Source | None = None) -> tuple[Source, T
     TensorFlow loads), the allocator, the backend, XLA's start-up lines and the precision policy."""
     if source is None:
         source = check_inputs(cfg)  # fail in seconds, before the backend starts
-    use_fast_cpu_allocator()  # before TensorFlow's first allocation (model.py quotes the gain)
+    use_fast_cpu_allocator()  # before TensorFlow's first allocation (models/weather_cnn.py quotes the gain)
     backend = make_backend(cfg.strategy, cfg.replicas, cfg.threads_per_worker, cfg.horovod_timeline,
                            HorovodOptions(cfg.fp16_allreduce, cfg.backward_passes_per_step, cfg.adasum,
                                           cfg.autotune, cfg.autotune_log))

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from hvdweather.geometry import WEATHER_CNN_BLOCKS, WEATHER_CNN_MIN_IMAGE_SIZE
-from hvdweather.model import BatchNormTanh, build_weather_cnn
+from hvdweather.models.weather_cnn import BatchNormTanh, build_weather_cnn
 
 REFERENCE_PARAMETERS = 108_517  # the reference PyTorch weather project's CNN at 256 px, 11 classes
 
@@ -96,7 +96,7 @@ def test_saved_model_loads_and_predicts_the_same(tmp_path):
 
 
 def test_fast_cpu_allocator_leaves_an_explicit_choice(monkeypatch):
-    from hvdweather.model import use_fast_cpu_allocator
+    from hvdweather.models.weather_cnn import use_fast_cpu_allocator
 
     monkeypatch.delenv("TF_CPU_ALLOCATOR_USE_BFC", raising=False)
     use_fast_cpu_allocator()
@@ -110,7 +110,7 @@ MIRRORED_FIT = """
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from hvdweather.model import BatchNormTanh, build_weather_cnn
+from hvdweather.models.weather_cnn import BatchNormTanh, build_weather_cnn
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"],
                                           cross_device_ops=tf.distribute.ReductionToOneDevice("/cpu:0"))
 with strategy.scope():

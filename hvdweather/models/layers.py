@@ -1,5 +1,5 @@
 """Keras layers of our own that the model builders share (registered, so checkpoints load after
-`import hvdweather.model`)."""
+`import hvdweather.models.weather_cnn`)."""
 from __future__ import annotations
 
 import numpy as np

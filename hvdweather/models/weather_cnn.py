@@ -12,7 +12,7 @@ import os
 import tensorflow as tf
 
 from hvdweather.geometry import WEATHER_CNN_BLOCKS, WEATHER_CNN_MIN_IMAGE_SIZE
-from hvdweather.layers import StepSeededDropout
+from hvdweather.models.layers import StepSeededDropout
 
 
 def use_fast_cpu_allocator() -> None:
