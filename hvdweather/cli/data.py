@@ -29,7 +29,7 @@ def synth_command(out: str, images_per_class: int, seed: int, overwrite: bool) -
     """Write a procedurally drawn WEAPD-like data set (11 classes, JPEG+PNG) to OUT (new or empty)."""
     from hvdweather.data.synthetic import clear_synthetic, make_synthetic_dataset
 
-    if os.path.isdir(out) and os.listdir(out):  # old images would stay beside the new ones (issue 25)
+    if os.path.isdir(out) and os.listdir(out):  # old images would stay beside the new ones
         if not overwrite:
             raise click.UsageError(f"OUT {out} is not empty; pass --overwrite to replace the synthetic set in it, "
                                    "or choose a new folder")

@@ -34,7 +34,7 @@ _D = TrainConfig()  # defaults shown in --help
 
 
 def experiment_options(command: Callable) -> Callable:
-    """The model zoo's, the training knobs' and Horovod's options (issue 9), one per TrainConfig field."""
+    """The model zoo's, the training knobs' and Horovod's options, one per TrainConfig field."""
     options = [
         click.option("--model", type=click.Choice(CHOICES["model"]), help="Network: the weather CNN (min "
                      f"{WEATHER_CNN_MIN_IMAGE_SIZE} px), ResNet-18/34, MobileNetV2, EfficientNet-B0, "

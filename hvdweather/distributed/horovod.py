@@ -55,8 +55,8 @@ class AverageEpochMetrics(tf.keras.callbacks.Callback):
 
     Training metrics take the plain mean: every rank ran the same steps of equal batches. Validation
     metrics (val_*) are weighted by each rank's validation images: validation runs on all ranks over
-    uneven shards, and the plain mean of 4/17 and 2/16 is 0.1801 where one process reports 6/33 = 0.1818
-    (issue 25 #8). Weighted, the figures, the best checkpoint (val_loss) and early stopping do not depend
+    uneven shards, and the plain mean of 4/17 and 2/16 is 0.1801 where one process reports 6/33 = 0.1818.
+    Weighted, the figures, the best checkpoint (val_loss) and early stopping do not depend
     on the number of ranks.
     """
 

@@ -135,7 +135,7 @@ def make_executor(name: str, workers: int | None = None, spark_master: str | Non
     """The executor called `name`; `workers` defaults to all cores (multiprocessing, spark's local mode),
     mpirun's -np, or the Spark cluster's default parallelism (`spark_master`: spark only)."""
     processes = launched_processes()
-    if processes > 1 and name != "mpi":  # every process would do all the work and write one --out (issue 25)
+    if processes > 1 and name != "mpi":  # every process would do all the work and write one --out
         raise ConfigError(f"--executor {name} under a launch of {processes} processes (mpirun/srun): each would "
                           "write the whole --out folder; add --executor mpi to share the work among them, or "
                           "run the command once, without the launcher")

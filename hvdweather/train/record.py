@@ -31,7 +31,7 @@ def run_record(run: RunContext, split: Split, plan: Plan) -> dict[str, Any]:
     cfg, runtime = run.cfg, run.runtime
     previous = read_json(Path(cfg.out) / "config.json") if cfg.resume else None
     return {"config": cfg.to_dict() | {"data": os.path.abspath(cfg.data)},
-            **data_fields(cfg.data, cfg.out, previous),  # a run folder that works from any folder (issue 25)
+            **data_fields(cfg.data, cfg.out, previous),  # a run folder that works from any folder
             "world": runtime.__dict__ | {"num_workers": runtime.num_workers},
             "plan": plan.__dict__, "class_names": list(split.class_names),
             "subset_sizes": {s: split.size(s) for s in ("train", "val", "test")},
