@@ -16,8 +16,8 @@ from hvdweather.data.pipeline import (
     augment,
     decoded_files,
     eval_pipeline,
-    normalize,
     sharded_files,
+    to_unit_range,
     train_pipeline,
 )
 from hvdweather.data.sharding import shard_of, shard_size
@@ -61,11 +61,11 @@ def test_decode_in_tfdata_equals_eager_decoder(files, which):
 def test_normalize_and_augment_same_eager_and_in_map():
     image = tf.constant(np.random.default_rng(0).integers(0, 256, (SIZE, SIZE, 3)), tf.uint8)
     seed = tf.constant([7, 3], tf.int64)
-    eager = normalize(augment(image, seed)).numpy()
-    mapped = next(iter(tf.data.Dataset.from_tensors(image).map(lambda x: normalize(augment(x, seed))))).numpy()
+    eager = to_unit_range(augment(image, seed)).numpy()
+    mapped = next(iter(tf.data.Dataset.from_tensors(image).map(lambda x: to_unit_range(augment(x, seed))))).numpy()
     np.testing.assert_allclose(eager, mapped, atol=1e-6)
     assert eager.dtype == np.float32 and 0.0 <= eager.min() and eager.max() <= 1.0
-    np.testing.assert_allclose(normalize(image).numpy(), image.numpy() / 255.0, atol=1e-7)
+    np.testing.assert_allclose(to_unit_range(image).numpy(), image.numpy() / 255.0, atol=1e-7)
 
 
 def test_shards_are_disjoint_and_cover_everything(files):

@@ -94,14 +94,14 @@ def _measurers(spec: dict[str, Any], images: list[bytes]) -> dict[str, Any]:
     import tensorflow as tf
 
     from hvdweather.data.decode_tf import decode_bytes
-    from hvdweather.data.pipeline import normalize
+    from hvdweather.data.pipeline import to_unit_range
     from hvdweather.evaluate.predict import load_keras
     from hvdweather.evaluate.runmodel import resolve_model
 
     run_model = resolve_model(spec["model"], spec["checkpoint"])
     model = load_keras(run_model)
     keras_call = tf.function(lambda x: model(x, training=False))  # what model.predict runs per batch
-    pixels = normalize(tf.stack([decode_bytes(raw, run_model.image_size) for raw in images]))
+    pixels = to_unit_range(tf.stack([decode_bytes(raw, run_model.image_size) for raw in images]))
     serve = tf.saved_model.load(spec["export"]).signatures["serving_default"]
 
     def keras(batch: int):

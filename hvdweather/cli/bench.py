@@ -204,7 +204,7 @@ def bench_models_command(**flags) -> None:
               help="Epochs of every run.")
 @click.option("--batch-size", "per_worker_batch_size", type=int,
               default=field_default(KnobsSpec, "per_worker_batch_size"), show_default=True,
-              help="Per-process batch of every run.")
+              help="Per-worker batch of every run (as hvdweather-train --batch-size).")
 @click.option("--image-size", type=int, default=field_default(KnobsSpec, "image_size"), show_default=True)
 @click.option("--model", type=click.Choice(CHOICES["model"]), default=field_default(KnobsSpec, "model"),
               show_default=True)

@@ -2,7 +2,7 @@
 
     file list -> shard by rank -> parallel decode+resize -> cache (uint8) -> shuffle and repeat (a new
     order each epoch, drawn from the seed and the epoch) -> [augment] -> batch (drop_remainder) ->
-    normalise -> prefetch
+    to [0, 1] -> prefetch
 
 Sharding comes first, on file names, so each rank decodes only its own files and shuffling cannot
 leak images between ranks. Caching uint8 (not float32) keeps the cache 4x smaller.
@@ -34,8 +34,9 @@ def decoded_files(paths, labels, image_size: int, shard_count: int = 1,
     return ds.map(lambda p, y: (decode_image(p, image_size), y), num_parallel_calls=AUTOTUNE)
 
 
-def normalize(images: tf.Tensor) -> tf.Tensor:
-    """uint8 (or float in [0, 255]) pixels to float32 in [0, 1]."""
+def to_unit_range(images: tf.Tensor) -> tf.Tensor:
+    """uint8 (or float in [0, 255]) pixels to float32 in [0, 1]. Not --normalize (a mean/std the model
+    applies itself, hvdweather.data.normalization): one word, one meaning."""
     return tf.cast(images, tf.float32) / 255.0
 
 
@@ -127,7 +128,7 @@ def train_pipeline(decoded: tf.data.Dataset, n_local: int, per_process_batch_siz
     else:
         ds = ds.skip(start_element)
     ds = ds.batch(per_process_batch_size, drop_remainder=True)
-    ds = ds.map(lambda x, y: (normalize(x), y), num_parallel_calls=AUTOTUNE)
+    ds = ds.map(lambda x, y: (to_unit_range(x), y), num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE).with_options(_options(options.threads))
 
 
@@ -136,5 +137,5 @@ def eval_pipeline(decoded: tf.data.Dataset, per_process_batch_size: int, cache_p
     """One ordered pass over this rank's shard in batches (the last may be smaller)."""
     ds = _cache(decoded, cache_path)
     ds = ds.batch(per_process_batch_size)
-    ds = ds.map(lambda x, y: (normalize(x), y), num_parallel_calls=AUTOTUNE)
+    ds = ds.map(lambda x, y: (to_unit_range(x), y), num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE).with_options(_options(threads))

@@ -17,7 +17,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from hvdweather.data.decode_tf import decode_bytes
-from hvdweather.data.pipeline import normalize
+from hvdweather.data.pipeline import to_unit_range
 from hvdweather.errors import check_output_dir
 from hvdweather.evaluate.predict import load_keras
 from hvdweather.evaluate.runmodel import RunModel, check_run_dir
@@ -40,7 +40,7 @@ class WeatherServing(tf.Module):
         """A batch of encoded images -> probabilities [B, C], class_names [B, C], predicted_class [B]."""
         images = tf.map_fn(lambda raw: decode_bytes(raw, self.image_size), image_bytes,
                            fn_output_signature=tf.TensorSpec((self.image_size, self.image_size, 3), tf.uint8))
-        probabilities = tf.nn.softmax(self.model(normalize(images), training=False))
+        probabilities = tf.nn.softmax(self.model(to_unit_range(images), training=False))
         batch = tf.shape(probabilities)[0]
         # Per-row class names: TF Serving's row format needs every output to have the batch dimension.
         names = tf.tile(self.class_names[tf.newaxis, :], [batch, 1])
