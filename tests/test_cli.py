@@ -326,9 +326,8 @@ def test_every_console_script_and_cli_module_imports_without_tensorflow():
 
 def test_flag_defaults_are_the_dataclasses():
     """Issue 23: a flag's default lives in its dataclass only. Every option named after a field of its
-    command's spec or request shows that field's default. Two differ today and are left out: bench eda's
-    --backends leaves out spark, which EdaBenchSpec's default holds; bench inference's --threads writes
-    all cores as 'all', InferenceSpec as 0."""
+    command's spec or request shows that field's default. One differs and is left out: bench inference's
+    --threads writes all cores as 'all', InferenceSpec as 0."""
     from hvdweather.bench.eda import EdaBenchSpec
     from hvdweather.bench.inference import InferenceSpec
     from hvdweather.bench.knobs import KnobsSpec
@@ -350,8 +349,7 @@ def test_flag_defaults_are_the_dataclasses():
         fields = {field: field for field in spec.__dataclass_fields__} | {"with_torch": "torch"}
         for param in command.params:
             given = isinstance(param.default, (bool, int, float, str))  # not None, not click's UNSET
-            if param.name in fields and given and (command.name, param.name) not in {
-                    ("eda", "backends"), ("inference", "threads")}:
+            if param.name in fields and given and (command.name, param.name) != ("inference", "threads"):
                 assert param.default == field_default(spec, fields[param.name]), (command.name, param.name)
                 checked += 1
     assert checked >= 50

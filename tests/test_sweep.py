@@ -152,3 +152,17 @@ def tf_value(event) -> float:
 
     array = tensor_util.make_ndarray(event.tensor_proto)
     return float(array) if array.ndim == 0 else float("nan")
+
+
+def test_prepare_cell_writes_the_cells_config_and_prints_its_command(tiny_data, tmp_path):
+    """What each SLURM array task runs (jobs/slurm/sweep_array.sbatch): cell N's run folder and config,
+    printed as 'RUN_DIR CONFIG'; nothing trains. Failed with a TypeError after the CLI's move into cli/
+    (the --prepare-cell value hid the function of the same name)."""
+    grid, out = write_grid(tmp_path / "grid.yaml", tiny_data), tmp_path / "study"
+    result = run_cli("hvdweather-sweep", str(grid), "--out", str(out), "--prepare-cell", "2", timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    run_dir, config = result.stdout.split()
+    assert Path(run_dir) == out / CELLS[2] and Path(run_dir).is_dir() and Path(config).is_file()
+    assert not (Path(run_dir) / "metrics.jsonl").exists()
+    refused = run_cli("hvdweather-sweep", str(grid), "--out", str(out), "--prepare-cell", "9", timeout=60)
+    assert refused.returncode == 2 and "--prepare-cell 9: the grid has 5 cell(s)" in refused.stderr

@@ -2,7 +2,7 @@
 benchmark's outputs: results.jsonl, scaling.csv, scaling.md and the plots, built by the same functions
 as `hvdweather-bench scaling` (hvdweather.bench.scaling_report), so both give the same tables.
 
-    python -m hvdweather.bench.collect runs/scaling-1234
+    hvdweather-bench collect runs/scaling-1234
     sbatch --dependency=afterany:1234 jobs/slurm/scaling_collect.sbatch runs/scaling-1234
 
 Each array task left runs/<run>/job.json (command, hosts, exit status, its grid cell under "scaling"),

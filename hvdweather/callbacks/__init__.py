@@ -6,7 +6,7 @@ Order in fit (train.fit.fit), each kept for a reason:
   1. the backend's own: under Horovod, hvdweather.distributed's metric averaging (AverageEpochMetrics),
      then BatchNorm averaging (AverageBatchNormStatistics); none under MirroredStrategy. Rank 0's start
      is broadcast before the first step (train.start.begin), not by a callback;
-  2. the LR: PlannedLR (train.Plan.lr_at: warm-up, schedule, fine-tuning), none when the LR never changes;
+  2. the LR: PlannedLR (train.plan.Plan.lr_at: warm-up, schedule, fine-tuning), none when the LR never changes;
   3. the readers of averaged metrics: EpochMetrics, Checkpoints, then EarlyStop (after the checkpoint, so
      the last epoch trained is saved), TensorBoardLog (after EpochMetrics: it logs that row), ProgressLog;
   4. last, under --elastic, the backend's elastic commit (after the checkpoint).

@@ -80,7 +80,7 @@ class ProgressLog(tf.keras.callbacks.Callback):
     """Whole lines for logs that are files (horovodrun, mpirun, SLURM output): Keras's bar there
     becomes one endless line of carriage returns. One line every ~10% of an epoch with images/s and
     an ETA (`step_lines`), and one line per epoch with the averaged metrics. `images_per_step`: the
-    images of one of fit's batches over all workers (train.Plan.images_per_step), what images/s counts."""
+    images of one of fit's batches over all workers (train.plan.Plan.images_per_step), what images/s counts."""
 
     def __init__(self, writer: RunWriter, epochs: int, images_per_step: int, step_lines: bool):
         super().__init__()

@@ -1,5 +1,6 @@
-"""The learning-rate callback: PlannedLR assigns any step -> LR function's value (train.Plan.lr_at) before
-each batch; `warmup_lr` is the one definition of Goyal et al.'s linear warm-up ramp that the plan starts with."""
+"""The learning-rate callback: PlannedLR assigns a step -> LR function's value (train.plan.Plan.lr_at)
+before each batch; `warmup_lr` is the one definition of Goyal et al.'s linear warm-up ramp, which the
+plan starts with."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -16,12 +17,11 @@ def warmup_lr(step: int, warmup_steps: int, base_lr: float, scaled_lr: float) ->
 
 
 class PlannedLR(tf.keras.callbacks.Callback):
-    """Assign the LR that `lr_at(global step)` (train.Plan: warm-up, schedule, fine-tuning factor) gives,
+    """Assign the LR that `lr_at(global step)` (train.plan.Plan: warm-up, schedule, fine-tuning factor) gives,
     before each batch. A pure function of the step, so a resumed run gets the uninterrupted run's LRs;
-    it assigns only when the value changes, so a flat stretch costs no op per step. `lr_at` returning None
-    assigns nothing: the optimizer keeps the LR it has."""
+    it assigns only when the value changes, so a flat stretch costs no op per step."""
 
-    def __init__(self, lr_at: Callable[[int], float | None], steps_per_epoch: int):
+    def __init__(self, lr_at: Callable[[int], float], steps_per_epoch: int):
         super().__init__()
         self.lr_at, self.steps_per_epoch = lr_at, steps_per_epoch
         self.epoch = 0
@@ -35,6 +35,6 @@ class PlannedLR(tf.keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
         lr = self.lr_at(self.epoch * self.steps_per_epoch + batch)
-        if lr is not None and lr != self.last:
+        if lr != self.last:
             self.model.optimizer.learning_rate.assign(lr)
             self.last = lr

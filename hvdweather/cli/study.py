@@ -10,7 +10,8 @@ import sys
 import click
 
 from hvdweather.cli.options import CONTEXT, field_default
-from hvdweather.study.sweep import LAUNCHERS, SweepSpec, collect_study, run_sweep
+from hvdweather.study import sweep
+from hvdweather.study.sweep import LAUNCHERS, SweepSpec
 
 
 @click.command(context_settings=CONTEXT)
@@ -54,8 +55,8 @@ def sweep_command(dry_run: bool, prepare_cell: int | None, collect: bool, **spec
     compare them in one table. Re-running skips finished cells and resumes unfinished ones."""
     spec = SweepSpec(**spec_flags)  # the remaining flags are SweepSpec's fields, one to one
     if prepare_cell is not None:
-        print(prepare_cell(spec, prepare_cell), flush=True)
+        print(sweep.prepare_cell(spec, prepare_cell), flush=True)
         return
-    records = collect_study(spec) if collect else run_sweep(spec, dry_run)
+    records = sweep.collect_study(spec) if collect else sweep.run_sweep(spec, dry_run)
     if any(r["status"] != "ok" for r in records):
         sys.exit(1)  # after every cell ran and the table is written (click's Exit would be 0 here)

@@ -4,10 +4,11 @@
         hvdweather-train --elastic --data DIR --out RUN
 
 The same steps as the fixed-world run (hvdweather.train.run), arranged for Horovod's elastic loop
-(hvdweather.distributed.run_elastic): nothing collective before the loop (a worker that joins mid-run
-starts the program from the top while the others wait in the state sync), the run's set-up once, in the
-first world, and in every world a plan (shards, steps, LR) for that world, from the epoch the state was
-committed at. docs/cluster.md has the whole story and the upstream issues this works around.
+(HorovodBackend.run_elastic in hvdweather.distributed.horovod): nothing collective before the loop (a
+worker that joins mid-run starts the program from the top while the others wait in the state sync), the
+run's set-up once, in the first world, and in every world a plan (shards, steps, LR) for that world, from
+the epoch the state was committed at. docs/cluster.md has the whole story and the upstream issues this
+works around.
 """
 from __future__ import annotations
 
