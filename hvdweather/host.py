@@ -12,6 +12,7 @@ import functools
 import os
 import platform
 import sys
+import time
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
@@ -122,10 +123,14 @@ def say(message: str, stream=None) -> None:
     stream.flush()
 
 
-def say_primary(message: str, stream=None) -> None:
+def say_primary(message: str, stream=None, others_after_s: float | None = None) -> None:
     """The job's one voice before a backend (and its RunWriter) exists: `say` in the launcher's first rank,
-    or in a process no launcher started; the other ranks stay quiet, since they would repeat it."""
+    or in a process no launcher started. The other ranks stay quiet, since they would repeat it; with
+    `others_after_s` they say it that many seconds later (a launcher that ends the job first hides them)."""
     if launched_rank() == 0:
+        say(message, stream)
+    elif others_after_s is not None:
+        time.sleep(others_after_s)
         say(message, stream)
 
 

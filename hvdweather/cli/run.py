@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 import traceback
 from collections.abc import Callable
 
 import click
 
 from hvdweather.errors import INPUT_ERRORS
-from hvdweather.host import launched_rank, say, say_primary
+from hvdweather.host import say, say_primary
 
 # Under horovodrun/mpirun/srun an input error (a missing --data, a batch too large) is the same on every
 # rank. The first rank prints it at once; the others wait this long first, and the launcher, which ends
@@ -43,9 +42,7 @@ def run_command(command: click.Command, prog: str, argv: list[str] | None = None
         return 130
     except (*INPUT_ERRORS, click.UsageError, FileNotFoundError) as exc:
         message = exc.format_message() if isinstance(exc, click.ClickException) else str(exc)
-        if launched_rank() > 0:  # the same input fails every rank the same way: let the first one say it
-            time.sleep(_OTHER_RANKS_WAIT_S)
-        say(f"{prog}: error: {message}", sys.stderr)
+        say_primary(f"{prog}: error: {message}", sys.stderr, others_after_s=_OTHER_RANKS_WAIT_S)
         return 2
     except Exception:
         traceback.print_exc()
